@@ -1,0 +1,1 @@
+"""Prefect flows and the ragtune CLI: thin wrappers over the stage logic in tasks/."""

@@ -1,0 +1,199 @@
+"""The `ragtune` command line."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from flows.runtime import SERVER_FILE, configure_environment, set_console_progress
+from tasks.errors import RagtuneError
+
+app = typer.Typer(help="ragtune: keep an LLM's knowledge current with a Qdrant index and LoRA adapters.",
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+out = Console()                 # results: tables, JSON
+err = Console(stderr=True)      # progress, messages, errors
+
+PARAMS_OPT = typer.Option(Path("params.yaml"), "--params", help="params.yaml of the project (its folder is the root).")
+OVERRIDES_ARG = typer.Argument(None, help="Overrides as key=value, e.g. chunk.size_tokens=256.", show_default=False)
+
+
+@contextmanager
+def friendly_errors() -> Iterator[None]:
+    """Expected failures print their message (file/field, reason, fix) and exit 1, without a traceback."""
+    try:
+        yield
+    except RagtuneError as exc:
+        err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
+        raise typer.Exit(1) from None
+
+
+@contextmanager
+def progress_bars(enabled: bool = True) -> Iterator[None]:
+    """Rich bars on stderr for long stages; stage code calls back with (done, total)."""
+    if not enabled or not err.is_terminal and os.environ.get("RAGTUNE_PROGRESS") != "1":
+        yield
+        return
+    with Progress(TextColumn("{task.description:>8}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err, transient=False) as bars:
+        def factory(label: str):
+            tid = bars.add_task(label, total=None)
+            return lambda done, total: bars.update(tid, completed=done, total=total or 1)
+        set_console_progress(factory)
+        try:
+            yield
+        finally:
+            set_console_progress(None)
+
+
+def _root(params: Path) -> Path:
+    root = params.resolve().parent
+    configure_environment(root)
+    return root
+
+
+def print_report(report: dict) -> None:
+    from tasks.report import report_rows
+
+    table = Table(title=f"kb_refresh {report['run_version']}")
+    for col in ("section", "metric", "value"):
+        table.add_column(col)
+    for row in report_rows(report):
+        table.add_row(row["section"], row["metric"], str(row["value"]))
+    out.print(table)
+    for d in report["drops"]:
+        out.print(f"  dropped {d['doc_id']}: {d['status']} ({d['reason']})", highlight=False)
+    out.print(f"Quality report (GX Data Docs): {report['quality']['data_docs']}", highlight=False)
+
+
+@app.command()
+def refresh(
+    overrides: Optional[list[str]] = OVERRIDES_ARG,
+    source: Optional[list[Path]] = typer.Option(None, "--source", help="Source folder (repeatable); replaces ingest.sources."),
+    json_out: bool = typer.Option(False, "--json", help="Print the run report as JSON on stdout."),
+    allow_mass_delete: bool = typer.Option(False, "--allow-mass-delete",
+                                           help="Allow deleting more than index.max_delete_share of the index."),
+    params: Path = PARAMS_OPT,
+) -> None:
+    """Run the kb_refresh flow: ingest, clean, GX gate, chunk, embed (changed chunks only), upsert, verify."""
+    with friendly_errors():
+        root = _root(params)
+        from tasks.config import load_params
+
+        srcs = [str(s.resolve()) for s in source] if source else None
+        extra = list(overrides or []) + ([f"ingest.sources={json.dumps(srcs)}"] if srcs else [])
+        load_params(params, extra)  # fail fast on bad params, before Prefect starts
+        from flows.kb_refresh import kb_refresh
+
+        with progress_bars(not json_out):
+            report = kb_refresh(root=str(root), sources=srcs, overrides=list(overrides or []),
+                                allow_mass_delete=allow_mass_delete)
+        if json_out:
+            out.print_json(json.dumps(report))
+        else:
+            print_report(report)
+
+
+@app.command()
+def search(
+    text: Optional[str] = typer.Argument(None, help="The query."),
+    top_k: int = typer.Option(5, "--top-k", min=1, help="Results per query."),
+    queries_file: Optional[Path] = typer.Option(None, "--queries-file", help="One query per line."),
+    json_out: bool = typer.Option(False, "--json", help="Print a JSON list: one {query, hits} per query."),
+    params: Path = PARAMS_OPT,
+) -> None:
+    """Search the index: dense retrieval with the configured embedding model."""
+    with friendly_errors():
+        root = _root(params)
+        from tasks.config import ConfigError, load_params
+        from tasks.search import search_queries
+
+        queries = [text] if text else []
+        if queries_file:
+            if not queries_file.is_file():
+                raise ConfigError(f"--queries-file {queries_file}: no such file.")
+            queries += [q.strip() for q in queries_file.read_text(encoding="utf-8").splitlines() if q.strip()]
+        if not queries:
+            raise ConfigError("give a query (ragtune search \"text\") or --queries-file FILE.")
+        results = search_queries(root, load_params(params), queries, top_k)
+        if json_out:
+            out.print_json(json.dumps(results))
+            return
+        for r in results:
+            out.print(f"[bold]{r['query']}[/]")
+            for i, h in enumerate(r["hits"], 1):
+                snippet = " ".join(h["text"].split())[:160]
+                out.print(f"  {i}. {h['score']:.3f}  {h['doc_id']} #{h['position']}  {snippet}", highlight=False)
+
+
+@app.command()
+def stage(
+    name: str = typer.Argument(..., help="ingest | clean | validate | chunk | embed | index | verify"),
+    overrides: Optional[list[str]] = OVERRIDES_ARG,
+    allow_mass_delete: bool = typer.Option(False, "--allow-mass-delete", help="See `ragtune refresh --help`."),
+    params: Path = PARAMS_OPT,
+) -> None:
+    """Run one pipeline stage without Prefect (this is what dvc.yaml calls)."""
+    with friendly_errors():
+        root = _root(params)
+        from tasks.config import ConfigError, load_params
+        from tasks.stages import KB_STAGES, run_stage
+        from tasks.workspace import Layout
+
+        if name not in KB_STAGES:
+            raise ConfigError(f"unknown stage '{name}'. Stages: {', '.join(KB_STAGES)}.")
+        import logging
+
+        logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+        p = load_params(params, list(overrides or []))
+        with progress_bars():
+            from flows.runtime import console_progress
+
+            stats = run_stage(name, Layout(root), p, allow_mass_delete, console_progress(name))
+        if name == "verify":
+            from tasks.report import build_report, report_markdown
+
+            err.print(report_markdown(build_report(Layout(root))), highlight=False)
+        else:
+            err.print(json.dumps({k: v for k, v in stats.items() if k != "drops"}, default=str), highlight=False)
+
+
+@app.command()
+def server(
+    host: str = typer.Option("127.0.0.1", help="Interface to bind."),
+    port: int = typer.Option(4200, help="Port for the API and UI."),
+    params: Path = PARAMS_OPT,
+) -> None:
+    """Start the Prefect server and UI (SQLite under .prefect/); later ragtune runs report to it."""
+    root = _root(params)
+    home = Path(os.environ["PREFECT_HOME"])
+    home.mkdir(parents=True, exist_ok=True)
+    url = f"http://{host}:{port}/api"
+    state = home / SERVER_FILE
+    state.write_text(json.dumps({"api_url": url, "pid": os.getpid()}))
+    err.print(f"Prefect UI: http://{host}:{port}  (runs from {root} report here; "
+              f"elsewhere export PREFECT_API_URL={url})")
+    try:
+        env = {**os.environ, "PREFECT_API_URL": url}
+        proc = subprocess.run([sys.executable, "-m", "prefect", "server", "start", "--host", host, "--port", str(port)],
+                              env=env)
+        raise typer.Exit(proc.returncode)
+    finally:
+        state.unlink(missing_ok=True)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

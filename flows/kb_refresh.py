@@ -1,0 +1,108 @@
+"""Prefect flow `kb_refresh`: ingest -> clean -> validate (GX gate) -> chunk -> embed -> index -> verify -> report."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+
+from flows.runtime import prefect_progress
+from tasks import stages
+from tasks.config import Params, load_params
+from tasks.report import build_report, report_markdown, report_rows
+from tasks.workspace import Layout, write_json
+
+# Stages write files (DVC's unit of caching) and the store; Prefect must always run them, never replay a result.
+stage_task = task(cache_policy=NO_CACHE)
+
+
+@stage_task(name="ingest_documents")
+def ingest_documents(ws: Layout, params: Params) -> dict:
+    return stages.run_ingest(ws, params, prefect_progress("ingest"))
+
+
+@stage_task(name="clean_documents")
+def clean_documents(ws: Layout, params: Params) -> dict:
+    return stages.run_clean(ws, params)
+
+
+@stage_task(name="validate_documents")
+def validate_documents(ws: Layout, params: Params) -> dict:
+    try:
+        return stages.run_validate(ws, params)
+    finally:
+        publish_quality(ws)
+
+
+@stage_task(name="chunk_documents")
+def chunk_documents(ws: Layout, params: Params) -> dict:
+    return stages.run_chunk(ws, params, prefect_progress("chunk"))
+
+
+@stage_task(name="embed_chunks")
+def embed_chunks(ws: Layout, params: Params) -> dict:
+    return stages.run_embed(ws, params, prefect_progress("embed"))
+
+
+@stage_task(name="upsert_points")
+def upsert_points(ws: Layout, params: Params, allow_mass_delete: bool) -> dict:
+    return stages.run_index(ws, params, allow_mass_delete, prefect_progress("index"))
+
+
+@stage_task(name="verify_index")
+def verify_index(ws: Layout, params: Params) -> dict:
+    return stages.run_verify(ws, params)
+
+
+@stage_task(name="publish_report")
+def publish_report(ws: Layout, total_seconds: float) -> dict:
+    report = build_report(ws, total_seconds)
+    create_table_artifact(key="kb-refresh-report", table=report_rows(report),
+                          description=f"kb_refresh {report['run_version']}: counts and seconds per stage")
+    create_markdown_artifact(key="kb-refresh-summary", markdown=report_markdown(report))
+    return report
+
+
+def publish_quality(ws: Layout) -> None:
+    """Quality summary and a link to the GX Data Docs, shown whether the gate passed or failed."""
+    if not ws.quality_report.exists():
+        return
+    q = json.loads(ws.quality_report.read_text())
+    rows = [{"table": r["table"], "expectation": r["expectation"], "column": r["column"] or "",
+             "success": r["success"], "unexpected": r["unexpected_count"]} for r in q["expectations"]]
+    create_table_artifact(key="kb-quality", table=rows,
+                          description=f"GX gate {'passed' if q['success'] else 'FAILED'}; Data Docs: {q['data_docs']}")
+    create_link_artifact(key="kb-data-docs", link=Path(q["data_docs"]).resolve().as_uri(),
+                         link_text="GX Data Docs")
+
+
+def resolve_params(ws: Layout, sources: list[str] | None, overrides: list[str] | None) -> Params:
+    """params.yaml + --source + key=value, validated, echoed to the log and saved beside the outputs."""
+    extra = list(overrides or [])
+    if sources:
+        extra.append(f"ingest.sources={json.dumps([str(s) for s in sources])}")
+    params = load_params(ws.root / "params.yaml", extra)
+    get_run_logger().info("resolved params:\n%s", json.dumps(params.as_dict(), indent=2))
+    write_json(ws.metrics_dir / "params.json", params.as_dict())
+    return params
+
+
+@flow(name="kb_refresh", log_prints=True)
+def kb_refresh(root: str = ".", sources: list[str] | None = None, overrides: list[str] | None = None,
+               allow_mass_delete: bool = False) -> dict:
+    """Refresh the knowledge base: only changed chunks are embedded, vanished documents leave the index."""
+    started = time.perf_counter()
+    ws = Layout(Path(root).resolve())
+    params = resolve_params(ws, sources, overrides)
+    ingest_documents(ws, params)
+    clean_documents(ws, params)
+    validate_documents(ws, params)  # a failed gate raises here: nothing below runs, the index is untouched
+    chunk_documents(ws, params)
+    embed_chunks(ws, params)
+    upsert_points(ws, params, allow_mass_delete)
+    verify_index(ws, params)
+    return publish_report(ws, time.perf_counter() - started)

@@ -1,0 +1,120 @@
+"""Chunk: split cleaned documents into token-bounded chunks that respect headings and paragraphs."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from tasks.config import ChunkParams
+
+# Fixed namespace: point ids must be identical on every machine and every run.
+POINT_NAMESPACE = uuid.UUID("6f1c3c7e-2f0b-5b7e-9a59-6d3b0d1c2a10")
+_HEADING = re.compile(r"^(#{1,6})\s+(.+?)\s*#*\s*$")
+_FENCE = re.compile(r"^\s*(```|~~~)")
+
+
+@dataclass(frozen=True)
+class Chunk:
+    point_id: str            # uuid5(doc_id + chunk_hash): the same text of the same document keeps its id
+    doc_id: str
+    source: str
+    path: str
+    position: int            # order of the chunk within its document
+    heading_path: list[str]  # enclosing headings, outermost first
+    text: str
+    chunk_hash: str
+    doc_hash: str
+    n_tokens: int
+
+
+def point_id(doc_id: str, chunk_hash: str) -> str:
+    return str(uuid.uuid5(POINT_NAMESPACE, f"{doc_id}\n{chunk_hash}"))
+
+
+def split_sections(text: str) -> list[tuple[list[str], str]]:
+    """(heading path, section text incl. its heading line) in order; fenced code never counts as a heading.
+
+    A heading with no body of its own is merged into the next section so no chunk is a bare title.
+    """
+    sections: list[tuple[list[str], list[str]]] = []
+    path: list[tuple[int, str]] = []
+    current: list[str] = []
+    in_fence = False
+    for line in text.split("\n"):
+        if _FENCE.match(line):
+            in_fence = not in_fence
+        m = None if in_fence else _HEADING.match(line)
+        if m:
+            if any(l.strip() and not _HEADING.match(l) for l in current):
+                sections.append(([t for _, t in path], current))
+                current = []
+            level = len(m.group(1))
+            path = [(lv, t) for lv, t in path if lv < level] + [(level, m.group(2).strip())]
+        current.append(line)
+    if any(l.strip() for l in current):
+        sections.append(([t for _, t in path], current))
+    return [(heads, "\n".join(lines).strip()) for heads, lines in sections]
+
+
+def make_splitter(tokenizer: Any, params: ChunkParams):
+    """A markdown-aware splitter whose capacity is counted with the embedding model's own tokenizer."""
+    from semantic_text_splitter import MarkdownSplitter
+
+    return MarkdownSplitter.from_huggingface_tokenizer(
+        tokenizer, capacity=params.size_tokens, overlap=params.overlap_tokens
+    )
+
+
+def chunk_document(doc: dict, splitter, count_tokens: Callable[[str], int]) -> tuple[list[Chunk], int]:
+    """Chunks of one document, and how many repeated identical chunks were skipped."""
+    out: list[Chunk] = []
+    seen: set[str] = set()
+    repeats = 0
+    for heads, section in split_sections(doc["text"]):
+        for piece in splitter.chunks(section):
+            piece = piece.strip()
+            if not piece:
+                continue
+            digest = hashlib.sha256(piece.encode("utf-8")).hexdigest()
+            if digest in seen:  # the same paragraph twice in one document adds nothing to retrieval
+                repeats += 1
+                continue
+            seen.add(digest)
+            out.append(Chunk(point_id(doc["doc_id"], digest), doc["doc_id"], doc["source"], doc["path"],
+                             len(out), heads, piece, digest, doc["content_hash"], count_tokens(piece)))
+    return out, repeats
+
+
+def chunk_documents(docs: list[dict], tokenizer: Any, params: ChunkParams, max_tokens: int,
+                    on_progress: Callable[[int, int], None] | None = None) -> tuple[list[Chunk], dict]:
+    """Pure transform: cleaned documents -> chunks (+ stats). tokenizer is a `tokenizers.Tokenizer`."""
+    from tasks.errors import ConfigError
+
+    if params.size_tokens > max_tokens:
+        raise ConfigError(
+            f"chunk.size_tokens={params.size_tokens} exceeds the embedding model's max_seq_length={max_tokens}; "
+            f"the model would silently truncate chunks. Set chunk.size_tokens <= {max_tokens}."
+        )
+    start = time.perf_counter()
+    splitter = make_splitter(tokenizer, params)
+
+    def count_tokens(s: str) -> int:
+        return len(tokenizer.encode(s, add_special_tokens=True).ids)
+
+    chunks: list[Chunk] = []
+    repeats = 0
+    for i, doc in enumerate(docs, start=1):
+        doc_chunks, doc_repeats = chunk_document(doc, splitter, count_tokens)
+        chunks += doc_chunks
+        repeats += doc_repeats
+        if on_progress:
+            on_progress(i, len(docs))
+    tokens = [c.n_tokens for c in chunks]
+    stats = {"documents": len(docs), "chunks": len(chunks), "repeated_chunks_skipped": repeats,
+             "tokens_mean": round(sum(tokens) / len(tokens), 1) if tokens else 0,
+             "tokens_max": max(tokens, default=0), "seconds": round(time.perf_counter() - start, 3)}
+    return chunks, stats

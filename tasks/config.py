@@ -1,0 +1,151 @@
+"""Typed pipeline configuration: params.yaml + key=value overrides, validated before any work starts."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from tasks.errors import ConfigError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class IngestParams(_Section):
+    sources: list[str] = Field(min_length=1)
+    extensions: list[str] = [".md", ".markdown", ".txt", ".html", ".htm", ".pdf", ".jsonl"]
+    jsonl_text_field: str = "text"
+    jsonl_id_field: str = "id"
+    max_file_mb: float = Field(20, gt=0)
+
+
+class CleanParams(_Section):
+    unicode_form: Literal["NFC", "NFKC"] = "NFC"
+    min_chars: int = Field(20, ge=0)
+
+
+class ValidateParams(_Section):
+    min_documents: int = Field(1, ge=0)
+    min_chars: int = Field(20, ge=0)
+    max_chars: int = Field(2_000_000, gt=0)
+    max_empty_share: float = Field(0.2, ge=0, le=1)
+    max_duplicate_share: float = Field(0.3, ge=0, le=1)
+    max_undecodable_share: float = Field(0.1, ge=0, le=1)
+
+
+class ChunkParams(_Section):
+    size_tokens: int = Field(200, ge=16)
+    overlap_tokens: int = Field(32, ge=0)
+
+    @model_validator(mode="after")
+    def _overlap_below_size(self) -> "ChunkParams":
+        if self.overlap_tokens >= self.size_tokens:
+            raise ValueError(
+                f"overlap_tokens ({self.overlap_tokens}) must be smaller than size_tokens ({self.size_tokens})"
+            )
+        return self
+
+
+class EmbedParams(_Section):
+    model: str = "sentence-transformers/all-MiniLM-L6-v2"
+    batch_size: int = Field(64, ge=1)
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    normalize: bool = True
+
+
+class IndexParams(_Section):
+    collection: str = Field("ragtune", pattern=r"^[A-Za-z0-9_.-]+$")
+    local_path: str = "data/qdrant"
+    distance: Literal["cosine", "dot", "euclid"] = "cosine"
+    hnsw_m: int = Field(16, ge=0)
+    hnsw_ef_construct: int = Field(100, ge=4)
+    batch_size: int = Field(256, ge=1)
+    max_delete_share: float = Field(0.5, ge=0, le=1)
+    verify_sample: int = Field(32, ge=0)
+    timeout_s: int = Field(30, ge=1)
+    retries: int = Field(3, ge=0)
+    retry_backoff_s: float = Field(1.0, ge=0)
+
+
+class Params(_Section):
+    ingest: IngestParams
+    clean: CleanParams = CleanParams()
+    validate_: ValidateParams = Field(ValidateParams(), alias="validate")
+    chunk: ChunkParams = ChunkParams()
+    embed: EmbedParams = EmbedParams()
+    index: IndexParams = IndexParams()
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    def as_dict(self) -> dict[str, Any]:
+        return self.model_dump(by_alias=True, mode="json")
+
+
+def _set_key(tree: dict, dotted: str, raw: str, valid: dict) -> None:
+    """Set tree[a][b] = yaml(raw) for "a.b", refusing keys that params.yaml does not define."""
+    parts = dotted.split(".")
+    node, ref = tree, valid
+    for i, part in enumerate(parts):
+        if not isinstance(ref, dict) or part not in ref:
+            known = ", ".join(sorted(ref)) if isinstance(ref, dict) else "(none: it is a value)"
+            where = ".".join(parts[:i]) or "top level"
+            raise ConfigError(
+                f"override '{dotted}={raw}': unknown key '{part}' under {where}. Known keys: {known}."
+            )
+        if i == len(parts) - 1:
+            node[part] = yaml.safe_load(raw) if raw != "" else ""
+        else:
+            node = node.setdefault(part, {})
+            ref = ref[part]
+
+
+def parse_overrides(items: list[str]) -> list[tuple[str, str]]:
+    """Split CLI `key=value` strings; a malformed item is an error naming it."""
+    out = []
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"'{item}' is not a key=value override (example: chunk.size_tokens=256).")
+        out.append((key.strip(), value.strip()))
+    return out
+
+
+def load_params(path: Path, overrides: list[str] | None = None) -> Params:
+    """Read params.yaml, apply overrides, validate; every problem names the file, the field and a fix."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such params file. Run from the project root or pass --params PATH.")
+    try:
+        tree = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc}). Fix the syntax and run again.") from exc
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections (ingest:, clean:, ...), got {type(tree).__name__}.")
+    defaults = Params(ingest=IngestParams(sources=["."])).as_dict()
+    for key, value in parse_overrides(overrides or []):
+        _set_key(tree, key, value, defaults)
+    try:
+        return Params.model_validate(tree)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            field = ".".join(str(p) for p in err["loc"]) or "(top level)"
+            field = field.replace("validate_", "validate")
+            got = err.get("input")
+            got_s = "" if isinstance(got, dict) else f" (got {json.dumps(got, default=str)})"
+            if err["type"] == "extra_forbidden":
+                problems.append(f"{field}: unknown key; remove it or check the spelling")
+            else:
+                problems.append(f"{field}: {err['msg']}{got_s}")
+        raise ConfigError(f"{path}: invalid parameters:\n  - " + "\n  - ".join(problems)) from None
+
+
+def resolve_path(root: Path, value: str) -> Path:
+    """Paths in params.yaml are relative to the project root (the folder holding params.yaml)."""
+    p = Path(value).expanduser()
+    return p if p.is_absolute() else (root / p)

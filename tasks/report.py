@@ -1,0 +1,64 @@
+"""The refresh report: one dict built from the stage metrics, rendered as a table, markdown or JSON."""
+
+from __future__ import annotations
+
+from tasks.workspace import Layout, read_json, write_json
+
+STAGES = ("ingest", "clean", "validate", "chunk", "embed", "index", "verify")
+
+
+def build_report(ws: Layout, total_seconds: float | None = None) -> dict:
+    """Collect every stage's metrics file into the run report and save it as the DVC metrics file."""
+    m = {s: read_json(ws.stage_metrics(s), s) for s in STAGES}
+    docs = dict(m["index"]["documents"])
+    docs["dropped"] = sum(m["clean"]["dropped"].values())
+    report = {
+        "documents": docs,
+        "dropped_by_reason": m["clean"]["dropped"],
+        "drops": [{"doc_id": d["doc_id"], "status": d["status"], "reason": d["reason"]} for d in m["clean"]["drops"]],
+        "chunks": {"total": m["chunk"]["chunks"], "embedded": m["embed"]["embedded"], "reused": m["embed"]["reused"]},
+        "points": {"written": m["index"]["points_written"], "deleted": m["index"]["points_deleted"],
+                   "in_index": m["verify"]["points"]},
+        "quality": {"passed": m["validate"]["success"], "expectations": m["validate"]["evaluated"],
+                    "data_docs": m["validate"]["data_docs"]},
+        "embed_chunks_per_s": m["embed"]["chunks_per_s"],
+        "index_points_per_s": m["index"]["points_per_s"],
+        "seconds": {s: m[s]["seconds"] for s in STAGES},
+        "run_version": m["index"]["run_version"],
+    }
+    if total_seconds is not None:
+        report["seconds"]["total"] = round(total_seconds, 3)
+    write_json(ws.refresh_report, report)
+    return report
+
+
+def report_rows(report: dict) -> list[dict]:
+    """Flat (section, metric, value) rows: the Prefect table artifact and the CLI table."""
+    rows = []
+    for section in ("documents", "chunks", "points"):
+        rows += [{"section": section, "metric": k, "value": v} for k, v in report[section].items()]
+    rows += [{"section": "dropped", "metric": k, "value": v} for k, v in report["dropped_by_reason"].items()]
+    rows += [{"section": "seconds", "metric": k, "value": v} for k, v in report["seconds"].items()]
+    return rows
+
+
+def report_markdown(report: dict) -> str:
+    d, c, p = report["documents"], report["chunks"], report["points"]
+    lines = [
+        f"# Knowledge-base refresh {report['run_version']}",
+        "",
+        f"**Documents**: {d['added']} added, {d['changed']} changed, {d['unchanged']} unchanged, "
+        f"{d['removed']} removed, {d.get('repaired', 0)} repaired, {d['dropped']} dropped.",
+        f"**Chunks**: {c['total']} total, {c['embedded']} embedded, {c['reused']} reused from cache.",
+        f"**Points**: {p['written']} written, {p['deleted']} deleted, {p['in_index']} in the index (verified).",
+        f"**Quality gate**: {'passed' if report['quality']['passed'] else 'FAILED'} "
+        f"({report['quality']['expectations']} expectations) - Data Docs: `{report['quality']['data_docs']}`",
+        "",
+        "| stage | seconds |",
+        "|---|---|",
+        *[f"| {k} | {v} |" for k, v in report["seconds"].items()],
+    ]
+    if report["drops"]:
+        lines += ["", "| dropped document | status | reason |", "|---|---|---|",
+                  *[f"| {x['doc_id']} | {x['status']} | {x['reason']} |" for x in report["drops"]]]
+    return "\n".join(lines)

@@ -1,0 +1,182 @@
+"""One function per pipeline stage: read inputs from the workspace, run the pure logic, write outputs.
+
+`ragtune stage NAME` (what dvc.yaml runs) and the Prefect tasks in flows/ both call these, so `dvc repro` and
+`ragtune refresh` produce the same files and the same index.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import asdict
+from datetime import datetime, timezone
+from typing import Callable
+
+from tasks.config import Params
+from tasks.errors import GateFailed
+from tasks.workspace import (Layout, read_json, read_jsonl, read_npy, write_json, write_jsonl, write_npy)
+
+log = logging.getLogger("ragtune")
+Progress = Callable[[int, int], None] | None
+KB_STAGES = ("ingest", "clean", "validate", "chunk", "embed", "index", "verify")
+
+
+def _finish(ws: Layout, stage: str, stats: dict, start: float) -> dict:
+    """Stage wall time (imports and model loading included), then the stage's DVC metrics file."""
+    stats["seconds"] = round(time.perf_counter() - start, 3)
+    write_json(ws.stage_metrics(stage), stats)
+    return stats
+
+
+def run_ingest(ws: Layout, params: Params, on_progress: Progress = None) -> dict:
+    start = time.perf_counter()
+    from tasks.ingest import ingest_sources, to_record
+
+    docs, stats = ingest_sources(ws.root, params.ingest, on_progress)
+    write_jsonl(ws.raw_documents, (to_record(d) for d in docs))
+    _finish(ws, "ingest", stats, start)
+    log.info("ingest: %d documents from %d files %s", stats["documents"], stats["files"], stats["by_status"])
+    return stats
+
+
+def run_clean(ws: Layout, params: Params, on_progress: Progress = None) -> dict:
+    start = time.perf_counter()
+    from tasks.clean import clean_documents
+
+    kept, drops, stats = clean_documents(read_jsonl(ws.raw_documents, "ingest"), params.clean)
+    write_jsonl(ws.clean_documents, (asdict(d) for d in kept))
+    write_jsonl(ws.clean_drops, (asdict(d) for d in drops))
+    stats["drops"] = [asdict(d) for d in drops]
+    _finish(ws, "clean", stats, start)
+    log.info("clean: kept %d of %d, dropped %s", stats["kept"], stats["input"], stats["dropped"])
+    return stats
+
+
+def run_validate(ws: Layout, params: Params, on_progress: Progress = None) -> dict:
+    """Run the GX gate; on failure the report is still written, then GateFailed stops the pipeline."""
+    start = time.perf_counter()
+    from tasks.validate import build_tables, run_gate
+
+    documents, inputs = build_tables(read_jsonl(ws.clean_documents, "clean"), read_jsonl(ws.clean_drops, "clean"))
+    report = run_gate(documents, inputs, params.validate_, ws.gx_root)
+    write_json(ws.quality_report, report)
+    summary = {k: report[k] for k in ("success", "evaluated", "documents", "inputs", "shares", "failed",
+                                      "data_docs", "seconds")}
+    _finish(ws, "validate", summary, start)
+    if not report["success"]:
+        raise GateFailed(
+            f"data quality gate failed ({len(report['failed'])} of {report['evaluated']} expectations); nothing "
+            "was chunked, embedded or indexed:\n  - " + "\n  - ".join(report["failed"]) +
+            f"\nReport: {ws.quality_report}\nData Docs: {report['data_docs']}\n"
+            "Fix the source data, or loosen the thresholds in the validate: section of params.yaml."
+        )
+    log.info("validate: %d expectations passed; Data Docs at %s", report["evaluated"], report["data_docs"])
+    return summary
+
+
+def run_chunk(ws: Layout, params: Params, on_progress: Progress = None) -> dict:
+    start = time.perf_counter()
+    from tasks.chunk import chunk_documents
+    from tasks.embedder import load_tokenizer
+
+    quality = read_json(ws.quality_report, "validate")
+    if not quality.get("success"):
+        raise GateFailed(f"{ws.quality_report}: the last quality gate failed; fix the data and re-run validate.")
+    tokenizer, max_tokens = load_tokenizer(params.embed.model)
+    chunks, stats = chunk_documents(read_jsonl(ws.clean_documents, "clean"), tokenizer, params.chunk, max_tokens,
+                                    on_progress)
+    write_jsonl(ws.chunks, (asdict(c) for c in chunks))
+    _finish(ws, "chunk", stats, start)
+    log.info("chunk: %d chunks from %d documents (mean %s tokens)", stats["chunks"], stats["documents"],
+             stats["tokens_mean"])
+    return stats
+
+
+def run_embed(ws: Layout, params: Params, on_progress: Progress = None) -> dict:
+    start = time.perf_counter()
+    from tasks.embed import EmbeddingCache, embed_chunks
+    from tasks.embedder import SentenceTransformerEmbedder, model_fingerprint
+
+    chunks = read_jsonl(ws.chunks, "chunk")
+    p = params.embed
+    embedder = SentenceTransformerEmbedder(p.model, p.batch_size, p.device, p.normalize)
+    cache = EmbeddingCache(ws.embedding_cache)
+    vectors, stats = embed_chunks(chunks, embedder, cache, model_fingerprint(p.model, p.normalize), on_progress)
+    write_npy(ws.vectors, vectors)
+    write_json(ws.vector_ids, [c["point_id"] for c in chunks])
+    stats["device"] = embedder.device
+    _finish(ws, "embed", stats, start)
+    log.info("embed: %d embedded, %d reused from cache (%s)", stats["embedded"], stats["reused"], embedder.device)
+    return stats
+
+
+def run_index(ws: Layout, params: Params, allow_mass_delete: bool = False, on_progress: Progress = None) -> dict:
+    """Reconcile the collection with the chunks, verify it, write the manifest. Guard checks run before writes."""
+    from tasks.index import PAYLOAD_FIELDS, apply_plan, plan_reconcile
+    from tasks.vector_store import open_store
+
+    start = time.perf_counter()
+    chunks = read_jsonl(ws.chunks, "chunk")
+    vectors = read_npy(ws.vectors, "embed")
+    ids = read_json(ws.vector_ids, "embed")
+    if ids != [c["point_id"] for c in chunks]:
+        raise GateFailed(f"{ws.vectors} was computed for other chunks than {ws.chunks}; run the embed stage again.")
+    embed_stats = read_json(ws.stage_metrics("embed"), "embed")
+    run_version = os.environ.get("RAGTUNE_RUN_VERSION") or datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    store = open_store(ws.root, params.index)
+    try:
+        store.ensure_collection(int(vectors.shape[1]) if vectors.ndim == 2 and len(vectors) else embed_stats["dim"])
+        plan = plan_reconcile(chunks, store.scan(PAYLOAD_FIELDS))
+        log.info("index plan: %d added, %d changed, %d repaired, %d unchanged, %d removed documents",
+                 len(plan.added), len(plan.changed), len(plan.repaired), len(plan.unchanged), len(plan.removed))
+        writes = apply_plan(store, plan, chunks, vectors, params.index, run_version, embed_stats["model"],
+                            allow_mass_delete, on_progress)
+        location = store.location if not store.is_server else "qdrant-server"
+    finally:
+        store.close()
+    write_json(ws.index_manifest, manifest(chunks, params, embed_stats, location))
+    stats = {"documents": {"added": len(plan.added), "changed": len(plan.changed), "repaired": len(plan.repaired),
+                           "unchanged": len(plan.unchanged), "removed": len(plan.removed)},
+             "removed_ids": plan.removed, "repaired_ids": plan.repaired, **writes,
+             "run_version": run_version}
+    _finish(ws, "index", stats, start)
+    return stats
+
+
+def run_verify(ws: Layout, params: Params, on_progress: Progress = None) -> dict:
+    """The collection holds exactly the manifest's points (count + a sample of ids)."""
+    from tasks.index import verify_index
+    from tasks.vector_store import open_store
+
+    start = time.perf_counter()
+    expected = [pid for doc in read_json(ws.index_manifest, "index")["docs"].values() for pid in doc["points"]]
+    store = open_store(ws.root, params.index)
+    try:
+        stats = verify_index(store, expected, params.index.verify_sample)
+    finally:
+        store.close()
+    _finish(ws, "verify", stats, start)
+    log.info("verify: %d points, %d sampled ids present", stats["points"], stats["sampled"])
+    return stats
+
+
+def manifest(chunks: list[dict], params: Params, embed_stats: dict, location: str) -> dict:
+    """What the index should hold: deterministic, so DVC versions it and `dvc diff` shows real changes."""
+    docs: dict[str, dict] = {}
+    for c in chunks:
+        d = docs.setdefault(c["doc_id"], {"doc_hash": c["doc_hash"], "source": c["source"], "path": c["path"],
+                                          "points": []})
+        d["points"].append(c["point_id"])
+    return {"collection": params.index.collection, "store": location, "distance": params.index.distance,
+            "model": embed_stats["model"], "dim": embed_stats["dim"], "chunks": len(chunks),
+            "documents": len(docs), "docs": docs}
+
+
+def run_stage(name: str, ws: Layout, params: Params, allow_mass_delete: bool = False,
+              on_progress: Progress = None) -> dict:
+    runners = {"ingest": run_ingest, "clean": run_clean, "validate": run_validate, "chunk": run_chunk,
+               "embed": run_embed, "verify": run_verify}
+    if name == "index":
+        return run_index(ws, params, allow_mass_delete, on_progress)
+    return runners[name](ws, params, on_progress)

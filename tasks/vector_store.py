@@ -1,0 +1,202 @@
+"""The vector-store interface and its Qdrant implementation (local mode by default, a server via QDRANT_URL)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Protocol, TypeVar
+
+from tasks.config import IndexParams, resolve_path
+from tasks.errors import IndexError_
+
+log = logging.getLogger("ragtune")
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Point:
+    id: str
+    vector: list[float]
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Hit:
+    id: str
+    score: float
+    payload: dict[str, Any]
+
+
+class VectorStore(Protocol):
+    location: str
+
+    def ensure_collection(self, dim: int) -> None: ...
+    def scan(self, fields: list[str]) -> dict[str, dict[str, Any]]: ...
+    def upsert(self, points: list[Point]) -> None: ...
+    def delete(self, ids: list[str]) -> None: ...
+    def count(self) -> int: ...
+    def existing(self, ids: list[str]) -> set[str]: ...
+    def search(self, vector: list[float], top_k: int) -> list[Hit]: ...
+    def close(self) -> None: ...
+
+
+def _distance(name: str):
+    from qdrant_client import models
+
+    return {"cosine": models.Distance.COSINE, "dot": models.Distance.DOT, "euclid": models.Distance.EUCLID}[name]
+
+
+class QdrantStore:
+    """One Qdrant collection. Every write waits for acknowledgement and raises on anything but COMPLETED."""
+
+    def __init__(self, client, params: IndexParams, location: str, is_server: bool):
+        self.client = client
+        self.params = params
+        self.collection = params.collection
+        self.location = location
+        self.is_server = is_server
+
+    # --- retries belong to network calls only (a local store either works or is locked)
+    def _call(self, what: str, fn: Callable[[], T]) -> T:
+        attempts = self.params.retries + 1 if self.is_server else 1
+        for attempt in range(1, attempts + 1):
+            try:
+                return fn()
+            except Exception as exc:  # qdrant-client raises several transport types; all are retried alike
+                if attempt == attempts or not _is_transient(exc):
+                    raise IndexError_(
+                        f"Qdrant at {self.location}: {what} failed after {attempt} attempt(s): "
+                        f"{type(exc).__name__}: {_short(exc)}. Check that the server is up and QDRANT_URL / "
+                        "QDRANT_API_KEY are right; the index was not changed by this step."
+                    ) from exc
+                delay = self.params.retry_backoff_s * 2 ** (attempt - 1)
+                log.warning("Qdrant %s failed (%s); retry %d/%d in %.1fs", what, _short(exc), attempt,
+                            attempts - 1, delay)
+                time.sleep(delay)
+        raise AssertionError("unreachable")
+
+    def ensure_collection(self, dim: int) -> None:
+        from qdrant_client import models
+
+        name = self.collection
+        if self._call("collection_exists", lambda: self.client.collection_exists(name)):
+            info = self._call("get_collection", lambda: self.client.get_collection(name))
+            vectors = info.config.params.vectors
+            size = getattr(vectors, "size", None)
+            distance = getattr(vectors, "distance", None)
+            if size != dim or distance != _distance(self.params.distance):
+                raise IndexError_(
+                    f"collection '{name}' at {self.location} holds {size}-dim {distance} vectors, but this run "
+                    f"makes {dim}-dim {_distance(self.params.distance)} vectors (embed.model / index.distance). "
+                    "Use a new index.collection name, or delete the old collection to rebuild it."
+                )
+            return
+        self._call("create_collection", lambda: self.client.create_collection(
+            name,
+            vectors_config=models.VectorParams(size=dim, distance=_distance(self.params.distance)),
+            hnsw_config=models.HnswConfigDiff(m=self.params.hnsw_m, ef_construct=self.params.hnsw_ef_construct),
+        ))
+        if self.is_server:  # local mode ignores payload indexes (and warns); a server needs them before loading
+            for field in ("doc_id", "source"):
+                self._call("create_payload_index", lambda f=field: self.client.create_payload_index(
+                    name, field_name=f, field_schema=models.PayloadSchemaType.KEYWORD, wait=True))
+        log.info("created collection %s (%d-dim, %s) at %s", name, dim, self.params.distance, self.location)
+
+    def scan(self, fields: list[str]) -> dict[str, dict[str, Any]]:
+        """Every point id with the given payload fields; the store, not a manifest, is the truth."""
+        out: dict[str, dict[str, Any]] = {}
+        offset = None
+        while True:
+            points, offset = self._call("scroll", lambda o=offset: self.client.scroll(
+                self.collection, limit=1024, offset=o, with_payload=fields, with_vectors=False))
+            for p in points:
+                out[str(p.id)] = dict(p.payload or {})
+            if offset is None:
+                return out
+
+    def upsert(self, points: list[Point]) -> None:
+        from qdrant_client import models
+
+        structs = [models.PointStruct(id=p.id, vector=p.vector, payload=p.payload) for p in points]
+        result = self._call("upsert", lambda: self.client.upsert(self.collection, points=structs, wait=True))
+        _require_completed(result, "upsert", self.location)
+
+    def delete(self, ids: list[str]) -> None:
+        from qdrant_client import models
+
+        result = self._call("delete", lambda: self.client.delete(
+            self.collection, points_selector=models.PointIdsList(points=list(ids)), wait=True))
+        _require_completed(result, "delete", self.location)
+
+    def count(self) -> int:
+        return int(self._call("count", lambda: self.client.count(self.collection, exact=True)).count)
+
+    def existing(self, ids: list[str]) -> set[str]:
+        got = self._call("retrieve", lambda: self.client.retrieve(
+            self.collection, ids=list(ids), with_payload=False, with_vectors=False))
+        return {str(p.id) for p in got}
+
+    def search(self, vector: list[float], top_k: int) -> list[Hit]:
+        res = self._call("query", lambda: self.client.query_points(
+            self.collection, query=vector, limit=top_k, with_payload=True))
+        return [Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in res.points]
+
+    def has_collection(self) -> bool:
+        return bool(self._call("collection_exists", lambda: self.client.collection_exists(self.collection)))
+
+    def close(self) -> None:
+        try:
+            self.client.close()
+        except Exception:  # closing a half-open local store must never mask the real error
+            pass
+
+
+def _require_completed(result, what: str, location: str) -> None:
+    from qdrant_client import models
+
+    status = getattr(result, "status", None)
+    if status not in (models.UpdateStatus.COMPLETED, "completed"):
+        raise IndexError_(f"Qdrant at {location}: {what} was not acknowledged (status={status}); the run stops here.")
+
+
+def _is_transient(exc: Exception) -> bool:
+    from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
+
+    if isinstance(exc, UnexpectedResponse):
+        return exc.status_code is None or exc.status_code >= 500 or exc.status_code == 429
+    return isinstance(exc, (ResponseHandlingException, ConnectionError, TimeoutError, OSError))
+
+
+def _short(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else repr(exc))[:300]
+
+
+def open_store(root: Path, params: IndexParams) -> QdrantStore:
+    """QDRANT_URL (+ QDRANT_API_KEY) from the environment selects a server; otherwise local mode under data/."""
+    from qdrant_client import QdrantClient
+
+    url = os.environ.get("QDRANT_URL", "").strip()
+    if url:
+        client = QdrantClient(url=url, api_key=os.environ.get("QDRANT_API_KEY") or None, timeout=params.timeout_s)
+        return QdrantStore(client, params, url, is_server=True)
+    path = resolve_path(root, params.local_path)
+    path.mkdir(parents=True, exist_ok=True)
+    try:
+        client = QdrantClient(path=str(path))
+    except RuntimeError as exc:
+        if "already accessed" in str(exc):
+            raise IndexError_(
+                f"local Qdrant store {path} is in use by another process (another refresh or a search). "
+                "Wait for it to finish and run again, or use a Qdrant server (QDRANT_URL) for concurrent access."
+            ) from None
+        raise
+    return QdrantStore(client, params, str(path), is_server=False)
+
+
+def batched(items: list[T], size: int) -> Iterable[list[T]]:
+    for i in range(0, len(items), size):
+        yield items[i:i + size]

@@ -1,0 +1,106 @@
+"""Where each stage reads and writes (the same paths dvc.yaml names), and atomic file helpers."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import numpy as np
+
+from tasks.errors import RagtuneError
+
+
+@dataclass(frozen=True)
+class Layout:
+    root: Path
+
+    @property
+    def raw_documents(self) -> Path: return self.root / "data/raw/documents.jsonl"
+    @property
+    def clean_documents(self) -> Path: return self.root / "data/clean/documents.jsonl"
+    @property
+    def clean_drops(self) -> Path: return self.root / "data/clean/drops.jsonl"
+    @property
+    def quality_report(self) -> Path: return self.root / "data/quality/report.json"
+    @property
+    def gx_root(self) -> Path: return self.root / "data/quality"  # GX keeps its project in data/quality/gx
+    @property
+    def chunks(self) -> Path: return self.root / "data/chunks/chunks.jsonl"
+    @property
+    def vectors(self) -> Path: return self.root / "data/embeddings/vectors.npy"
+    @property
+    def vector_ids(self) -> Path: return self.root / "data/embeddings/ids.json"
+    @property
+    def embedding_cache(self) -> Path: return self.root / "data/cache/embeddings.sqlite"
+    @property
+    def index_manifest(self) -> Path: return self.root / "data/index/manifest.json"
+    @property
+    def metrics_dir(self) -> Path: return self.root / "data/metrics"
+
+    def stage_metrics(self, stage: str) -> Path:
+        return self.metrics_dir / f"{stage}.json"
+
+    @property
+    def refresh_report(self) -> Path: return self.metrics_dir / "refresh.json"
+
+
+def _atomic(path: Path, write) -> None:
+    """Write to a temp file beside `path`, then rename: readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, data: Any) -> None:
+    _atomic(path, lambda f: f.write((json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n").encode()))
+
+
+def write_jsonl(path: Path, rows: Iterable[dict]) -> None:
+    def w(f):
+        for row in rows:
+            f.write((json.dumps(row, ensure_ascii=False) + "\n").encode())
+    _atomic(path, w)
+
+
+def write_npy(path: Path, array: np.ndarray) -> None:
+    _atomic(path, lambda f: np.save(f, array, allow_pickle=False))
+
+
+def _require(path: Path, stage: str) -> None:
+    if not path.exists():
+        raise RagtuneError(f"{path}: missing input. Run the '{stage}' stage first (ragtune stage {stage}, "
+                           "dvc repro, or ragtune refresh).")
+
+
+def read_json(path: Path, stage: str) -> Any:
+    _require(path, stage)
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def iter_jsonl(path: Path, stage: str) -> Iterator[dict]:
+    _require(path, stage)
+    with path.open(encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                yield json.loads(line)
+
+
+def read_jsonl(path: Path, stage: str) -> list[dict]:
+    return list(iter_jsonl(path, stage))
+
+
+def read_npy(path: Path, stage: str) -> np.ndarray:
+    _require(path, stage)
+    return np.load(path, allow_pickle=False)
