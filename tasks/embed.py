@@ -45,9 +45,12 @@ class EmbeddingCache:
                            [(model, h, np.asarray(v, dtype=np.float32).tobytes()) for h, v in items])
 
 
-def embed_chunks(chunks: list[dict], embedder: Embedder, cache: EmbeddingCache, model_key: str,
+def embed_chunks(chunks: list[dict], make_embedder: Callable[[], Embedder], cache: EmbeddingCache, model_key: str,
                  on_progress: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, dict]:
-    """Vectors aligned with `chunks`; cache hits are reused, misses encoded longest-first in slices."""
+    """Vectors aligned with `chunks`; cache hits are reused, misses encoded longest-first in slices.
+
+    The model is loaded only when something is missing, so an unchanged nightly run never pays for it.
+    """
     start = time.perf_counter()
     hashes = [c["chunk_hash"] for c in chunks]
     unique = list(dict.fromkeys(hashes))
@@ -55,6 +58,7 @@ def embed_chunks(chunks: list[dict], embedder: Embedder, cache: EmbeddingCache, 
     text_by_hash = {c["chunk_hash"]: c["text"] for c in chunks}
     missing = sorted((h for h in unique if h not in cached), key=lambda h: -len(text_by_hash[h]))
     encode_seconds = 0.0
+    embedder = make_embedder() if missing else None
     # Slices keep memory flat and drive the progress bar; longest-first keeps sentence-transformers' batches tight.
     step = max(embedder_batch(embedder) * 16, 256)
     done = 0
@@ -70,12 +74,12 @@ def embed_chunks(chunks: list[dict], embedder: Embedder, cache: EmbeddingCache, 
             on_progress(done, len(missing))
     if on_progress and not missing:
         on_progress(0, 0)
-    dim = embedder.dim
+    dim = embedder.dim if embedder else (len(next(iter(cached.values()))) if cached else 0)
     matrix = np.stack([cached[h] for h in hashes]).astype(np.float32) if hashes else np.zeros((0, dim), np.float32)
     if matrix.shape[1:] != (dim,):
         raise ValueError(f"cached vectors have shape {matrix.shape[1:]}, model gives ({dim},)")
     stats = {"chunks": len(chunks), "embedded": len(missing), "reused": len(chunks) - len(missing),
-             "model": embedder.name, "dim": dim, "encode_seconds": round(encode_seconds, 3),
+             "device": getattr(embedder, "device", None), "dim": dim, "encode_seconds": round(encode_seconds, 3),
              "chunks_per_s": round(len(missing) / encode_seconds, 1) if encode_seconds > 0 else None,
              "seconds": round(time.perf_counter() - start, 3)}
     return matrix, stats

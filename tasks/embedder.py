@@ -71,15 +71,21 @@ def model_fingerprint(name: str, normalize: bool) -> str:
 
 def load_tokenizer(name: str):
     """(tokenizers.Tokenizer, max_seq_length) of a sentence-transformers model without loading its weights."""
-    from transformers import AutoTokenizer
+    path = Path(resolve_model_path(name))
+    if (path / "tokenizer.json").exists():  # fast path: no transformers import
+        from tokenizers import Tokenizer
 
-    path = resolve_model_path(name)
-    tok = AutoTokenizer.from_pretrained(path)
-    max_len = tok.model_max_length
-    cfg = Path(path) / "sentence_bert_config.json"
+        backend = Tokenizer.from_file(str(path / "tokenizer.json"))
+        max_len = json.loads((path / "tokenizer_config.json").read_text()).get("model_max_length", 512) \
+            if (path / "tokenizer_config.json").exists() else 512
+    else:
+        from transformers import AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(str(path) if path.exists() else name)
+        backend, max_len = tok.backend_tokenizer, tok.model_max_length
+    cfg = path / "sentence_bert_config.json"
     if cfg.exists():
         max_len = json.loads(cfg.read_text()).get("max_seq_length", max_len)
-    backend = tok.backend_tokenizer
     backend.no_truncation()
     backend.no_padding()
     return backend, int(min(max_len, 100_000))

@@ -100,14 +100,15 @@ def run_embed(ws: Layout, params: Params, on_progress: Progress = None) -> dict:
 
     chunks = read_jsonl(ws.chunks, "chunk")
     p = params.embed
-    embedder = SentenceTransformerEmbedder(p.model, p.batch_size, p.device, p.normalize)
     cache = EmbeddingCache(ws.embedding_cache)
-    vectors, stats = embed_chunks(chunks, embedder, cache, model_fingerprint(p.model, p.normalize), on_progress)
+    vectors, stats = embed_chunks(
+        chunks, lambda: SentenceTransformerEmbedder(p.model, p.batch_size, p.device, p.normalize),
+        cache, model_fingerprint(p.model, p.normalize), on_progress)
     write_npy(ws.vectors, vectors)
     write_json(ws.vector_ids, [c["point_id"] for c in chunks])
-    stats["device"] = embedder.device
+    stats["model"] = p.model
     _finish(ws, "embed", stats, start)
-    log.info("embed: %d embedded, %d reused from cache (%s)", stats["embedded"], stats["reused"], embedder.device)
+    log.info("embed: %d embedded, %d reused from cache", stats["embedded"], stats["reused"])
     return stats
 
 

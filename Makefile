@@ -1,0 +1,32 @@
+# ragtune: `make demo` and `make test` work on a fresh machine (they install into .venv first).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test lock clean-data
+
+install: $(STAMP)
+
+# Re-installs only when the pins or the package metadata change.
+$(STAMP): constraints.txt pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check torch==2.13.0
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[test]"
+	@touch $(STAMP)
+
+demo: install
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/ragtune refresh
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/ragtune search "Which thermostat supports dual-fuel heat pumps?" --top-k 3
+
+test: install
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q
+
+# Refresh constraints.txt from the current .venv after changing dependencies in pyproject.toml.
+lock:
+	( sed -n '1,3p' constraints.txt; $(BIN)/pip freeze --exclude-editable | grep -iv '^ragtune' \
+	  | sed 's/^torch==2.13.0+cpu/torch==2.13.0/' | sort -f ) > constraints.txt.new && mv constraints.txt.new constraints.txt
+
+clean-data:
+	rm -rf data/raw data/clean data/quality data/chunks data/embeddings data/index data/metrics data/qdrant

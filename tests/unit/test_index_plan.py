@@ -1,0 +1,35 @@
+import pytest
+
+from tasks.config import IndexParams
+from tasks.errors import IndexError_
+from tasks.index import check_mass_delete, plan_reconcile
+
+
+def chunk(doc, pid, h="h1"):
+    return {"doc_id": doc, "point_id": pid, "doc_hash": h}
+
+
+def test_plan_classifies_documents_and_deletes_after_upsert():
+    stored = {"a1": {"doc_id": "a", "doc_hash": "h1"}, "b1": {"doc_id": "b", "doc_hash": "old"},
+              "b2": {"doc_id": "b", "doc_hash": "old"}, "c1": {"doc_id": "c", "doc_hash": "h1"},
+              "d1": {"doc_id": "d", "doc_hash": "h1"}}
+    desired = [chunk("a", "a1"), chunk("b", "b1", "new"), chunk("b", "b3", "new"), chunk("d", "d1"),
+               chunk("d", "d2"), chunk("e", "e1")]
+    plan = plan_reconcile(desired, stored)
+    assert (plan.added, plan.changed, plan.unchanged, plan.removed, plan.repaired) == (["e"], ["b"], ["a"], ["c"], ["d"])
+    assert sorted(plan.upsert_ids) == ["b1", "b3", "d1", "d2", "e1"]
+    assert sorted(plan.delete_ids) == ["b2", "c1"]
+
+
+def test_unchanged_store_plans_nothing():
+    plan = plan_reconcile([chunk("a", "a1")], {"a1": {"doc_id": "a", "doc_hash": "h1"}})
+    assert plan.upsert_ids == [] and plan.delete_ids == []
+
+
+def test_mass_delete_guard():
+    stored = {f"p{i}": {"doc_id": f"d{i}", "doc_hash": "h"} for i in range(10)}
+    plan = plan_reconcile([chunk("d0", "p0", "h")], stored)  # nine of ten documents vanished
+    with pytest.raises(IndexError_, match=r"delete 9 of 10 points \(90%\).*--allow-mass-delete"):
+        check_mass_delete(plan, IndexParams(), allow=False, location="test")
+    check_mass_delete(plan, IndexParams(), allow=True, location="test")
+    check_mass_delete(plan, IndexParams(max_delete_share=0.95), allow=False, location="test")
