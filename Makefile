@@ -29,4 +29,4 @@ lock:
 	  | sed 's/^torch==2.13.0+cpu/torch==2.13.0/' | sort -f ) > constraints.txt.new && mv constraints.txt.new constraints.txt
 
 clean-data:
-	rm -rf data/raw data/clean data/quality data/chunks data/embeddings data/index data/metrics data/qdrant
+	rm -rf data/raw data/clean data/quality data/chunks data/embeddings data/index data/metrics data/qdrant data/cache
