@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from typing import Callable
 
 from tasks.config import Params
-from tasks.errors import GateFailed
+from tasks.errors import GateFailed, RagtuneError
 from tasks.workspace import (Layout, read_json, read_jsonl, read_npy, write_json, write_jsonl, write_npy)
 
 log = logging.getLogger("ragtune")
@@ -113,7 +113,7 @@ def run_embed(ws: Layout, params: Params, on_progress: Progress = None) -> dict:
 
 
 def run_index(ws: Layout, params: Params, allow_mass_delete: bool = False, on_progress: Progress = None) -> dict:
-    """Reconcile the collection with the chunks, verify it, write the manifest. Guard checks run before writes."""
+    """Reconcile the collection with the chunks and write the manifest. The guard runs before any write."""
     from tasks.index import PAYLOAD_FIELDS, apply_plan, plan_reconcile
     from tasks.vector_store import open_store
 
@@ -122,7 +122,7 @@ def run_index(ws: Layout, params: Params, allow_mass_delete: bool = False, on_pr
     vectors = read_npy(ws.vectors, "embed")
     ids = read_json(ws.vector_ids, "embed")
     if ids != [c["point_id"] for c in chunks]:
-        raise GateFailed(f"{ws.vectors} was computed for other chunks than {ws.chunks}; run the embed stage again.")
+        raise RagtuneError(f"{ws.vectors} was computed for other chunks than {ws.chunks}; run the embed stage again.")
     embed_stats = read_json(ws.stage_metrics("embed"), "embed")
     run_version = os.environ.get("RAGTUNE_RUN_VERSION") or datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     store = open_store(ws.root, params.index)
@@ -133,7 +133,8 @@ def run_index(ws: Layout, params: Params, allow_mass_delete: bool = False, on_pr
                  len(plan.added), len(plan.changed), len(plan.repaired), len(plan.unchanged), len(plan.removed))
         writes = apply_plan(store, plan, chunks, vectors, params.index, run_version, embed_stats["model"],
                             allow_mass_delete, on_progress)
-        location = store.location if not store.is_server else "qdrant-server"
+        # as configured, not resolved: the manifest is a DVC output and must not differ between machines
+        location = "qdrant-server" if store.is_server else f"local:{params.index.local_path}"
     finally:
         store.close()
     write_json(ws.index_manifest, manifest(chunks, params, embed_stats, location))
