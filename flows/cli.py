@@ -40,7 +40,7 @@ def friendly_errors() -> Iterator[None]:
 @contextmanager
 def progress_bars(enabled: bool = True) -> Iterator[None]:
     """Rich bars on stderr for long stages; stage code calls back with (done, total)."""
-    if not enabled or not err.is_terminal and os.environ.get("RAGTUNE_PROGRESS") != "1":
+    if not enabled or (not err.is_terminal and os.environ.get("RAGTUNE_PROGRESS") != "1"):
         yield
         return
     with Progress(TextColumn("{task.description:>8}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -87,11 +87,10 @@ def refresh(
     """Run the kb_refresh flow: ingest, clean, GX gate, chunk, embed (changed chunks only), upsert, verify."""
     with friendly_errors():
         root = _root(params)
-        from tasks.config import load_params
+        from tasks.config import load_run_params
 
         srcs = [str(s.resolve()) for s in source] if source else None
-        extra = list(overrides or []) + ([f"ingest.sources={json.dumps(srcs)}"] if srcs else [])
-        load_params(params, extra)  # fail fast on bad params, before Prefect starts
+        load_run_params(params, srcs, overrides)  # fail fast on bad params, before Prefect starts
         from flows.kb_refresh import kb_refresh
 
         with progress_bars(not json_out):

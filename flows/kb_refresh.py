@@ -12,7 +12,7 @@ from prefect.cache_policies import NO_CACHE
 
 from flows.runtime import prefect_progress
 from tasks import stages
-from tasks.config import Params, load_params
+from tasks.config import Params, load_run_params
 from tasks.report import build_report, report_markdown, report_rows
 from tasks.workspace import Layout, write_json
 
@@ -82,10 +82,7 @@ def publish_quality(ws: Layout) -> None:
 
 def resolve_params(ws: Layout, sources: list[str] | None, overrides: list[str] | None) -> Params:
     """params.yaml + --source + key=value, validated, echoed to the log and saved beside the outputs."""
-    extra = list(overrides or [])
-    if sources:
-        extra.append(f"ingest.sources={json.dumps([str(s) for s in sources])}")
-    params = load_params(ws.root / "params.yaml", extra)
+    params = load_run_params(ws.root / "params.yaml", sources, overrides)
     get_run_logger().info("resolved params:\n%s", json.dumps(params.as_dict(), indent=2))
     write_json(ws.metrics_dir / "params.json", params.as_dict())
     return params

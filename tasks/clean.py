@@ -6,7 +6,6 @@ import hashlib
 import logging
 import re
 import time
-import unicodedata
 from dataclasses import dataclass
 
 from tasks.config import CleanParams
@@ -48,8 +47,7 @@ def normalize_text(text: str, form: str = "NFC") -> str:
     """Fix mojibake, normalize unicode, collapse runs of spaces and blank lines, keep line structure."""
     import ftfy
 
-    text = ftfy.fix_text(text, normalization=form)
-    text = unicodedata.normalize(form, text).replace("\r\n", "\n").replace("\r", "\n")
+    text = ftfy.fix_text(text, normalization=form).replace("\r\n", "\n").replace("\r", "\n")
     lines = [_SPACES.sub(" ", line).rstrip() for line in text.split("\n")]
     return _BLANK_LINES.sub("\n\n", "\n".join(lines)).strip()
 

@@ -145,6 +145,14 @@ def load_params(path: Path, overrides: list[str] | None = None) -> Params:
         raise ConfigError(f"{path}: invalid parameters:\n  - " + "\n  - ".join(problems)) from None
 
 
+def load_run_params(path: Path, sources: list[str] | None = None, overrides: list[str] | None = None) -> Params:
+    """params.yaml + `--source` folders (replacing ingest.sources) + key=value overrides, validated."""
+    extra = list(overrides or [])
+    if sources:
+        extra.append(f"ingest.sources={json.dumps([str(s) for s in sources])}")
+    return load_params(path, extra)
+
+
 def resolve_path(root: Path, value: str) -> Path:
     """Paths in params.yaml are relative to the project root (the folder holding params.yaml)."""
     p = Path(value).expanduser()

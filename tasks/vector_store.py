@@ -167,7 +167,7 @@ def _is_transient(exc: Exception) -> bool:
 
     if isinstance(exc, UnexpectedResponse):
         return exc.status_code is None or exc.status_code >= 500 or exc.status_code == 429
-    return isinstance(exc, (ResponseHandlingException, ConnectionError, TimeoutError, OSError))
+    return isinstance(exc, (ResponseHandlingException, OSError))  # OSError covers connection and timeouts
 
 
 def _short(exc: Exception) -> str:
