@@ -135,8 +135,70 @@ def search(
 
 
 @app.command()
+def retrain(
+    overrides: Optional[list[str]] = OVERRIDES_ARG,
+    base_model: Optional[str] = typer.Option(None, "--base-model", help="HF id or local folder; sets model.base."),
+    json_out: bool = typer.Option(False, "--json", help="Print the run report as JSON on stdout."),
+    params: Path = PARAMS_OPT,
+) -> None:
+    """Run the retrain flow: build_dataset (GX gate), train LoRA (DeepSpeed), evaluate, promote if better."""
+    with friendly_errors():
+        root = _root(params)
+        from tasks.config import load_params
+
+        extra = list(overrides or []) + ([f"model.base={_local_or_id(base_model)}"] if base_model else [])
+        p = load_params(params, extra)  # fail fast on bad params, before Prefect starts or a model loads
+        from tasks.train import deepspeed_config, precision
+
+        deepspeed_config(root, p.train)
+        precision(p.train)
+        from flows.retrain import retrain as retrain_flow
+
+        with progress_bars(not json_out):
+            report = retrain_flow(root=str(root), overrides=extra)
+        if json_out:
+            out.print_json(json.dumps(report, default=str))
+            return
+        table = Table(title=f"retrain {report['promotion']['version']}")
+        for col in ("section", "metric", "value"):
+            table.add_column(col)
+        for section in ("data", "train", "candidate", "production"):
+            for k, v in (report[section] or {}).items():
+                if v is not None:
+                    table.add_row(section, k, str(v))
+        out.print(table)
+        verdict = "promoted" if report["promotion"]["promoted"] else "NOT promoted"
+        out.print(f"{report['promotion']['version']} {verdict}: {report['promotion']['reason']}", highlight=False)
+
+
+def _local_or_id(value: str) -> str:
+    """A path that exists is passed absolute (the flow may run elsewhere); anything else is a hub id."""
+    return str(Path(value).resolve()) if Path(value).exists() else value
+
+
+@app.command("tiny-model")
+def tiny_model(
+    path: Path = typer.Argument(..., help="Folder to create (must be new or empty)."),
+    kind: str = typer.Option("causal", "--kind", help="causal (Llama-style LM) | cls (BERT-style classifier)."),
+    num_labels: int = typer.Option(3, "--num-labels", min=2, help="cls only: size of the classification head."),
+    params: Path = PARAMS_OPT,
+) -> None:
+    """Build a tiny random model + tokenizer from a config (offline stand-in for a real base model)."""
+    with friendly_errors():
+        root = _root(params)
+        from tasks.tiny import build_tiny_model
+
+        info = build_tiny_model(path, kind, root, num_labels=num_labels)
+        out.print_json(json.dumps(info))
+        err.print(f"Use it: ragtune retrain --base-model {path}"
+                  + (" model.task=seq_cls dataset.sources='[data/sample/train/tickets.jsonl]'" if kind == "cls" else ""),
+                  highlight=False)
+
+
+@app.command()
 def stage(
-    name: str = typer.Argument(..., help="ingest | clean | validate | chunk | embed | index | verify"),
+    name: str = typer.Argument(..., help="ingest | clean | validate | chunk | embed | index | verify | "
+                                         "build_dataset | train | evaluate | promote"),
     overrides: Optional[list[str]] = OVERRIDES_ARG,
     allow_mass_delete: bool = typer.Option(False, "--allow-mass-delete", help="See `ragtune refresh --help`."),
     params: Path = PARAMS_OPT,
@@ -145,11 +207,12 @@ def stage(
     with friendly_errors():
         root = _root(params)
         from tasks.config import ConfigError, load_params
+        from tasks.retrain import RETRAIN_STAGES
         from tasks.stages import KB_STAGES, run_stage
         from tasks.workspace import Layout
 
-        if name not in KB_STAGES:
-            raise ConfigError(f"unknown stage '{name}'. Stages: {', '.join(KB_STAGES)}.")
+        if name not in KB_STAGES + RETRAIN_STAGES:
+            raise ConfigError(f"unknown stage '{name}'. Stages: {', '.join(KB_STAGES + RETRAIN_STAGES)}.")
         import logging
 
         logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)

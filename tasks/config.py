@@ -72,6 +72,72 @@ class IndexParams(_Section):
     retry_backoff_s: float = Field(1.0, ge=0)
 
 
+# --- retrain: build_dataset -> train -> evaluate -> promote
+
+
+class ModelParams(_Section):
+    base: str = "Qwen/Qwen2.5-0.5B-Instruct"
+    revision: str | None = None
+    task: Literal["causal_lm", "seq_cls"] = "causal_lm"
+    trust_remote_code: bool = False
+
+
+class DatasetParams(_Section):
+    sources: list[str] = Field(["data/sample/train/instructions.jsonl"], min_length=1)
+    format: Literal["auto", "instruction", "chat", "text", "labelled"] = "auto"
+    fallback_template: str = "chatml"
+    system_prompt: str | None = None
+    max_length: int = Field(512, ge=16)
+    eval_share: float = Field(0.1, ge=0, lt=1)
+    min_eval_examples: int = Field(1, ge=0)
+    packing: bool = False
+    min_examples: int = Field(8, ge=1)
+    min_tokens: int = Field(4, ge=1)
+    max_duplicate_share: float = Field(0.1, ge=0, le=1)
+    max_overlength_share: float = Field(0.0, ge=0, le=1)
+    labels: list[str] = []
+    seed: int = 42
+
+
+class LoraParams(_Section):
+    r: int = Field(8, ge=1)
+    alpha: int = Field(16, ge=1)
+    dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: str | list[str] = "all-linear"
+
+
+class TrainParams(_Section):
+    lora: LoraParams = LoraParams()
+    deepspeed: str | None = "infra/deepspeed/zero2.json"
+    epochs: float = Field(3, gt=0)
+    max_steps: int = Field(-1, ge=-1)
+    batch_size: int = Field(4, ge=1)
+    grad_accum: int = Field(1, ge=1)
+    learning_rate: float = Field(2e-4, gt=0)
+    lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "linear"
+    warmup_ratio: float = Field(0.03, ge=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+    max_grad_norm: float = Field(1.0, gt=0)
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
+    gradient_checkpointing: bool = False
+    seed: int = 42
+    save_steps: int = Field(50, ge=1)
+    save_total_limit: int = Field(2, ge=1)
+    logging_steps: int = Field(5, ge=1)
+    eval_steps: int = Field(0, ge=0)
+
+
+class EvaluateParams(_Section):
+    batch_size: int = Field(8, ge=1)
+    qa_file: str | None = None
+    max_new_tokens: int = Field(48, ge=1)
+
+
+class PromoteParams(_Section):
+    metric: Literal["auto", "eval_loss", "perplexity", "accuracy", "f1", "qa_exact", "qa_contains"] = "auto"
+    min_delta: float = Field(0.0, ge=0)
+
+
 class Params(_Section):
     ingest: IngestParams
     clean: CleanParams = CleanParams()
@@ -79,6 +145,11 @@ class Params(_Section):
     chunk: ChunkParams = ChunkParams()
     embed: EmbedParams = EmbedParams()
     index: IndexParams = IndexParams()
+    model: ModelParams = ModelParams()
+    dataset: DatasetParams = DatasetParams()
+    train: TrainParams = TrainParams()
+    evaluate: EvaluateParams = EvaluateParams()
+    promote: PromoteParams = PromoteParams()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

@@ -177,6 +177,10 @@ def manifest(chunks: list[dict], params: Params, embed_stats: dict, location: st
 
 def run_stage(name: str, ws: Layout, params: Params, allow_mass_delete: bool = False,
               on_progress: Progress = None) -> dict:
+    from tasks import retrain
+
+    if name in retrain.RETRAIN_STAGES:
+        return getattr(retrain, f"run_{name}")(ws, params, on_progress)
     runners = {"ingest": run_ingest, "clean": run_clean, "validate": run_validate, "chunk": run_chunk,
                "embed": run_embed, "verify": run_verify}
     if name == "index":

@@ -66,7 +66,22 @@ def _get_or_add(getter, adder, name):
 
 
 def run_gate(documents: pd.DataFrame, inputs: pd.DataFrame, params: ValidateParams, gx_root: Path) -> dict:
-    """Run the checkpoints in a file context (gx_root/gx, Data Docs kept there); return a plain report dict."""
+    """The documents gate of kb_refresh: suites over the kept documents and the ingest outcome."""
+    exps = expectations(params)
+    report = run_suites(gx_root, SUITE, {"documents": (documents, exps["documents"]),
+                                         "inputs": (inputs, exps["inputs"])}, id_column="doc_id")
+    counts = inputs["status"].value_counts().to_dict() if len(inputs) else {}
+    n = max(len(inputs), 1)
+    report.update(documents=int(len(documents)), inputs=int(len(inputs)),
+                  shares={s: round(counts.get(s, 0) / n, 4) for s in STATUSES})
+    return report
+
+
+def run_suites(gx_root: Path, suite_name: str, tables: dict[str, tuple[pd.DataFrame, list]], id_column: str) -> dict:
+    """Run one checkpoint per table in a file context (gx_root/gx, Data Docs kept there); return a plain dict.
+
+    Failing rows are named by `id_column`, so a message can point at the document or example to fix.
+    """
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     import great_expectations as gx
 
@@ -80,31 +95,27 @@ def run_gate(documents: pd.DataFrame, inputs: pd.DataFrame, params: ValidatePara
         pass
     source = context.data_sources.add_or_update_pandas("ragtune")
     results = []
-    validations = []
-    for table, exps in expectations(params).items():
+    for table, (frame, exps) in tables.items():
         asset = _get_or_add(source.get_asset, source.add_dataframe_asset, table)
         batch = _get_or_add(asset.get_batch_definition, asset.add_batch_definition_whole_dataframe, "all")
-        suite = gx.ExpectationSuite(name=f"{SUITE}_{table}")
+        suite = gx.ExpectationSuite(name=f"{suite_name}_{table}")
         for e in exps:
             suite.add_expectation(e)
         suite = context.suites.add_or_update(suite)
         vd = context.validation_definitions.add_or_update(
-            gx.ValidationDefinition(name=f"{SUITE}_{table}", data=batch, suite=suite))
-        validations.append((table, vd))
-    frames = {"documents": documents, "inputs": inputs}
-    for table, vd in validations:
+            gx.ValidationDefinition(name=f"{suite_name}_{table}", data=batch, suite=suite))
         checkpoint = context.checkpoints.add_or_update(gx.Checkpoint(
-            name=f"{SUITE}_{table}", validation_definitions=[vd],
+            name=f"{suite_name}_{table}", validation_definitions=[vd],
             actions=[gx.checkpoint.UpdateDataDocsAction(name="update_data_docs")],
-            result_format={"result_format": "SUMMARY", "unexpected_index_column_names": ["doc_id"]},
+            result_format={"result_format": "SUMMARY", "unexpected_index_column_names": [id_column]},
         ))
-        outcome = checkpoint.run(batch_parameters={"dataframe": frames[table]})
+        outcome = checkpoint.run(batch_parameters={"dataframe": frame})
         for run_result in outcome.run_results.values():
             for r in run_result.results:
                 cfg = r.expectation_config
                 kwargs = {k: v for k, v in cfg.kwargs.items() if k not in ("batch_id",)}
                 res = r.result or {}
-                ids = [str(next(iter(i.values()))) if isinstance(i, dict) else str(i)
+                ids = [str(i.get(id_column, next(iter(i.values())))) if isinstance(i, dict) else str(i)
                        for i in (res.get("partial_unexpected_index_list") or [])[:5]]
                 results.append({
                     "table": table, "expectation": cfg.type, "column": kwargs.get("column"),
@@ -115,16 +126,11 @@ def run_gate(documents: pd.DataFrame, inputs: pd.DataFrame, params: ValidatePara
                     "unexpected_sample": ids or [str(v)[:60] for v in (res.get("partial_unexpected_list") or [])[:5]],
                 })
     docs_index = gx_root / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html"
-    counts = inputs["status"].value_counts().to_dict() if len(inputs) else {}
-    n = max(len(inputs), 1)
     return {
         "success": all(r["success"] for r in results),
         "failed": [describe(r) for r in results if not r["success"]],
         "expectations": results,
         "evaluated": len(results),
-        "documents": int(len(documents)),
-        "inputs": int(len(inputs)),
-        "shares": {s: round(counts.get(s, 0) / n, 4) for s in STATUSES},
         "data_docs": str(docs_index),
         "seconds": round(time.perf_counter() - start, 3),
     }
@@ -135,8 +141,12 @@ def describe(r: dict) -> str:
     where = f"{r['table']}.{r['column']}" if r["column"] else r["table"]
     meta = r.get("meta") or {}
     if "share" in meta and r.get("unexpected_percent") is not None:
-        return (f"{where}: share of '{meta['share']}' inputs is {r['unexpected_percent'] / 100:.2f}, "
-                f"above validate.max_{meta['share']}_share={meta['max_share']}")
+        param = meta.get("param", f"validate.max_{meta['share']}_share")
+        return (f"{where}: share of '{meta['share']}' {r['table']} is {r['unexpected_percent'] / 100:.2f}, "
+                f"above {param}={meta['max_share']}")
+    if meta.get("why"):
+        sample = f" (e.g. {', '.join(r['unexpected_sample'])})" if r["unexpected_sample"] else ""
+        return f"{where}: {meta['why']}{sample}"
     detail = f"observed {r['observed']}" if r["observed"] is not None else f"{r['unexpected_count']} unexpected"
     sample = f" (e.g. {', '.join(r['unexpected_sample'])})" if r["unexpected_sample"] else ""
     args = {k: v for k, v in r["kwargs"].items() if k not in ("column", "meta", "mostly")}

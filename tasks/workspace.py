@@ -47,6 +47,28 @@ class Layout:
     @property
     def refresh_report(self) -> Path: return self.metrics_dir / "refresh.json"
 
+    # --- retrain
+    @property
+    def train_dir(self) -> Path: return self.root / "data/train"       # tokenized train/eval rows + dataset.json
+    @property
+    def dataset_meta(self) -> Path: return self.train_dir / "dataset.json"
+    @property
+    def train_quality(self) -> Path: return self.root / "data/quality/train_report.json"
+    @property
+    def tokenized_cache(self) -> Path: return self.root / "data/cache/tokenized"
+    @property
+    def models(self) -> Path: return self.root / "models"
+    @property
+    def candidate(self) -> Path: return self.models / "candidate"      # adapter/ + ragtune.json of the last train
+    @property
+    def checkpoints(self) -> Path: return self.models / "checkpoints/run"
+    @property
+    def production(self) -> Path: return self.models / "production.json"
+    @property
+    def loss_csv(self) -> Path: return self.root / "data/plots/train_loss.csv"
+    @property
+    def loss_png(self) -> Path: return self.root / "data/plots/train_loss.png"
+
 
 def _atomic(path: Path, write) -> None:
     """Write to a temp file beside `path`, then rename: readers never see half a file."""

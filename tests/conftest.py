@@ -20,4 +20,25 @@ def workspace(tmp_path: Path) -> Path:
     shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
     shutil.copy(REPO / "dvc.yaml", tmp_path / "dvc.yaml")
     shutil.copytree(REPO / "data/sample/corpus", tmp_path / "data/sample/corpus")
+    shutil.copytree(REPO / "data/sample/train", tmp_path / "data/sample/train")
+    shutil.copytree(REPO / "infra/deepspeed", tmp_path / "infra/deepspeed")
     return tmp_path
+
+
+@pytest.fixture(scope="session")
+def tiny_causal(tmp_path_factory) -> Path:
+    """A Llama-style model with random weights and a tokenizer trained on the sample data (built once)."""
+    from tasks.tiny import build_tiny_model
+
+    path = tmp_path_factory.mktemp("models") / "tiny-causal"
+    build_tiny_model(path, "causal", REPO)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_cls(tmp_path_factory) -> Path:
+    from tasks.tiny import build_tiny_model
+
+    path = tmp_path_factory.mktemp("models") / "tiny-cls"
+    build_tiny_model(path, "cls", REPO, num_labels=3)
+    return path

@@ -39,7 +39,7 @@ def test_dvc_repro_builds_the_same_index_as_the_flow(workspace, tmp_path_factory
     run(["git", "init", "-q"], other)
     run(["dvc", "init", "-q"], other)
     run(["dvc", "config", "core.analytics", "false"], other)
-    run(["dvc", "repro"], other)
+    run(["dvc", "repro", "verify"], other)
     kb_refresh(root=str(workspace))
     via_dvc, via_flow = stored_points(other), stored_points(workspace)
     assert set(via_dvc) == set(via_flow) and len(via_dvc) > 0
@@ -54,7 +54,7 @@ def test_dvc_repro_builds_the_same_index_as_the_flow(workspace, tmp_path_factory
 def test_every_command_has_help():
     runner = CliRunner()
     assert runner.invoke(app, ["--help"]).exit_code == 0
-    for command in ("refresh", "search", "stage", "server"):
+    for command in ("refresh", "search", "stage", "server", "retrain", "tiny-model"):
         result = runner.invoke(app, [command, "--help"])
         assert result.exit_code == 0 and "Usage" in result.output, command
 
@@ -62,7 +62,8 @@ def test_every_command_has_help():
 def test_dvc_yaml_params_exist_and_stages_are_known():
     params = load_params(REPO / "params.yaml").as_dict()
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
-    assert list(stages) == ["ingest", "clean", "validate", "chunk", "embed", "index", "verify"]
+    assert list(stages) == ["ingest", "clean", "validate", "chunk", "embed", "index", "verify",
+                            "build_dataset", "train", "evaluate", "promote"]
     for name, stage in stages.items():
         assert stage["cmd"] == f"ragtune stage {name}"
         for key in stage["params"]:

@@ -1,0 +1,95 @@
+"""Prefect flow `retrain`: build_dataset (GX gate) -> train (LoRA, DeepSpeed) -> evaluate -> promote -> report."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from pathlib import Path
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+
+from flows.runtime import prefect_progress
+from tasks import retrain as stages
+from tasks.config import Params, load_params
+from tasks.workspace import Layout, write_json
+
+stage_task = task(cache_policy=NO_CACHE)
+
+
+@stage_task(name="build_dataset")
+def build_dataset(ws: Layout, params: Params) -> dict:
+    try:
+        return stages.run_build_dataset(ws, params)
+    finally:
+        publish_quality(ws)
+
+
+@stage_task(name="train_adapter")
+def train_adapter(ws: Layout, params: Params) -> dict:
+    metrics = stages.run_train(ws, params, prefect_progress("train"))
+    if ws.loss_png.exists():
+        png = base64.b64encode(ws.loss_png.read_bytes()).decode()
+        create_markdown_artifact(key="train-loss", markdown=f"![loss curve](data:image/png;base64,{png})",
+                                 description="training loss per logged step")
+    return metrics
+
+
+@stage_task(name="evaluate_adapter")
+def evaluate_adapter(ws: Layout, params: Params) -> dict:
+    return stages.run_evaluate(ws, params)
+
+
+@stage_task(name="promote_adapter")
+def promote_adapter(ws: Layout, params: Params) -> dict:
+    return stages.run_promote(ws, params)
+
+
+@stage_task(name="publish_report")
+def publish_report(ws: Layout, data: dict, train: dict, evaluation: dict, promotion: dict, seconds: float) -> dict:
+    report = {"data": {k: data[k] for k in ("format", "task", "examples", "train_rows", "eval_rows", "train_tokens")},
+              "train": {k: train.get(k) for k in ("global_step", "resumed_from_step", "first_logged_loss",
+                                                  "last_logged_loss", "tokens_per_s", "peak_rss_mb", "peak_gpu_mb",
+                                                  "precision", "zero_stage", "train_seconds")},
+              "candidate": {k: v for k, v in evaluation["candidate"].items() if k != "qa_samples"},
+              "production": evaluation["production"] and {k: v for k, v in evaluation["production"].items()
+                                                          if k != "qa_samples"},
+              "promotion": promotion, "seconds": round(seconds, 2)}
+    write_json(ws.metrics_dir / "retrain.json", report)
+    rows = [{"section": s, "metric": k, "value": v} for s in ("data", "train", "candidate")
+            for k, v in report[s].items() if v is not None]
+    create_table_artifact(key="retrain-report", table=rows, description=f"retrain {promotion['version']}")
+    verdict = "PROMOTED to production" if promotion["promoted"] else "kept as a version, NOT promoted"
+    create_markdown_artifact(key="retrain-summary", markdown=(
+        f"# retrain {promotion['version']}: {verdict}\n\n{promotion['reason']}\n\n"
+        f"- production now: `{promotion['production_version']}`\n- metric: `{promotion['metric']}`\n"
+        f"- steps: {train['global_step']} (resumed from {train['resumed_from_step']}), "
+        f"{train['tokens_per_s']} tokens/s\n- wall: {seconds:.1f} s\n"))
+    return report
+
+
+def publish_quality(ws: Layout) -> None:
+    if not ws.train_quality.exists():
+        return
+    q = json.loads(ws.train_quality.read_text())
+    rows = [{"expectation": r["expectation"], "column": r["column"] or "", "success": r["success"],
+             "unexpected": r["unexpected_count"]} for r in q["expectations"]]
+    create_table_artifact(key="train-quality", table=rows,
+                          description=f"training data gate {'passed' if q['success'] else 'FAILED'}; "
+                                      f"Data Docs: {q['data_docs']}")
+
+
+@flow(name="retrain", log_prints=True)
+def retrain(root: str = ".", overrides: list[str] | None = None) -> dict:
+    """Retrain the LoRA adapter on the training data; promote it only if it beats production."""
+    started = time.perf_counter()
+    ws = Layout(Path(root).resolve())
+    params = load_params(ws.root / "params.yaml", overrides)
+    get_run_logger().info("resolved params:\n%s", json.dumps(params.as_dict(), indent=2))
+    data = build_dataset(ws, params)  # a failed gate raises here: nothing is trained, production is untouched
+    trained = train_adapter(ws, params)
+    evaluation = evaluate_adapter(ws, params)
+    promotion = promote_adapter(ws, params)
+    return publish_report(ws, data, trained, evaluation, promotion, time.perf_counter() - started)

@@ -1,0 +1,265 @@
+"""The retrain stages: build_dataset -> train -> evaluate -> promote (what dvc.yaml and the `retrain` flow run).
+
+Each reads its inputs from the workspace and writes its outputs atomically: a failed or killed stage leaves
+the previous candidate, production pointer and versions as they were.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Callable
+
+from tasks.config import Params
+from tasks.errors import ConfigError, GateFailed, RagtuneError
+from tasks.workspace import Layout, read_json, read_jsonl, write_json, write_jsonl
+
+log = logging.getLogger("ragtune")
+Progress = Callable[[int, int], None] | None
+RETRAIN_STAGES = ("build_dataset", "train", "evaluate", "promote")
+
+
+def _finish(ws: Layout, stage: str, stats: dict, start: float) -> dict:
+    stats["seconds"] = round(time.perf_counter() - start, 3)
+    write_json(ws.stage_metrics(stage), stats)
+    return stats
+
+
+def run_build_dataset(ws: Layout, params: Params, on_progress: Progress = None) -> dict:
+    """Read + repair examples, tokenize (cached), run the GX gate, split, pack, write data/train/."""
+    from tasks import dataset as D
+    from tasks.examples import data_version, read_examples
+    from tasks.validate import run_suites
+
+    start = time.perf_counter()
+    p, task = params.dataset, params.model.task
+    examples, fmt = read_examples(ws.root, p.sources, p.format, p.system_prompt)
+    if (task == "seq_cls") != (fmt == "labelled"):
+        raise ConfigError(f"model.task={task} does not fit dataset format '{fmt}': seq_cls trains on labelled "
+                          "{text, label} examples, causal_lm on instruction, chat or text examples.")
+    tokenizer = D.load_tokenizer(params.model)
+    template = D.chat_template(tokenizer, p.fallback_template) if fmt in ("instruction", "chat") else ""
+    labels = list(p.labels) or sorted({e.label for e in examples if e.label})
+    label2id = {lab: i for i, lab in enumerate(labels)} if fmt == "labelled" else {}
+    key = D.cache_key(examples, D.tokenizer_fingerprint(tokenizer), template, fmt, p, task)
+    cached_file = ws.tokenized_cache / key / "encoded.jsonl"
+    encoded = D.load_cached(cached_file)
+    if encoded is None:
+        encoded = D.encode(examples, tokenizer, fmt, template, label2id)
+        write_jsonl(cached_file, (asdict(e) for e in encoded))
+    report = run_suites(ws.gx_root, "ragtune_examples",
+                        {"examples": (D.gate_table(examples, encoded, p.max_length), D.expectations(p, fmt))},
+                        id_column="example_id")
+    report.update(format=fmt, examples=len(examples), sources=p.sources)
+    write_json(ws.train_quality, report)
+    if not report["success"]:
+        raise GateFailed(
+            f"training data gate failed ({len(report['failed'])} of {report['evaluated']} expectations); nothing "
+            "was trained:\n  - " + "\n  - ".join(report["failed"]) + f"\nReport: {ws.train_quality}\n"
+            f"Data Docs: {report['data_docs']}\nFix the examples in {', '.join(p.sources)}, or loosen the "
+            "thresholds in the dataset: section of params.yaml.")
+    train, evals = D.split(encoded, p)
+    rows = {name: D.to_rows(items, fmt, p.max_length, p.packing and fmt != "labelled", tokenizer.eos_token_id)
+            for name, items in (("train", train), ("eval", evals))}
+    if fmt in ("instruction", "chat") and not any(tokenizer.eos_token_id in r["labels"] for r in rows["train"]):
+        raise GateFailed(
+            f"no trained span contains the tokenizer's eos token {tokenizer.eos_token!r}, so the model would "
+            "never learn to stop. Use a template whose turns end with eos (dataset.fallback_template=chatml for "
+            "<|im_end|> tokenizers, or plain), or a tokenizer whose eos_token matches its chat template.")
+    if not rows["train"]:
+        raise GateFailed(f"dataset: no training rows left after truncation to dataset.max_length={p.max_length}.")
+    for name, r in rows.items():
+        write_jsonl(ws.train_dir / f"{name}.jsonl", r)
+    meta = {"format": fmt, "task": task, "cache_key": key, "base_model": params.model.base,
+            "template": template, "label2id": label2id, "pad_id": tokenizer.pad_token_id,
+            "eos_id": tokenizer.eos_token_id, "data_version": data_version(ws.root, p.sources),
+            "examples": len(examples), "unique_examples": len(train) + len(evals),
+            "train_examples": len(train), "eval_examples": len(evals),
+            "train_rows": len(rows["train"]), "eval_rows": len(rows["eval"]),
+            "train_tokens": sum(len(r["input_ids"]) for r in rows["train"]),
+            "trained_tokens": sum(sum(t != D.IGNORE for t in r["labels"]) for r in rows["train"])
+            if fmt != "labelled" else None,
+            "packing": p.packing and fmt != "labelled", "reused_cache": cached_file.exists() and encoded is not None}
+    write_json(ws.dataset_meta, meta)
+    stats = {k: v for k, v in meta.items() if k not in ("template",)}
+    stats["gate"] = {"evaluated": report["evaluated"], "success": True, "data_docs": report["data_docs"]}
+    _finish(ws, "build_dataset", stats, start)
+    log.info("build_dataset: %s format, %d train / %d eval rows, %d train tokens", fmt, meta["train_rows"],
+             meta["eval_rows"], meta["train_tokens"])
+    return stats
+
+
+def run_key(params: Params, meta: dict, ds_text: str) -> str:
+    body = json.dumps({"data": meta["cache_key"], "model": params.model.model_dump(mode="json"),
+                       "train": params.train.model_dump(mode="json"), "deepspeed": ds_text}, sort_keys=True)
+    return hashlib.sha256(body.encode()).hexdigest()[:16]
+
+
+def library_versions() -> dict:
+    import importlib.metadata as md
+
+    out = {}
+    for name in ("torch", "transformers", "peft", "deepspeed", "accelerate", "ragtune"):
+        try:
+            out[name] = md.version(name)
+        except md.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def run_train(ws: Layout, params: Params, on_progress: Progress = None) -> dict:
+    """Train the candidate adapter (resuming an interrupted run), verify it, write it to models/candidate."""
+    from tasks.adapter import VerifyAdapterError, evaluate_rows, load_with_adapter, verify_adapter
+    from tasks.dataset import load_tokenizer
+    from tasks.train import deepspeed_config, train_lora
+
+    start = time.perf_counter()
+    meta = read_json(ws.dataset_meta, "build_dataset")
+    if meta["task"] != params.model.task or meta["base_model"] != params.model.base:
+        raise RagtuneError(f"{ws.dataset_meta} was built for {meta['base_model']} ({meta['task']}), not "
+                           f"{params.model.base} ({params.model.task}); run build_dataset again.")
+    rows = {n: read_jsonl(ws.train_dir / f"{n}.jsonl", "build_dataset") for n in ("train", "eval")}
+    ds_path = deepspeed_config(ws.root, params.train)
+    key = run_key(params, meta, ds_path.read_text() if ds_path else "")
+    staging = ws.models / ".candidate.tmp"
+    shutil.rmtree(staging, ignore_errors=True)
+    result = train_lora(ws.root, rows, meta, params.model, params.train, ws.checkpoints, key, staging / "adapter",
+                        on_progress)
+    m = result["metrics"]
+    load_tokenizer(params.model).save_pretrained(staging / "adapter")
+    verification = verify_adapter(staging / "adapter", result["expected_state"])
+    if rows["eval"]:
+        reloaded = evaluate_rows(load_with_adapter(params.model, staging / "adapter", meta["label2id"]), rows["eval"],
+                                 meta["pad_id"], params.train.batch_size, params.model.task)["eval_loss"]
+        tol = 1e-3 if m["precision"] == "fp32" else 3e-2
+        if abs(reloaded - m["eval_loss_in_training"]) > tol * max(1.0, abs(m["eval_loss_in_training"])):
+            raise VerifyAdapterError(
+                f"{staging / 'adapter'}: reloaded onto the base, eval loss is {reloaded:.6f} but training ended at "
+                f"{m['eval_loss_in_training']:.6f}; the saved adapter is not what was trained.")
+        verification["reloaded_eval_loss"] = reloaded
+    history = m.pop("history")
+    write_loss_plot(ws, history)
+    write_json(staging / "ragtune.json", {
+        "run_key": key, "base_model": params.model.base, "revision": params.model.revision,
+        "task": params.model.task, "config": {"model": params.model.model_dump(mode="json"),
+                                              "train": params.train.model_dump(mode="json")},
+        "dataset": {k: v for k, v in meta.items() if k != "template"},
+        "deepspeed_config": json.loads(ds_path.read_text()) if ds_path else None,
+        "data_version": meta["data_version"], "dataset_key": meta["cache_key"], "label2id": meta["label2id"],
+        "libraries": library_versions(), "train_metrics": m, "verification": verification})
+    shutil.rmtree(ws.candidate, ignore_errors=True)
+    staging.rename(ws.candidate)
+    shutil.rmtree(ws.checkpoints, ignore_errors=True)  # finished: nothing left to resume
+    m["verification"] = verification
+    _finish(ws, "train", m, start)
+    log.info("train: %d steps (resumed from %d), loss %s -> %s, %.0f tokens/s; adapter verified (%d tensors)",
+             m["global_step"], m["resumed_from_step"], m["first_logged_loss"], m["last_logged_loss"],
+             m["tokens_per_s"] or 0, verification["tensors"])
+    return m
+
+
+def write_loss_plot(ws: Layout, history: list[dict]) -> None:
+    """data/plots/train_loss.csv (a DVC plots file) and a PNG for the Prefect UI."""
+    import csv
+    import io
+
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["step", "loss", "eval_loss"])
+    for h in history:
+        w.writerow([h["step"], h.get("loss", ""), h.get("eval_loss", "")])
+    ws.loss_csv.parent.mkdir(parents=True, exist_ok=True)
+    ws.loss_csv.write_text(buf.getvalue())
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.2), dpi=100)
+    tr = [(h["step"], h["loss"]) for h in history if "loss" in h]
+    ev = [(h["step"], h["eval_loss"]) for h in history if "eval_loss" in h]
+    if tr:
+        ax.plot(*zip(*tr), label="train loss")
+    if ev:
+        ax.plot(*zip(*ev), "o-", label="eval loss")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(ws.loss_png)
+    plt.close(fig)
+
+
+def run_evaluate(ws: Layout, params: Params, on_progress: Progress = None) -> dict:
+    """Candidate and current production adapter, both on this run's held-out split (and the QA file)."""
+    from tasks.adapter import evaluate_rows, load_with_adapter
+
+    start = time.perf_counter()
+    meta = read_json(ws.dataset_meta, "build_dataset")
+    rows = read_jsonl(ws.train_dir / "eval.jsonl", "build_dataset")
+    if not rows:
+        raise ConfigError("dataset.eval_share is 0, so there is no held-out split to compare adapters on. "
+                          "Set dataset.eval_share above 0 (e.g. 0.1).")
+    cand_info = read_json(ws.candidate / "ragtune.json", "train")
+
+    def score(adapter_dir: Path) -> dict:
+        model = load_with_adapter(params.model, adapter_dir, meta["label2id"])
+        out = evaluate_rows(model, rows, meta["pad_id"], params.evaluate.batch_size, params.model.task)
+        if params.evaluate.qa_file and params.model.task == "causal_lm":
+            from tasks.config import resolve_path
+            from tasks.dataset import load_tokenizer
+            from tasks.qa import read_qa, score_qa
+
+            out.update(score_qa(model, load_tokenizer(params.model), meta["template"],
+                                read_qa(resolve_path(ws.root, params.evaluate.qa_file)),
+                                params.evaluate.max_new_tokens, params.dataset.system_prompt))
+        return out
+
+    result = {"candidate": score(ws.candidate / "adapter"), "candidate_run": cand_info["run_key"],
+              "production": None, "production_version": None, "note": "no production adapter yet"}
+    if ws.production.exists():
+        prod = json.loads(ws.production.read_text())
+        prod_dir = ws.models / prod["path"]
+        info = json.loads((prod_dir / "ragtune.json").read_text())
+        result["production_version"] = prod["version"]
+        if info["base_model"] == params.model.base and info["task"] == params.model.task \
+                and info.get("label2id") == meta["label2id"]:
+            result["production"] = score(prod_dir / "adapter")
+            result["note"] = "both adapters scored on this run's held-out split"
+        else:
+            result["production"] = prod.get("metrics")
+            result["note"] = (f"production {prod['version']} has another base/task/labels; compared with the "
+                              "metrics recorded when it was promoted")
+    _finish(ws, "evaluate", result, start)
+    c = result["candidate"]
+    log.info("evaluate: candidate eval_loss %.4f%s; production %s", c["eval_loss"],
+             f", f1 {c['f1']}" if "f1" in c else "", result["production_version"] or "none")
+    return result
+
+
+def run_promote(ws: Layout, params: Params, on_progress: Progress = None) -> dict:
+    from tasks.promote import decide, new_version, primary_metric, record
+
+    start = time.perf_counter()
+    ev = read_json(ws.stage_metrics("evaluate"), "evaluate")
+    read_json(ws.candidate / "ragtune.json", "train")
+    metric = primary_metric(params.promote.metric, params.model.task)
+    decision = decide(ev["candidate"], ev["production"], metric, params.promote.min_delta)
+    version = new_version()
+    entry = record(ws.models, ws.candidate, version, decision, ev["candidate"], ev["production_version"])
+    stats = {"version": version, "promoted": decision.promote, "reason": decision.reason, "metric": metric,
+             "candidate": decision.candidate, "production": decision.production,
+             "previous_production": ev["production_version"],
+             "production_version": version if decision.promote else ev["production_version"], "at": entry["at"]}
+    _finish(ws, "promote", stats, start)
+    log.info("promote: %s %s (%s)", version, "PROMOTED" if decision.promote else "kept, not promoted",
+             decision.reason)
+    return stats
+
+

@@ -1,0 +1,133 @@
+"""The retrain DAG with tiny models on CPU: DeepSpeed ZeRO-2, verification, resume, promotion, seq_cls, gate."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from flows.cli import app
+from flows.retrain import retrain
+from tasks.config import load_params
+from tasks.retrain import RETRAIN_STAGES, run_build_dataset
+from tasks.stages import run_stage
+from tasks.workspace import Layout
+
+BIN = str(Path(sys.executable).parent)
+
+
+def causal(model: Path, *extra: str) -> list[str]:
+    """A run that memorizes the 24 sample instructions fast enough for a test."""
+    return [f"model.base={model}", "train.epochs=12", "train.learning_rate=0.005", "train.lora.r=16",
+            "train.lora.alpha=32", "train.logging_steps=2", *extra]
+
+
+@pytest.mark.slow
+def test_retrain_zero2_trains_verifies_and_promotes_only_when_better(workspace, tiny_causal):
+    ws = Layout(workspace)
+    weak = causal(tiny_causal, "train.max_steps=2", "train.learning_rate=0.0001")
+
+    first = retrain(root=str(workspace), overrides=weak)
+    assert first["promotion"]["promoted"] and first["promotion"]["reason"] == "no production adapter yet"
+    assert first["train"]["zero_stage"] == 2 and first["train"]["global_step"] == 2
+
+    second = retrain(root=str(workspace), overrides=causal(tiny_causal))
+    t = json.loads(ws.stage_metrics("train").read_text())
+    assert t["last_logged_loss"] < t["first_logged_loss"] - 0.3, "loss must fall on a memorizable dataset"
+    assert t["verification"]["tensors"] > 0 and t["verification"]["lora_b_norm"] > 0
+    assert t["verification"]["reloaded_eval_loss"] == pytest.approx(t["eval_loss_in_training"], rel=1e-3)
+    assert second["promotion"]["promoted"], second["promotion"]["reason"]
+    assert second["candidate"]["eval_loss"] < second["production"]["eval_loss"]
+    best = second["promotion"]["version"]
+
+    third = retrain(root=str(workspace), overrides=weak)
+    assert not third["promotion"]["promoted"]
+    assert "below promote.min_delta" in third["promotion"]["reason"]
+    production = json.loads(ws.production.read_text())
+    assert production["version"] == best and production["previous"] == first["promotion"]["version"]
+    lineage = [json.loads(line) for line in (ws.models / "lineage.jsonl").read_text().splitlines()]
+    assert [e["promoted"] for e in lineage] == [True, True, False]
+    assert sorted(p.name for p in (ws.models / "versions").iterdir()) == sorted(e["version"] for e in lineage)
+    info = json.loads((ws.models / "versions" / best / "ragtune.json").read_text())
+    assert info["base_model"] == str(tiny_causal) and info["libraries"]["deepspeed"]
+    assert info["data_version"] == {"data/sample/train/instructions.jsonl": info["dataset"]["data_version"][
+        "data/sample/train/instructions.jsonl"]} and len(next(iter(info["data_version"].values()))) == 32
+    assert ws.loss_csv.read_text().startswith("step,loss,eval_loss") and ws.loss_png.stat().st_size > 1000
+    assert not ws.checkpoints.exists(), "a finished run leaves nothing to resume"
+
+
+@pytest.mark.slow
+def test_killed_training_resumes_from_its_last_checkpoint(workspace, tiny_causal):
+    overrides = causal(tiny_causal, "train.max_steps=240", "train.save_steps=10", "train.learning_rate=0.002")
+    ws = Layout(workspace)
+    run_build_dataset(ws, load_params(workspace / "params.yaml", overrides))
+    env = {**os.environ, "PATH": BIN + os.pathsep + os.environ["PATH"]}
+    cmd = ["ragtune", "stage", "train", *overrides]
+    proc = subprocess.Popen(cmd, cwd=workspace, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    from tasks.train import complete_checkpoints
+
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        done = complete_checkpoints(ws.checkpoints) if ws.checkpoints.exists() else []
+        if done and int(done[-1].name.split("-")[1]) >= 20:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "training finished before it could be interrupted:\n" + proc.stderr.read().decode()
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not ws.candidate.exists(), "a killed run must not leave a candidate adapter"
+    killed_at = int(complete_checkpoints(ws.checkpoints)[-1].name.split("-")[1])
+
+    rerun = subprocess.run(cmd, cwd=workspace, env=env, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr
+    t = json.loads(ws.stage_metrics("train").read_text())
+    assert t["resumed_from_step"] >= killed_at >= 20
+    assert t["global_step"] == 240
+    assert f"resuming from {ws.checkpoints}" in rerun.stderr
+    state_steps = [int(line.split(",")[0]) for line in ws.loss_csv.read_text().splitlines()[1:]]
+    assert state_steps[0] == 1 and state_steps[-1] == 240, "the loss history spans the killed and resumed parts"
+
+
+@pytest.mark.slow
+def test_seq_cls_trains_a_classifier_and_reports_accuracy(workspace, tiny_cls):
+    params = load_params(workspace / "params.yaml", [
+        f"model.base={tiny_cls}", "model.task=seq_cls", "dataset.sources=[data/sample/train/tickets.jsonl]",
+        "dataset.eval_share=0.2", "train.epochs=10", "train.learning_rate=0.005"])
+    ws = Layout(workspace)
+    results = {name: run_stage(name, ws, params) for name in RETRAIN_STAGES}
+    assert results["build_dataset"]["format"] == "labelled"
+    assert results["build_dataset"]["label2id"] == {"billing": 0, "connectivity": 1, "installation": 2}
+    cand = results["evaluate"]["candidate"]
+    assert 0 <= cand["accuracy"] <= 1 and 0 <= cand["f1"] <= 1 and cand["eval_rows"] >= 2
+    assert results["promote"]["metric"] == "f1" and results["promote"]["promoted"]
+    keys = json.loads((ws.candidate / "ragtune.json").read_text())["verification"]["tensors"]
+    assert keys > 0
+
+
+def test_bad_training_file_fails_the_gate_and_trains_nothing(workspace, tiny_causal):
+    bad = workspace / "data/bad.jsonl"
+    good = {"instruction": "What is HX-7734-Q?", "output": "The Heron Pro sensor kit."}
+    rows = [good] * 6 + [{"instruction": "Missing the answer"}, {"instruction": "", "output": "x"}] + [
+        {"instruction": f"Question {i}?", "output": f"Answer {i}."} for i in range(4)]
+    bad.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    result = CliRunner().invoke(app, ["retrain", "--params", str(workspace / "params.yaml"),
+                                      "--base-model", str(tiny_causal), "dataset.sources=[data/bad.jsonl]"])
+    assert result.exit_code == 1, result.output
+    out = " ".join(result.output.split())
+    assert "training data gate failed" in out and "nothing was trained" in out
+    assert "bad.jsonl:7" in out and "bad.jsonl:8" in out          # rows named by file:line
+    assert "dataset.max_duplicate_share=0.1" in out                # the knob to loosen
+    assert "Traceback" not in result.output
+    assert not (workspace / "models").exists() and not (workspace / "data/train").exists()
+
+    bad.write_text('{"instruction": "a", "output": "b"}\n{not json\n')
+    result = CliRunner().invoke(app, ["stage", "build_dataset", "--params", str(workspace / "params.yaml"),
+                                      f"model.base={tiny_causal}", "dataset.sources=[data/bad.jsonl]"])
+    assert result.exit_code == 1 and "bad.jsonl:2: not valid JSON" in " ".join(result.output.split())
