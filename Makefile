@@ -12,7 +12,9 @@ install: $(STAMP)
 # Re-installs only when the pins or the package metadata change.
 $(STAMP): constraints.txt pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check torch==2.13.0
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt torch==2.13.0 setuptools wheel
+	# deepspeed ships as an sdist whose build imports torch: build it against the torch just installed
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt --no-build-isolation deepspeed
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[test]"
 	@touch $(STAMP)
 
@@ -25,8 +27,9 @@ test: install
 
 # Refresh constraints.txt from the current .venv after changing dependencies in pyproject.toml.
 lock:
-	( sed -n '1,3p' constraints.txt; $(BIN)/pip freeze --exclude-editable | grep -iv '^ragtune' \
-	  | sed 's/^torch==2.13.0+cpu/torch==2.13.0/' | sort -f ) > constraints.txt.new && mv constraints.txt.new constraints.txt
+	( sed -n '1,3p' constraints.txt; ( $(BIN)/pip freeze --exclude-editable | grep -iv '^ragtune' \
+	  | sed 's/^torch==2.13.0+cpu/torch==2.13.0/'; $(BIN)/pip freeze --all | grep -E '^(setuptools|wheel)==' ) \
+	  | sort -f -u ) > constraints.txt.new && mv constraints.txt.new constraints.txt
 
 clean-data:
 	rm -rf data/raw data/clean data/quality data/chunks data/embeddings data/index data/metrics data/qdrant data/cache
