@@ -35,7 +35,7 @@ def validate_documents(ws: Layout, params: Params) -> dict:
     try:
         return stages.run_validate(ws, params)
     finally:
-        publish_quality(ws)
+        publish_quality(ws.quality_report)
 
 
 @stage_task(name="chunk_documents")
@@ -67,16 +67,16 @@ def publish_report(ws: Layout, total_seconds: float) -> dict:
     return report
 
 
-def publish_quality(ws: Layout) -> None:
+def publish_quality(report_path: Path, key: str = "kb-quality", what: str = "GX gate") -> None:
     """Quality summary and a link to the GX Data Docs, shown whether the gate passed or failed."""
-    if not ws.quality_report.exists():
+    if not report_path.exists():
         return
-    q = json.loads(ws.quality_report.read_text())
+    q = json.loads(report_path.read_text())
     rows = [{"table": r["table"], "expectation": r["expectation"], "column": r["column"] or "",
              "success": r["success"], "unexpected": r["unexpected_count"]} for r in q["expectations"]]
-    create_table_artifact(key="kb-quality", table=rows,
-                          description=f"GX gate {'passed' if q['success'] else 'FAILED'}; Data Docs: {q['data_docs']}")
-    create_link_artifact(key="kb-data-docs", link=Path(q["data_docs"]).resolve().as_uri(),
+    create_table_artifact(key=key, table=rows,
+                          description=f"{what} {'passed' if q['success'] else 'FAILED'}; Data Docs: {q['data_docs']}")
+    create_link_artifact(key=key.replace("quality", "data-docs"), link=Path(q["data_docs"]).resolve().as_uri(),
                          link_text="GX Data Docs")
 
 

@@ -11,6 +11,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
+from flows.kb_refresh import publish_quality
 from flows.runtime import prefect_progress
 from tasks import retrain as stages
 from tasks.config import Params, load_params
@@ -24,7 +25,7 @@ def build_dataset(ws: Layout, params: Params) -> dict:
     try:
         return stages.run_build_dataset(ws, params)
     finally:
-        publish_quality(ws)
+        publish_quality(ws.train_quality, "train-quality", "training data gate")
 
 
 @stage_task(name="train_adapter")
@@ -68,17 +69,6 @@ def publish_report(ws: Layout, data: dict, train: dict, evaluation: dict, promot
         f"- steps: {train['global_step']} (resumed from {train['resumed_from_step']}), "
         f"{train['tokens_per_s']} tokens/s\n- wall: {seconds:.1f} s\n"))
     return report
-
-
-def publish_quality(ws: Layout) -> None:
-    if not ws.train_quality.exists():
-        return
-    q = json.loads(ws.train_quality.read_text())
-    rows = [{"expectation": r["expectation"], "column": r["column"] or "", "success": r["success"],
-             "unexpected": r["unexpected_count"]} for r in q["expectations"]]
-    create_table_artifact(key="train-quality", table=rows,
-                          description=f"training data gate {'passed' if q['success'] else 'FAILED'}; "
-                                      f"Data Docs: {q['data_docs']}")
 
 
 @flow(name="retrain", log_prints=True)

@@ -27,6 +27,12 @@ def load_base(model: ModelParams, label2id: dict[str, int] | None = None, dtype=
 
     from tasks.dataset import model_load_error
 
+    try:  # a ZeRO-3 run earlier in this process leaves zero.Init armed; evaluation wants whole weights
+        from transformers.integrations.deepspeed import unset_hf_deepspeed_config
+
+        unset_hf_deepspeed_config()
+    except ImportError:
+        pass
     kw = {"revision": model.revision, "trust_remote_code": model.trust_remote_code}
     if dtype is not None:
         kw["dtype"] = dtype

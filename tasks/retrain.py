@@ -13,21 +13,14 @@ import shutil
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Callable
 
 from tasks.config import Params
 from tasks.errors import ConfigError, GateFailed, RagtuneError
+from tasks.stages import Progress, _finish
 from tasks.workspace import Layout, read_json, read_jsonl, write_json, write_jsonl
 
 log = logging.getLogger("ragtune")
-Progress = Callable[[int, int], None] | None
 RETRAIN_STAGES = ("build_dataset", "train", "evaluate", "promote")
-
-
-def _finish(ws: Layout, stage: str, stats: dict, start: float) -> dict:
-    stats["seconds"] = round(time.perf_counter() - start, 3)
-    write_json(ws.stage_metrics(stage), stats)
-    return stats
 
 
 def run_build_dataset(ws: Layout, params: Params, on_progress: Progress = None) -> dict:

@@ -68,14 +68,20 @@ def precision(p: TrainParams) -> str:
 
 
 def single_process_env() -> None:
-    """What the deepspeed launcher would export, for one local process (a launcher's values win)."""
-    if "WORLD_SIZE" in os.environ:
+    """What the deepspeed launcher would export, for one local process. A launcher's values win; values we set
+    are reused while this process's group lives, and replaced in a child process that inherited them."""
+    import torch.distributed as dist
+
+    ours = os.environ.get("RAGTUNE_DIST_ENV") == "1"
+    if "WORLD_SIZE" in os.environ and not ours:
+        return
+    if ours and dist.is_available() and dist.is_initialized():
         return
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1",
-                      MASTER_PORT=os.environ.get("MASTER_PORT", str(port)))
+    os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
+                      RAGTUNE_DIST_ENV="1")
 
 
 def complete_checkpoints(output_dir: Path) -> list[Path]:

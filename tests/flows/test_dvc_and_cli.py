@@ -98,3 +98,42 @@ def test_refresh_and_search_json_via_cli(workspace):
     assert set(results[0]["hits"][0]) == {"doc_id", "source", "position", "score", "text"}
     assert "HX-7734-Q" in " ".join(h["text"] for h in results[0]["hits"])
     assert any(h["doc_id"] == "product/warranty.txt" for h in results[1]["hits"])
+
+
+@pytest.mark.slow
+def test_dvc_repro_and_exp_run_train_the_retrain_stages(workspace, tiny_causal, tmp_path_factory):
+    repo = tmp_path_factory.mktemp("dvc-retrain")
+    shutil.copytree(workspace, repo, dirs_exist_ok=True)
+    shutil.copytree(REPO / "tasks", repo / "tasks", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(REPO / ".gitignore", repo / ".gitignore")
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["model"]["base"] = str(tiny_causal)
+    params["train"].update(max_steps=6, save_steps=3)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    run(["git", "init", "-q"], repo)
+    run(["dvc", "init", "-q"], repo)
+    run(["dvc", "config", "core.analytics", "false"], repo)
+    run(["dvc", "repro", "promote"], repo)
+    first = json.loads((repo / "data/metrics/promote.json").read_text())
+    assert first["promoted"] and (repo / "models/candidate/adapter/adapter_model.safetensors").is_file()
+    run(["git", "add", "-A"], repo)
+    run(["git", "-c", "user.email=t@example.com", "-c", "user.name=t", "commit", "-qm", "baseline"], repo)
+    run(["dvc", "exp", "run", "-S", "train.lora.r=16", "promote"], repo)
+    shown = json.loads(run(["dvc", "exp", "show", "--json"], repo).stdout)
+    text = json.dumps(shown)
+    assert '"r": 16' in text and "eval_loss" in text
+    lineage = (repo / "models/lineage.jsonl").read_text().splitlines()
+    assert len(lineage) == 2, "the experiment's candidate was recorded as a new version"
+
+
+def test_tiny_model_command_builds_loadable_models_and_refuses_a_used_folder(tmp_path):
+    runner = CliRunner()
+    result = runner.invoke(app, ["tiny-model", str(tmp_path / "cls"), "--kind", "cls", "--params",
+                                 str(REPO / "params.yaml")])
+    assert result.exit_code == 0, result.output
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    model = AutoModelForSequenceClassification.from_pretrained(tmp_path / "cls")
+    assert model.config.num_labels == 3 and AutoTokenizer.from_pretrained(tmp_path / "cls")("hi")["input_ids"]
+    again = runner.invoke(app, ["tiny-model", str(tmp_path / "cls"), "--params", str(REPO / "params.yaml")])
+    assert again.exit_code == 1 and "not empty" in again.output

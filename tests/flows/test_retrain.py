@@ -131,3 +131,16 @@ def test_bad_training_file_fails_the_gate_and_trains_nothing(workspace, tiny_cau
     result = CliRunner().invoke(app, ["stage", "build_dataset", "--params", str(workspace / "params.yaml"),
                                       f"model.base={tiny_causal}", "dataset.sources=[data/bad.jsonl]"])
     assert result.exit_code == 1 and "bad.jsonl:2: not valid JSON" in " ".join(result.output.split())
+
+
+@pytest.mark.slow
+def test_zero3_with_gradient_checkpointing_saves_a_complete_adapter(workspace, tiny_causal):
+    params = load_params(workspace / "params.yaml", causal(
+        tiny_causal, "train.deepspeed=infra/deepspeed/zero3.json", "train.gradient_checkpointing=true",
+        "train.max_steps=8"))
+    ws = Layout(workspace)
+    run_stage("build_dataset", ws, params)
+    t = run_stage("train", ws, params)
+    assert t["zero_stage"] == 3 and t["global_step"] == 8
+    assert t["verification"]["parameters"] == t["trainable_params"], "ZeRO-3 must not save empty placeholders"
+    assert t["verification"]["reloaded_eval_loss"] == pytest.approx(t["eval_loss_in_training"], rel=1e-3)
