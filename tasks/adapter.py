@@ -84,7 +84,7 @@ class Collator:
 
 def evaluate_rows(model, rows: list[dict], pad_id: int, batch_size: int, task: str) -> dict:
     """Eval loss as HF Trainer computes it (per-batch mean loss, weighted by batch size), perplexity, and for
-    seq_cls accuracy and macro F1."""
+    seq_cls accuracy and macro F1. No KV cache: with one, transformers skips the packed-sequence mask."""
     import torch
 
     if not rows:
@@ -98,7 +98,7 @@ def evaluate_rows(model, rows: list[dict], pad_id: int, batch_size: int, task: s
             batch = collate(rows[i:i + batch_size])
             batch.pop("num_real_tokens")
             batch = {k: v.to(device) for k, v in batch.items()}
-            out = model(**batch)
+            out = model(**batch, use_cache=False) if task != "seq_cls" else model(**batch)
             size = batch["input_ids"].shape[0]
             total += float(out.loss) * size
             n += size

@@ -109,7 +109,7 @@ def run_train(ws: Layout, params: Params, on_progress: Progress = None) -> dict:
     """Train the candidate adapter (resuming an interrupted run), verify it, write it to models/candidate."""
     from tasks.adapter import VerifyAdapterError, evaluate_rows, load_with_adapter, verify_adapter
     from tasks.dataset import load_tokenizer
-    from tasks.train import deepspeed_config, train_lora
+    from tasks.train import deepspeed_config, is_main_process, train_lora
 
     start = time.perf_counter()
     meta = read_json(ws.dataset_meta, "build_dataset")
@@ -120,10 +120,13 @@ def run_train(ws: Layout, params: Params, on_progress: Progress = None) -> dict:
     ds_path = deepspeed_config(ws.root, params.train)
     key = run_key(params, meta, ds_path.read_text() if ds_path else "")
     staging = ws.models / ".candidate.tmp"
-    shutil.rmtree(staging, ignore_errors=True)
+    if is_main_process():
+        shutil.rmtree(staging, ignore_errors=True)
     result = train_lora(ws.root, rows, meta, params.model, params.train, ws.checkpoints, key, staging / "adapter",
                         on_progress)
     m = result["metrics"]
+    if not is_main_process():  # under a multi-GPU launcher, rank 0 verifies and publishes the adapter
+        return m
     load_tokenizer(params.model).save_pretrained(staging / "adapter")
     verification = verify_adapter(staging / "adapter", result["expected_state"])
     if rows["eval"]:

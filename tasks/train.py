@@ -1,7 +1,8 @@
 """train: PEFT LoRA on the tokenized rows with HF Trainer, optionally through DeepSpeed ZeRO.
 
 - Single process (CPU or one GPU) needs no launcher: the rank/world env vars DeepSpeed reads are set here
-  when absent. Several GPUs: `deepspeed --num_gpus N $(which ragtune) stage train` or `accelerate launch`.
+  when absent. Several GPUs: `deepspeed --no_local_rank --num_gpus N $(which ragtune) stage train`
+  or `torchrun --nproc_per_node N $(which ragtune) stage train`; rank 0 owns the files.
 - Checkpoints go to models/checkpoints/run; re-running the same configuration resumes from the newest complete
   checkpoint (adapter, optimizer, scheduler, RNG, step). A finished run removes them.
 """
@@ -84,6 +85,11 @@ def single_process_env() -> None:
                       RAGTUNE_DIST_ENV="1")
 
 
+def is_main_process() -> bool:
+    """Rank 0 of a launcher (deepspeed/torchrun/accelerate), or the only process."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def complete_checkpoints(output_dir: Path) -> list[Path]:
     """Checkpoints with everything a resume needs, oldest first; a save cut short by a kill is skipped."""
     found = []
@@ -135,7 +141,10 @@ def train_lora(root: Path, rows: dict[str, list[dict]], meta: dict, model: Model
 
     ds_path = deepspeed_config(root, p)
     prec = precision(p)
-    resume = prepare_output_dir(output_dir, run_key)
+    if is_main_process():
+        resume = prepare_output_dir(output_dir, run_key)
+    else:  # other ranks of a launcher: rank 0 owns the files
+        resume = (complete_checkpoints(output_dir) or [None])[-1] if output_dir.exists() else None
     if ds_path:
         single_process_env()
     torch.manual_seed(p.seed)
@@ -193,7 +202,7 @@ def train_lora(root: Path, rows: dict[str, list[dict]], meta: dict, model: Model
     result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     seconds = time.perf_counter() - start
     final_eval = trainer.evaluate(rows["eval"]) if rows["eval"] else {}
-    if adapter_dir.exists():
+    if adapter_dir.exists() and is_main_process():
         shutil.rmtree(adapter_dir)
     trainer.save_model(str(adapter_dir))
     history = [h for h in trainer.state.log_history if "loss" in h or "eval_loss" in h]

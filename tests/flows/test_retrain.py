@@ -62,6 +62,16 @@ def test_retrain_zero2_trains_verifies_and_promotes_only_when_better(workspace, 
     assert ws.loss_csv.read_text().startswith("step,loss,eval_loss") and ws.loss_png.stat().st_size > 1000
     assert not ws.checkpoints.exists(), "a finished run leaves nothing to resume"
 
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    wanted = ["retrain-summary", "retrain-report", "train-loss", "train-progress", "train-quality"]
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=wanted)))
+    assert {a.key for a in found} == set(wanted), "the Prefect UI shows report, loss plot, progress and gate"
+    summaries = sorted((a for a in found if a.key == "retrain-summary"), key=lambda a: a.created)
+    assert "NOT promoted" in summaries[-1].data and "below promote.min_delta" in summaries[-1].data
+
 
 @pytest.mark.slow
 def test_killed_training_resumes_from_its_last_checkpoint(workspace, tiny_causal):
@@ -144,3 +154,15 @@ def test_zero3_with_gradient_checkpointing_saves_a_complete_adapter(workspace, t
     assert t["zero_stage"] == 3 and t["global_step"] == 8
     assert t["verification"]["parameters"] == t["trainable_params"], "ZeRO-3 must not save empty placeholders"
     assert t["verification"]["reloaded_eval_loss"] == pytest.approx(t["eval_loss_in_training"], rel=1e-3)
+
+
+@pytest.mark.slow
+def test_packed_rows_train_and_the_reloaded_adapter_matches(workspace, tiny_causal):
+    params = load_params(workspace / "params.yaml", causal(
+        tiny_causal, "dataset.packing=true", "dataset.max_length=256", "train.deepspeed=none", "train.max_steps=4"))
+    ws = Layout(workspace)
+    data = run_stage("build_dataset", ws, params)
+    assert data["packing"] and data["train_rows"] < data["train_examples"]
+    t = run_stage("train", ws, params)  # raises if the reloaded adapter's eval loss differs
+    assert t["verification"]["reloaded_eval_loss"] == pytest.approx(t["eval_loss_in_training"], rel=1e-3)
+    assert t["real_tokens"] > 0 and t["tokens_per_s"] > 0
