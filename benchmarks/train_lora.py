@@ -69,6 +69,7 @@ def main() -> None:
     ap.add_argument("--precision", default="auto")
     ap.add_argument("--steps", type=int, default=60)
     ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--repeats", type=int, default=2, help="alternating runs per side; the best is reported")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks/results/train_lora.json")
     a = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -98,20 +99,25 @@ def main() -> None:
     meta = read_json(ws.dataset_meta, "build_dataset")
     rows = read_jsonl(ws.train_dir / "train.jsonl", "build_dataset")
 
-    start = time.perf_counter()
-    ours = run_train(ws, params)
-    stage_seconds = time.perf_counter() - start
     prec = precision(params.train)
-    if ds != "none":
-        single_process_env()
     args_kw = dict(output_dir=str(work / "bare"), max_steps=a.steps, per_device_train_batch_size=a.batch_size,
                    learning_rate=params.train.learning_rate, bf16=prec == "bf16", fp16=prec == "fp16",
                    deepspeed=str(work / ds) if ds != "none" else None, report_to=[], save_strategy="no",
                    logging_steps=10, disable_tqdm=True, use_cpu=not torch.cuda.is_available(), seed=42)
     lora_kw = dict(r=params.train.lora.r, lora_alpha=params.train.lora.alpha, lora_dropout=params.train.lora.dropout,
                    target_modules="all-linear")
-    bare = bare_trainer(model_dir, rows, meta["pad_id"], args_kw, lora_kw)
-
+    runs = {"ragtune": [], "bare": []}
+    for _ in range(a.repeats):  # alternate, so warm-up and caches favour neither side
+        start = time.perf_counter()
+        ours = run_train(ws, params)
+        ours["stage_seconds"] = round(time.perf_counter() - start, 2)
+        runs["ragtune"].append(ours)
+        if ds != "none":
+            single_process_env()
+        runs["bare"].append(bare_trainer(model_dir, rows, meta["pad_id"], args_kw, lora_kw))
+    ours = max(runs["ragtune"], key=lambda r: r["tokens_per_s"])
+    bare = max(runs["bare"], key=lambda r: r["tokens_per_s"])
+    stage_seconds = ours["stage_seconds"]
     cfg = AutoConfig.from_pretrained(model_dir)
     seq = sum(len(r["input_ids"]) for r in rows) / len(rows)
     fl = flops_per_token(cfg, ours["trainable_params"], int(seq))
@@ -124,6 +130,7 @@ def main() -> None:
                     "peak_gpu_mb": ours.get("peak_gpu_mb"), "peak_rss_mb": ours["peak_rss_mb"],
                     "train_loss": ours["train_loss"]},
         "bare_trainer_peft": bare,
+        "all_runs_tokens_per_s": {k: [r["tokens_per_s"] for r in v] for k, v in runs.items()},
         "ratio_tokens_per_s": round(ours["tokens_per_s"] / bare["tokens_per_s"], 3) if bare["tokens_per_s"] else None,
         "flops_per_token": fl,
     }

@@ -6,7 +6,7 @@ import json
 import os
 import subprocess
 import sys
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stdout
 from pathlib import Path
 from typing import Iterator, Optional
 
@@ -93,7 +93,7 @@ def refresh(
         load_run_params(params, srcs, overrides)  # fail fast on bad params, before Prefect starts
         from flows.kb_refresh import kb_refresh
 
-        with progress_bars(not json_out):
+        with progress_bars(not json_out), redirect_stdout(sys.stderr):  # stdout is for the report only
             report = kb_refresh(root=str(root), sources=srcs, overrides=list(overrides or []),
                                 allow_mass_delete=allow_mass_delete)
         if json_out:
@@ -154,7 +154,7 @@ def retrain(
         precision(p.train)
         from flows.retrain import retrain as retrain_flow
 
-        with progress_bars(not json_out):
+        with progress_bars(not json_out), redirect_stdout(sys.stderr):  # DeepSpeed logs to stdout
             report = retrain_flow(root=str(root), overrides=extra)
         if json_out:
             out.print_json(json.dumps(report, default=str))

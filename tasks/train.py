@@ -156,7 +156,15 @@ def train_lora(root: Path, rows: dict[str, list[dict]], meta: dict, model: Model
     if p.gradient_checkpointing:
         peft_model.enable_input_require_grads()
 
+    loop = {}
+
     class Progress(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kw):  # after DeepSpeed init and checkpoint load
+            loop["start"] = time.perf_counter()
+
+        def on_train_end(self, args, state, control, **kw):
+            loop["end"] = time.perf_counter()
+
         def on_step_end(self, args, state, control, **kw):
             if on_progress:
                 on_progress(state.global_step, state.max_steps)
@@ -200,7 +208,8 @@ def train_lora(root: Path, rows: dict[str, list[dict]], meta: dict, model: Model
         torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
-    seconds = time.perf_counter() - start
+    call_seconds = time.perf_counter() - start
+    seconds = loop.get("end", start + call_seconds) - loop.get("start", start)
     final_eval = trainer.evaluate(rows["eval"]) if rows["eval"] else {}
     if adapter_dir.exists() and is_main_process():
         shutil.rmtree(adapter_dir)
@@ -211,9 +220,11 @@ def train_lora(root: Path, rows: dict[str, list[dict]], meta: dict, model: Model
         "global_step": trainer.state.global_step, "max_steps": trainer.state.max_steps,
         "resumed_from_step": resumed_from, "epochs": round(float(trainer.state.epoch or 0), 3),
         "train_loss": round(float(result.training_loss), 6),
-        "first_logged_loss": losses[0] if losses else None, "last_logged_loss": losses[-1] if losses else None,
+        "first_logged_loss": round(losses[0], 6) if losses else None,
+        "last_logged_loss": round(losses[-1], 6) if losses else None,
         "eval_loss_in_training": round(float(final_eval["eval_loss"]), 6) if final_eval else None,
-        "train_seconds": round(seconds, 3), "real_tokens": LoraTrainer.real_tokens,
+        "train_seconds": round(seconds, 3), "train_call_seconds": round(call_seconds, 3),  # call: + engine init
+        "real_tokens": LoraTrainer.real_tokens,
         "tokens_per_s": round(LoraTrainer.real_tokens / seconds, 1) if seconds else None,
         "trainable_params": trainable, "total_params": total, "precision": prec,
         "deepspeed": str(p.deepspeed) if ds_path else None, "zero_stage": zero_stage(ds_path),
