@@ -187,7 +187,7 @@ def split(encoded: list[Encoded], p: DatasetParams) -> tuple[list[Encoded], list
     return [e for e in unique if id(e) not in eval_ids], [e for e in unique if id(e) in eval_ids]
 
 
-def to_rows(items: list[Encoded], fmt: str, max_length: int, packing: bool, eos_id: int | None) -> list[dict]:
+def to_rows(items: list[Encoded], fmt: str, max_length: int, packing: bool) -> list[dict]:
     """Training rows: truncated sequences, text blocks, or packed bins with restarting position ids."""
     if fmt == "labelled":
         return [{"input_ids": e.input_ids[:max_length], "label": e.labels} for e in items]

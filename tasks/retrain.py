@@ -42,6 +42,7 @@ def run_build_dataset(ws: Layout, params: Params, on_progress: Progress = None) 
     key = D.cache_key(examples, D.tokenizer_fingerprint(tokenizer), template, fmt, p, task)
     cached_file = ws.tokenized_cache / key / "encoded.jsonl"
     encoded = D.load_cached(cached_file)
+    reused = encoded is not None
     if encoded is None:
         encoded = D.encode(examples, tokenizer, fmt, template, label2id)
         write_jsonl(cached_file, (asdict(e) for e in encoded))
@@ -57,7 +58,7 @@ def run_build_dataset(ws: Layout, params: Params, on_progress: Progress = None) 
             f"Data Docs: {report['data_docs']}\nFix the examples in {', '.join(p.sources)}, or loosen the "
             "thresholds in the dataset: section of params.yaml.")
     train, evals = D.split(encoded, p)
-    rows = {name: D.to_rows(items, fmt, p.max_length, p.packing and fmt != "labelled", tokenizer.eos_token_id)
+    rows = {name: D.to_rows(items, fmt, p.max_length, p.packing and fmt != "labelled")
             for name, items in (("train", train), ("eval", evals))}
     if fmt in ("instruction", "chat") and not any(tokenizer.eos_token_id in r["labels"] for r in rows["train"]):
         raise GateFailed(
@@ -77,7 +78,7 @@ def run_build_dataset(ws: Layout, params: Params, on_progress: Progress = None) 
             "train_tokens": sum(len(r["input_ids"]) for r in rows["train"]),
             "trained_tokens": sum(sum(t != D.IGNORE for t in r["labels"]) for r in rows["train"])
             if fmt != "labelled" else None,
-            "packing": p.packing and fmt != "labelled", "reused_cache": cached_file.exists() and encoded is not None}
+            "packing": p.packing and fmt != "labelled", "reused_cache": reused}
     write_json(ws.dataset_meta, meta)
     stats = {k: v for k, v in meta.items() if k not in ("template",)}
     stats["gate"] = {"evaluated": report["evaluated"], "success": True, "data_docs": report["data_docs"]}

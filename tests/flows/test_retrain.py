@@ -48,6 +48,7 @@ def test_retrain_zero2_trains_verifies_and_promotes_only_when_better(workspace, 
     best = second["promotion"]["version"]
 
     third = retrain(root=str(workspace), overrides=weak)
+    assert json.loads(ws.stage_metrics("build_dataset").read_text())["reused_cache"], "same data + tokenizer"
     assert not third["promotion"]["promoted"]
     assert "below promote.min_delta" in third["promotion"]["reason"]
     production = json.loads(ws.production.read_text())
