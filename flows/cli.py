@@ -176,6 +176,47 @@ def _local_or_id(value: str) -> str:
     return str(Path(value).resolve()) if Path(value).exists() else value
 
 
+@app.command()
+def versions(
+    kind: Optional[str] = typer.Option(None, "--kind", help="kb | model (default: both)."),
+    json_out: bool = typer.Option(False, "--json", help="Print the versions as a JSON list."),
+    params: Path = PARAMS_OPT,
+) -> None:
+    """List recorded versions (git tags kb/* and model/*), newest first, with their key metrics."""
+    with friendly_errors():
+        root = _root(params)
+        from tasks.config import ConfigError
+        from tasks.versioning import KINDS, Repo
+
+        if kind and kind not in KINDS:
+            raise ConfigError(f"--kind {kind}: expected one of {', '.join(KINDS)}.")
+        found = Repo(root).versions(kind)
+        if json_out:
+            out.print_json(json.dumps(found))
+            return
+        table = Table(title=f"versions in {root}")
+        for col in ("version", "at", "metrics"):
+            table.add_column(col)
+        for v in found:
+            table.add_row(v["version"], v.get("at", ""), " ".join(f"{k}={x}" for k, x in v.get("metrics", {}).items()))
+        out.print(table)
+
+
+@app.command()
+def pull(
+    version: str = typer.Argument(..., help="A version from `ragtune versions`, e.g. kb/20261121T020000Z."),
+    out_dir: Path = typer.Option(Path("pulled"), "--out", help="Folder to write into (same relative paths)."),
+    params: Path = PARAMS_OPT,
+) -> None:
+    """Fetch a version's artifacts (index manifest + metrics, or adapter + metrics) exactly as the run wrote them."""
+    with friendly_errors():
+        root = _root(params)
+        from tasks.versioning import Repo
+
+        for path in Repo(root).pull(version, out_dir):
+            out.print(str(path), highlight=False)
+
+
 @app.command("tiny-model")
 def tiny_model(
     path: Path = typer.Argument(..., help="Folder to create (must be new or empty)."),
@@ -227,6 +268,48 @@ def stage(
             err.print(report_markdown(build_report(Layout(root))), highlight=False)
         else:
             err.print(json.dumps({k: v for k, v in stats.items() if k != "drops"}, default=str), highlight=False)
+
+
+@app.command()
+def watch(
+    json_out: bool = typer.Option(False, "--json", help="Print the change report as JSON."),
+    params: Path = PARAMS_OPT,
+) -> None:
+    """Check the training data once; emit `ragtune.data.changed` if it has new examples (triggers retrain)."""
+    with friendly_errors():
+        root = _root(params)
+        from tasks.config import load_params
+
+        load_params(params)
+        from flows.watch import watch as watch_flow
+
+        with redirect_stdout(sys.stderr):
+            change = watch_flow(root=str(root))
+        if json_out:
+            out.print_json(json.dumps(change))
+        else:
+            out.print(f"{'event emitted' if change['emit'] else 'no event'}: {change['reason']}", highlight=False)
+
+
+@app.command()
+def serve(params: Path = PARAMS_OPT) -> None:
+    """Register and run the deployments: nightly kb_refresh (cron), watch (interval), retrain (on new data)."""
+    with friendly_errors():
+        root = _root(params)
+        from tasks.config import ConfigError, load_params
+
+        p = load_params(params)
+        if not os.environ.get("PREFECT_API_URL"):
+            raise ConfigError("no Prefect server: start `ragtune server` in another terminal (or export "
+                              "PREFECT_API_URL=http://HOST:4200/api); schedules and event triggers need one.")
+        from prefect import serve as prefect_serve
+
+        from flows.deployments import build_deployments
+
+        deployments = build_deployments(root, p)
+        err.print(f"serving {', '.join(d.name for d in deployments)} for {root} at {os.environ['PREFECT_API_URL']}"
+                  " (Ctrl-C pauses the schedules)", highlight=False)
+        prefect_serve(*deployments)
 
 
 @app.command()

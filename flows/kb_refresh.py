@@ -12,7 +12,7 @@ from prefect.cache_policies import NO_CACHE
 
 from flows.runtime import prefect_progress
 from tasks import stages
-from tasks.config import Params, load_run_params
+from tasks.config import Params, check_versionable, load_run_params
 from tasks.report import build_report, report_markdown, report_rows
 from tasks.workspace import Layout, write_json
 
@@ -67,6 +67,24 @@ def publish_report(ws: Layout, total_seconds: float) -> dict:
     return report
 
 
+@stage_task(name="record_version")
+def record_version(ws: Layout, params: Params, kind: str, name: str, summary: dict) -> dict | None:
+    """Commit, tag and push this run's outputs as version `<kind>/<name>` (when versioning is enabled)."""
+    from tasks.versioning import Repo, VersionError
+
+    if not params.versioning.enabled:
+        return None
+    repo = Repo(ws.root)
+    if not repo.available():
+        raise VersionError(f"versioning.enabled: {ws.root} is not a git repository with DVC initialised "
+                           "(run `git init && dvc init`), or set versioning.enabled=false.")
+    entry = repo.record(kind, name, summary, push=params.versioning.push)
+    create_markdown_artifact(key=f"{kind}-version", markdown=(
+        f"# Version `{entry['version']}`\n\ncommit `{entry['commit']}`, pushed to the DVC remote: "
+        f"{entry['pushed']}\n\nFetch it anywhere in this repo: `ragtune pull {entry['version']} --out DIR`\n"))
+    return entry
+
+
 def publish_quality(report_path: Path, key: str = "kb-quality", what: str = "GX gate") -> None:
     """Quality summary and a link to the GX Data Docs, shown whether the gate passed or failed."""
     if not report_path.exists():
@@ -83,6 +101,7 @@ def publish_quality(report_path: Path, key: str = "kb-quality", what: str = "GX 
 def resolve_params(ws: Layout, sources: list[str] | None, overrides: list[str] | None) -> Params:
     """params.yaml + --source + key=value, validated, echoed to the log and saved beside the outputs."""
     params = load_run_params(ws.root / "params.yaml", sources, overrides)
+    check_versionable(params, overrides, sources)
     get_run_logger().info("resolved params:\n%s", json.dumps(params.as_dict(), indent=2))
     write_json(ws.metrics_dir / "params.json", params.as_dict())
     return params
@@ -102,4 +121,10 @@ def kb_refresh(root: str = ".", sources: list[str] | None = None, overrides: lis
     embed_chunks(ws, params)
     upsert_points(ws, params, allow_mass_delete)
     verify_index(ws, params)
-    return publish_report(ws, time.perf_counter() - started)
+    report = publish_report(ws, time.perf_counter() - started)
+    from tasks.versioning import timestamp
+
+    summary = {"points": report["points"]["in_index"], "chunks": report["chunks"]["total"],
+               "embedded": report["chunks"]["embedded"], **{f"docs_{k}": v for k, v in report["documents"].items()}}
+    report["version"] = record_version(ws, params, "kb", timestamp(), summary)
+    return report

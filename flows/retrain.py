@@ -11,10 +11,10 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from flows.kb_refresh import publish_quality
+from flows.kb_refresh import publish_quality, record_version
 from flows.runtime import prefect_progress
 from tasks import retrain as stages
-from tasks.config import Params, load_params
+from tasks.config import Params, check_versionable, load_params
 from tasks.workspace import Layout, write_json
 
 stage_task = task(cache_policy=NO_CACHE)
@@ -77,9 +77,15 @@ def retrain(root: str = ".", overrides: list[str] | None = None) -> dict:
     started = time.perf_counter()
     ws = Layout(Path(root).resolve())
     params = load_params(ws.root / "params.yaml", overrides)
+    check_versionable(params, overrides)
     get_run_logger().info("resolved params:\n%s", json.dumps(params.as_dict(), indent=2))
     data = build_dataset(ws, params)  # a failed gate raises here: nothing is trained, production is untouched
     trained = train_adapter(ws, params)
     evaluation = evaluate_adapter(ws, params)
     promotion = promote_adapter(ws, params)
-    return publish_report(ws, data, trained, evaluation, promotion, time.perf_counter() - started)
+    report = publish_report(ws, data, trained, evaluation, promotion, time.perf_counter() - started)
+    summary = {"promoted": promotion["promoted"], "metric": promotion["metric"], "value": promotion["candidate"],
+               "production_version": promotion["production_version"], "steps": trained["global_step"],
+               "tokens_per_s": trained["tokens_per_s"]}
+    report["version"] = record_version(ws, params, "model", promotion["version"], summary)
+    return report

@@ -138,6 +138,18 @@ class PromoteParams(_Section):
     min_delta: float = Field(0.0, ge=0)
 
 
+class VersioningParams(_Section):
+    enabled: bool = False
+    push: bool = True
+
+
+class ScheduleParams(_Section):
+    refresh_cron: str = "0 2 * * *"
+    timezone: str = "UTC"
+    watch_interval_s: int = Field(300, ge=10)
+    min_new_examples: int = Field(1, ge=1)
+
+
 class Params(_Section):
     ingest: IngestParams
     clean: CleanParams = CleanParams()
@@ -150,6 +162,8 @@ class Params(_Section):
     train: TrainParams = TrainParams()
     evaluate: EvaluateParams = EvaluateParams()
     promote: PromoteParams = PromoteParams()
+    versioning: VersioningParams = VersioningParams()
+    schedule: ScheduleParams = ScheduleParams()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -228,3 +242,15 @@ def resolve_path(root: Path, value: str) -> Path:
     """Paths in params.yaml are relative to the project root (the folder holding params.yaml)."""
     p = Path(value).expanduser()
     return p if p.is_absolute() else (root / p)
+
+
+def check_versionable(params: Params, overrides: list[str] | None, sources: list[str] | None = None) -> None:
+    """A version's dvc.lock records params.yaml; overrides (other than versioning.*) would make it untrue."""
+    if not params.versioning.enabled:
+        return
+    other = [o for o in (overrides or []) if not o.startswith("versioning.")]
+    if other or sources:
+        raise ConfigError(
+            f"versioning.enabled: this run has overrides {other + [f'--source {s}' for s in sources or []]}, but a "
+            "version records params.yaml as the truth in dvc.lock. Put them into params.yaml, or run with "
+            "versioning.enabled=false.")

@@ -78,9 +78,10 @@ def run_build_dataset(ws: Layout, params: Params, on_progress: Progress = None) 
             "train_tokens": sum(len(r["input_ids"]) for r in rows["train"]),
             "trained_tokens": sum(sum(t != D.IGNORE for t in r["labels"]) for r in rows["train"])
             if fmt != "labelled" else None,
-            "packing": p.packing and fmt != "labelled", "reused_cache": reused}
+            "packing": p.packing and fmt != "labelled", "reused_cache": reused,
+            "example_hashes": sorted({e.content_hash[:16] for e in train + evals})}  # what `watch` diffs against
     write_json(ws.dataset_meta, meta)
-    stats = {k: v for k, v in meta.items() if k not in ("template",)}
+    stats = {k: v for k, v in meta.items() if k not in ("template", "example_hashes")}
     stats["gate"] = {"evaluated": report["evaluated"], "success": True, "data_docs": report["data_docs"]}
     _finish(ws, "build_dataset", stats, start)
     log.info("build_dataset: %s format, %d train / %d eval rows, %d train tokens", fmt, meta["train_rows"],

@@ -1,0 +1,162 @@
+"""Versions: every successful run becomes a git commit + tag whose outputs live in DVC (the one DVC/git interface).
+
+A version is: `dvc commit` of the run's stages (dvc.lock now records exactly what the run produced), a git
+commit of dvc.lock and the small metrics files, an annotated tag `kb/<time>` or `model/<version>` whose
+message is the run's key metrics as JSON, and `dvc push` of the outputs to the default remote.
+`ragtune pull TAG` fetches the tagged outputs back with `dvc get`, bit for bit.
+
+DVC and git calls are serialized by a file lock under .dvc/tmp, so two runs never race for DVC's own lock.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterator
+
+from tasks.errors import RagtuneError
+
+log = logging.getLogger("ragtune")
+KINDS = {
+    "kb": {"stages": ["ingest", "clean", "validate", "chunk", "embed", "index", "verify"],
+           "git": ["data/metrics/refresh.json", "data/quality/report.json", "data/metrics/index.json"],
+           "pull": ["data/index/manifest.json", "data/metrics/refresh.json", "data/quality/report.json"]},
+    "model": {"stages": ["build_dataset", "train", "evaluate", "promote"],
+              "git": ["data/metrics/train.json", "data/metrics/evaluate.json", "data/metrics/promote.json",
+                      "data/plots/train_loss.csv", "models/production.json", "models/lineage.jsonl"],
+              "pull": ["models/candidate", "data/metrics/train.json", "data/metrics/evaluate.json",
+                       "data/metrics/promote.json"]},
+}
+
+
+class VersionError(RagtuneError):
+    """git/DVC refused to record, push or fetch a version."""
+
+
+def _bin(name: str) -> str:
+    here = Path(sys.executable).parent / name  # the venv's dvc, even when .venv/bin is not on PATH
+    return str(here) if here.exists() else name
+
+
+class Repo:
+    """The project as a git + DVC repository."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    def available(self) -> bool:
+        return (self.root / ".git").exists() and (self.root / ".dvc").is_dir()
+
+    def run(self, *cmd: str, check: bool = True) -> subprocess.CompletedProcess:
+        tool = _bin(cmd[0]) if cmd[0] == "dvc" else cmd[0]
+        proc = subprocess.run([tool, *cmd[1:]], cwd=self.root, capture_output=True, text=True)
+        if check and proc.returncode != 0:
+            raise VersionError(f"`{' '.join(cmd)}` failed in {self.root}:\n{(proc.stderr or proc.stdout).strip()}")
+        return proc
+
+    @contextmanager
+    def lock(self, timeout_s: float = 600) -> Iterator[None]:
+        """One DVC/git writer at a time across processes (DVC's own lock fails fast instead of waiting)."""
+        path = self.root / ".dvc/tmp/ragtune-versioning.lock"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("w") as f:
+            deadline = time.monotonic() + timeout_s
+            while True:
+                try:
+                    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise VersionError(f"{path}: another ragtune run held the DVC lock for {timeout_s:.0f} s.")
+                    time.sleep(0.5)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+    def has_remote(self) -> bool:
+        return bool(self.run("dvc", "remote", "default", check=False).stdout.strip())
+
+    def record(self, kind: str, name: str, summary: dict, push: bool = True) -> dict:
+        """dvc commit + git commit + annotated tag (+ dvc push). Returns the version entry."""
+        spec = KINDS[kind]
+        tag = f"{kind}/{name}"
+        with self.lock():
+            if self.run("git", "rev-parse", "-q", "--verify", f"refs/tags/{tag}", check=False).returncode == 0:
+                raise VersionError(f"version {tag} already exists; versions are immutable.")
+            self.run("dvc", "commit", "-f", "-q", *spec["stages"])
+            files = [f for f in ["dvc.lock", *spec["git"]] if (self.root / f).exists()]
+            self.run("git", "add", "-f", *files)
+            env_user = ["-c", "user.name=ragtune", "-c", "user.email=ragtune@localhost"]
+            has_identity = self.run("git", "config", "user.email", check=False).stdout.strip()
+            self.run("git", *([] if has_identity else env_user), "commit", "-q", "--allow-empty",
+                     "-m", f"{kind} version {name}", "--", *files)
+            entry = {"version": tag, "kind": kind, "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                     "metrics": summary}
+            self.run("git", *([] if has_identity else env_user), "tag", "-a", tag, "-m", json.dumps(entry))
+            pushed = False
+            if push and self.has_remote():
+                self.run("dvc", "push", "-q", *spec["stages"])
+                pushed = True
+            elif push:
+                log.warning("versioning: no default DVC remote; %s is committed and tagged but not pushed", tag)
+        entry["commit"] = self.run("git", "rev-parse", "--short", tag + "^{commit}").stdout.strip()
+        entry["pushed"] = pushed
+        log.info("version %s recorded (commit %s, pushed=%s)", tag, entry["commit"], pushed)
+        return entry
+
+    def versions(self, kind: str | None = None) -> list[dict]:
+        """Tagged versions, newest first, with the metrics stored in each tag's message."""
+        if not (self.root / ".git").exists():
+            return []
+        refs = [f"refs/tags/{k}/" for k in ([kind] if kind else list(KINDS))]
+        out = self.run("git", "for-each-ref", "--sort=-creatordate", "--format=%(refname:short)%00%(contents)%01",
+                       *refs).stdout
+        entries = []
+        for record in out.split("\x01"):
+            if "\x00" not in record:
+                continue
+            tag, message = record.strip("\n").split("\x00", 1)
+            try:
+                entry = json.loads(message.strip())
+            except ValueError:
+                entry = {"version": tag, "kind": tag.split("/")[0], "metrics": {}}
+            entries.append(entry)
+        return entries
+
+    def pull(self, version: str, out: Path) -> list[Path]:
+        """Fetch a version's outputs into `out` (same relative paths) with `dvc get . PATH --rev TAG`."""
+        kind = version.split("/", 1)[0]
+        if kind not in KINDS or self.run("git", "rev-parse", "-q", "--verify", f"refs/tags/{version}",
+                                         check=False).returncode != 0:
+            known = ", ".join(v["version"] for v in self.versions()[:5]) or "none yet"
+            raise VersionError(f"no version '{version}'. Recent versions: {known} (see `ragtune versions`).")
+        fetched = []
+        for rel in KINDS[kind]["pull"]:
+            target = Path(out) / rel
+            if target.exists():
+                raise VersionError(f"{target} exists; pull into an empty --out folder so nothing is overwritten.")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if self.run("git", "cat-file", "-e", f"{version}:{rel}", check=False).returncode == 0:
+                target.write_bytes(self.run_bytes("git", "show", f"{version}:{rel}"))  # git-tracked: exact bytes
+            else:
+                self.run("dvc", "get", ".", rel, "--rev", version, "-o", str(target.resolve()), "-q")
+            fetched.append(target)
+        return fetched
+
+    def run_bytes(self, *cmd: str) -> bytes:
+        proc = subprocess.run(list(cmd), cwd=self.root, capture_output=True)
+        if proc.returncode != 0:
+            raise VersionError(f"`{' '.join(cmd)}` failed: {proc.stderr.decode(errors='replace').strip()}")
+        return proc.stdout
+
+
+def timestamp() -> str:
+    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")

@@ -1,0 +1,72 @@
+"""Versions: every successful run is committed, tagged and pushed; `ragtune pull` returns it bit for bit."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from flows.cli import app
+from flows.kb_refresh import kb_refresh
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def git_dvc_project(workspace: Path, remote: Path) -> Path:
+    shutil.copytree(REPO / "tasks", workspace / "tasks", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(REPO / ".gitignore", workspace / ".gitignore")
+    text = (workspace / "params.yaml").read_text().replace("  enabled: false ", "  enabled: true ")
+    (workspace / "params.yaml").write_text(text)
+    dvc = str(Path(sys.executable).parent / "dvc")
+    for cmd in (["git", "init", "-q"], [dvc, "init", "-q"], [dvc, "config", "core.analytics", "false"],
+                [dvc, "remote", "add", "-d", "local", str(remote)], ["git", "add", "-A"],
+                ["git", "-c", "user.name=t", "-c", "user.email=t@x", "commit", "-qm", "project"]):
+        subprocess.run(cmd, cwd=workspace, check=True, capture_output=True)
+    return workspace
+
+
+@pytest.mark.slow
+def test_refresh_versions_round_trip_bit_for_bit(workspace, tmp_path_factory):
+    remote = tmp_path_factory.mktemp("dvc-remote")
+    root = git_dvc_project(workspace, remote)
+    params = str(root / "params.yaml")
+    first = kb_refresh(root=str(root))
+    v1 = first["version"]["version"]
+    assert v1.startswith("kb/") and first["version"]["pushed"]
+    original = {p: (root / p).read_bytes() for p in ("data/index/manifest.json", "data/metrics/refresh.json")}
+
+    (root / "data/sample/corpus/product/warranty.txt").write_text("Heron carries a ten-year warranty now.\n")
+    second = kb_refresh(root=str(root))
+    v2 = second["version"]["version"]
+    assert v2 != v1 and second["documents"]["changed"] == 1
+
+    listed = CliRunner().invoke(app, ["versions", "--kind", "kb", "--json", "--params", params])
+    assert listed.exit_code == 0, listed.output
+    versions = json.loads(listed.stdout)
+    assert [v["version"] for v in versions] == [v2, v1]
+    assert versions[1]["metrics"]["points"] == first["points"]["in_index"]
+
+    shutil.rmtree(root / ".dvc/cache")  # the pull must come from the DVC remote, not the local cache
+    out = root.parent / "pulled"
+    pulled = CliRunner().invoke(app, ["pull", v1, "--out", str(out), "--params", params])
+    assert pulled.exit_code == 0, pulled.output
+    for rel, data in original.items():
+        assert (out / rel).read_bytes() == data, rel
+    assert (root / "data/index/manifest.json").read_bytes() != original["data/index/manifest.json"]
+
+    again = CliRunner().invoke(app, ["pull", "kb/no-such", "--out", str(out / "x"), "--params", params])
+    assert again.exit_code == 1 and "no version 'kb/no-such'" in again.output
+
+
+def test_versioning_refuses_overrides_that_params_yaml_does_not_record(workspace):
+    from tasks.config import ConfigError, check_versionable, load_params
+
+    params = load_params(workspace / "params.yaml", ["versioning.enabled=true", "chunk.size_tokens=128"])
+    with pytest.raises(ConfigError, match="versioning.enabled: this run has overrides"):
+        check_versionable(params, ["versioning.enabled=true", "chunk.size_tokens=128"])
+    check_versionable(params, ["versioning.enabled=true"])
