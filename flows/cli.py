@@ -328,7 +328,7 @@ def server(
     err.print(f"Prefect UI: http://{host}:{port}  (runs from {root} report here; "
               f"elsewhere export PREFECT_API_URL={url})")
     try:
-        env = {**os.environ, "PREFECT_API_URL": url}
+        env = {**os.environ, "PREFECT_API_URL": url, "PREFECT_UI_API_URL": url}  # the UI's browser calls this
         proc = subprocess.run([sys.executable, "-m", "prefect", "server", "start", "--host", host, "--port", str(port)],
                               env=env)
         raise typer.Exit(proc.returncode)

@@ -30,9 +30,10 @@ def prefect_server(tmp_path_factory):
     env.update(PREFECT_HOME=str(home), PATH=BIN + os.pathsep + env["PATH"], PREFECT_SERVER_ANALYTICS_ENABLED="false",
                PREFECT_LOGGING_EXTRA_LOGGERS="ragtune")
     log = (home / "server.log").open("w")
-    proc = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
-                             "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/api"
+    proc = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
+                             "--port", str(port)], env={**env, "PREFECT_UI_API_URL": url},  # the UI calls this API
+                            stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 240
     while True:
         try:

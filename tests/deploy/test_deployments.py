@@ -57,7 +57,7 @@ def test_schedule_and_event_triggered_retrain(workspace, tiny_causal, prefect_se
         nightly = wait_for(lambda: _deployment(url, "kb_refresh", "nightly-ragtune"), 120, "deployments", serve)
         schedule = nightly["schedules"][0]["schedule"]
         assert schedule["cron"] == "30 3 * * *" and schedule["timezone"] == "Europe/Paris"
-        assert nightly["concurrency_limit"] == 1
+        assert nightly["global_concurrency_limit"]["limit"] == 1, "one refresh of this collection at a time"
         on_new_data = wait_for(lambda: _deployment(url, "retrain", "on-new-data"), 60, "retrain deployment")
         wait_for(lambda: api(url, "POST", "/automations/filter", {}), 60, "the retrain trigger's automation")
 

@@ -37,8 +37,9 @@ def test_refresh_run_and_its_artifacts_are_visible_in_the_ui(workspace, prefect_
         page.screenshot(path=str(tmp_path / "runs.png"), full_page=True)
 
         page.goto(f"{ui}/runs/flow-run/{run['id']}", wait_until="networkidle")
+        page.screenshot(path=str(tmp_path / "flow-run.png"), full_page=True)
         expect(page.get_by_text("upsert_points").first).to_be_visible(timeout=60_000)  # the task graph/list
-        page.get_by_role("tab", name="Artifacts").click()
+        page.get_by_text("Artifacts", exact=True).first.click()
         for key in ("kb-refresh-report", "kb-quality", "kb-data-docs"):
             expect(page.get_by_text(key).first).to_be_visible(timeout=30_000)
         page.screenshot(path=str(tmp_path / "flow-run-artifacts.png"), full_page=True)

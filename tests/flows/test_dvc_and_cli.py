@@ -54,7 +54,8 @@ def test_dvc_repro_builds_the_same_index_as_the_flow(workspace, tmp_path_factory
 def test_every_command_has_help():
     runner = CliRunner()
     assert runner.invoke(app, ["--help"]).exit_code == 0
-    for command in ("refresh", "search", "stage", "server", "retrain", "tiny-model"):
+    for command in ("refresh", "search", "stage", "server", "retrain", "tiny-model", "versions", "pull", "watch",
+                    "serve"):
         result = runner.invoke(app, [command, "--help"])
         assert result.exit_code == 0 and "Usage" in result.output, command
 
