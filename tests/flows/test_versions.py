@@ -70,3 +70,30 @@ def test_versioning_refuses_overrides_that_params_yaml_does_not_record(workspace
     with pytest.raises(ConfigError, match="versioning.enabled: this run has overrides"):
         check_versionable(params, ["versioning.enabled=true", "chunk.size_tokens=128"])
     check_versionable(params, ["versioning.enabled=true"])
+
+
+@pytest.mark.slow
+def test_retrain_is_a_model_version_and_its_adapter_pulls_back_identical(workspace, tiny_causal, tmp_path_factory):
+    import yaml
+
+    from flows.retrain import retrain
+
+    root = git_dvc_project(workspace, tmp_path_factory.mktemp("dvc-remote"))
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["model"]["base"] = str(tiny_causal)
+    params["train"].update(max_steps=4, save_steps=100)
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    report = retrain(root=str(root))
+    version = report["version"]["version"]
+    assert version == f"model/{report['promotion']['version']}" and report["version"]["pushed"]
+    adapter = "models/candidate/adapter/adapter_model.safetensors"
+    original = (root / adapter).read_bytes()
+    listed = json.loads(CliRunner().invoke(app, ["versions", "--kind", "model", "--json", "--params",
+                                                 str(root / "params.yaml")]).stdout)
+    assert listed[0]["version"] == version and listed[0]["metrics"]["promoted"] is True
+    shutil.rmtree(root / ".dvc/cache")
+    out = root.parent / "pulled-model"
+    result = CliRunner().invoke(app, ["pull", version, "--out", str(out), "--params", str(root / "params.yaml")])
+    assert result.exit_code == 0, result.output
+    assert (out / adapter).read_bytes() == original
+    assert json.loads((out / "data/metrics/promote.json").read_text())["version"] == report["promotion"]["version"]
