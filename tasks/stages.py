@@ -15,7 +15,8 @@ from typing import Callable
 
 from tasks.config import Params
 from tasks.errors import GateFailed, RagtuneError
-from tasks.workspace import (Layout, read_json, read_jsonl, read_npy, write_json, write_jsonl, write_npy)
+from tasks.workspace import (Layout, file_lock, read_json, read_jsonl, read_npy, write_json, write_jsonl,
+                             write_npy)
 
 log = logging.getLogger("ragtune")
 Progress = Callable[[int, int], None] | None
@@ -113,10 +114,8 @@ def run_embed(ws: Layout, params: Params, on_progress: Progress = None) -> dict:
 
 
 def run_index(ws: Layout, params: Params, allow_mass_delete: bool = False, on_progress: Progress = None) -> dict:
-    """Reconcile the collection with the chunks and write the manifest. The guard runs before any write."""
-    from tasks.index import PAYLOAD_FIELDS, apply_plan, plan_reconcile
-    from tasks.vector_store import open_store
-
+    """Reconcile the collection with the chunks and write the manifest. The guard runs before any write.
+    One writer per collection: a second run refuses at once (the lock dies with its process)."""
     start = time.perf_counter()
     chunks = read_jsonl(ws.chunks, "chunk")
     vectors = read_npy(ws.vectors, "embed")
@@ -125,6 +124,19 @@ def run_index(ws: Layout, params: Params, allow_mass_delete: bool = False, on_pr
         raise RagtuneError(f"{ws.vectors} was computed for other chunks than {ws.chunks}; run the embed stage again.")
     embed_stats = read_json(ws.stage_metrics("embed"), "embed")
     run_version = os.environ.get("RAGTUNE_RUN_VERSION") or datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    lock = ws.index_lock(params.index.collection)
+    busy = (f"another refresh is writing collection '{params.index.collection}' (lock {lock}); this run refuses "
+            "rather than write the index from two runs. Run again when it has finished.")
+    with file_lock(lock, 0, busy):
+        return _index_locked(ws, params, chunks, vectors, embed_stats, run_version, allow_mass_delete, on_progress,
+                             start)
+
+
+def _index_locked(ws: Layout, params: Params, chunks: list[dict], vectors, embed_stats: dict, run_version: str,
+                  allow_mass_delete: bool, on_progress: Progress, start: float) -> dict:
+    from tasks.index import PAYLOAD_FIELDS, apply_plan, plan_reconcile
+    from tasks.vector_store import open_store
+
     store = open_store(ws.root, params.index)
     try:
         store.ensure_collection(int(vectors.shape[1]) if vectors.ndim == 2 and len(vectors) else embed_stats["dim"])

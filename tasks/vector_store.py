@@ -182,7 +182,7 @@ def open_store(root: Path, params: IndexParams) -> QdrantStore:
     url = os.environ.get("QDRANT_URL", "").strip()
     if url:
         client = QdrantClient(url=url, api_key=os.environ.get("QDRANT_API_KEY") or None, timeout=params.timeout_s)
-        return QdrantStore(client, params, url, is_server=True)
+        return QdrantStore(client, params, redact(url), is_server=True)
     path = resolve_path(root, params.local_path)
     path.mkdir(parents=True, exist_ok=True)
     try:
@@ -195,6 +195,17 @@ def open_store(root: Path, params: IndexParams) -> QdrantStore:
             ) from None
         raise
     return QdrantStore(client, params, str(path), is_server=False)
+
+
+def redact(url: str) -> str:
+    """A URL fit for logs and messages: credentials in its user-info part are dropped."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.username or parts.password:
+        host = parts.hostname or ""
+        parts = parts._replace(netloc=host + (f":{parts.port}" if parts.port else ""))
+    return urlunsplit(parts)
 
 
 def batched(items: list[T], size: int) -> Iterable[list[T]]:

@@ -10,18 +10,16 @@ DVC and git calls are serialized by a file lock under .dvc/tmp, so two runs neve
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import subprocess
 import sys
 import time
-from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterator
 
 from tasks.errors import RagtuneError
+from tasks.workspace import file_lock
 
 log = logging.getLogger("ragtune")
 KINDS = {
@@ -61,25 +59,10 @@ class Repo:
             raise VersionError(f"`{' '.join(cmd)}` failed in {self.root}:\n{(proc.stderr or proc.stdout).strip()}")
         return proc
 
-    @contextmanager
-    def lock(self, timeout_s: float = 600) -> Iterator[None]:
+    def lock(self, wait_s: float = 600):
         """One DVC/git writer at a time across processes (DVC's own lock fails fast instead of waiting)."""
-        path = self.root / ".dvc/tmp/ragtune-versioning.lock"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("w") as f:
-            deadline = time.monotonic() + timeout_s
-            while True:
-                try:
-                    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() > deadline:
-                        raise VersionError(f"{path}: another ragtune run held the DVC lock for {timeout_s:.0f} s.")
-                    time.sleep(0.5)
-            try:
-                yield
-            finally:
-                fcntl.flock(f, fcntl.LOCK_UN)
+        return file_lock(self.root / ".dvc/tmp/ragtune-versioning.lock", wait_s,
+                         f"another ragtune run held the DVC lock for {wait_s:.0f} s; try again when it finishes.")
 
     def has_remote(self) -> bool:
         return bool(self.run("dvc", "remote", "default", check=False).stdout.strip())
@@ -101,16 +84,27 @@ class Repo:
             entry = {"version": tag, "kind": kind, "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                      "metrics": summary}
             self.run("git", *([] if has_identity else env_user), "tag", "-a", tag, "-m", json.dumps(entry))
-            pushed = False
-            if push and self.has_remote():
-                self.run("dvc", "push", "-q", *spec["stages"])
-                pushed = True
-            elif push:
-                log.warning("versioning: no default DVC remote; %s is committed and tagged but not pushed", tag)
+            pushed = self.push() if push else False
         entry["commit"] = self.run("git", "rev-parse", "--short", tag + "^{commit}").stdout.strip()
         entry["pushed"] = pushed
         log.info("version %s recorded (commit %s, pushed=%s)", tag, entry["commit"], pushed)
         return entry
+
+    def push(self) -> bool:
+        """Push the outputs of every tagged version still missing from the default remote (so a push that
+        failed earlier is repaired by the next run). A failure is a warning: the version stays committed and
+        tagged, with its outputs in the local cache."""
+        if not self.has_remote():
+            log.warning("versioning: no default DVC remote configured; the version is committed and tagged only")
+            return False
+        proc = self.run("dvc", "push", "--all-tags", check=False)
+        if proc.returncode != 0:
+            lines = (proc.stderr or proc.stdout).strip().splitlines()
+            reason = next((line for line in lines if line.startswith("ERROR")), lines[0] if lines else "no message")
+            log.warning("versioning: dvc push failed (%s); outputs stay in the local cache and the next "
+                        "versioned run pushes them", reason[:300])
+            return False
+        return True
 
     def versions(self, kind: str | None = None) -> list[dict]:
         """Tagged versions, newest first, with the metrics stored in each tag's message."""

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import tempfile
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -47,6 +50,9 @@ class Layout:
     @property
     def refresh_report(self) -> Path: return self.metrics_dir / "refresh.json"
 
+    def index_lock(self, collection: str) -> Path:
+        return self.root / f"data/locks/index-{collection}.lock"
+
     # --- retrain
     @property
     def train_dir(self) -> Path: return self.root / "data/train"       # tokenized train/eval rows + dataset.json
@@ -68,6 +74,32 @@ class Layout:
     def loss_csv(self) -> Path: return self.root / "data/plots/train_loss.csv"
     @property
     def loss_png(self) -> Path: return self.root / "data/plots/train_loss.png"
+
+
+@contextmanager
+def file_lock(path: Path, wait_s: float, busy: str) -> Iterator[None]:
+    """An exclusive lock across processes (flock: released by the kernel if the holder dies).
+
+    Waits up to wait_s (0 = refuse at once), then raises RagtuneError(busy)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a+") as f:
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise RagtuneError(busy) from None
+                time.sleep(0.2)
+        try:
+            f.seek(0)
+            f.truncate()
+            f.write(f"pid {os.getpid()}\n")
+            f.flush()
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def _atomic(path: Path, write) -> None:

@@ -42,3 +42,14 @@ def tiny_cls(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("models") / "tiny-cls"
     build_tiny_model(path, "cls", REPO, num_labels=3)
     return path
+
+
+@pytest.fixture(scope="session")
+def prefect_harness(tmp_path_factory):
+    """A temporary Prefect API server (SQLite) for in-process flow runs, started once per session."""
+    os.environ["PREFECT_HOME"] = str(tmp_path_factory.mktemp("prefect-home"))
+    os.environ["PREFECT_LOGGING_EXTRA_LOGGERS"] = "ragtune"
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=180):
+        yield

@@ -49,9 +49,15 @@ def prefect_server(tmp_path_factory):
     try:
         yield url, {**env, "PREFECT_API_URL": url}
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc, 20)
         log.close()
+
+
+def stop(proc: subprocess.Popen, timeout: float) -> None:
+    """Terminate, then kill if it does not exit in time."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

@@ -12,6 +12,8 @@ import httpx
 import pytest
 import yaml
 
+from .conftest import stop
+
 
 def api(url: str, method: str, path: str, body: dict | None = None):
     r = httpx.request(method, f"{url}{path}", json=body, timeout=10)
@@ -80,11 +82,7 @@ def test_schedule_and_event_triggered_retrain(workspace, tiny_causal, prefect_se
         wait_for(lambda: len([r for r in retrain_runs(url, on_new_data["id"]) if r["state_type"] == "COMPLETED"]) == 2,
                  300, "the second triggered retrain", serve)
     finally:
-        serve.terminate()
-        try:
-            serve.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            serve.kill()
+        stop(serve, 30)
         log.close()
 
 

@@ -1,0 +1,37 @@
+"""Reliability suite: real libraries, bounded in time. A refreshed sample workspace is built once per module
+and copied per test, so each fault starts from the same indexed state."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tasks.config import load_params
+from tasks.stages import KB_STAGES, run_stage
+from tasks.workspace import Layout
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def refresh(root: Path, *overrides: str, stages=KB_STAGES, allow_mass_delete: bool = False) -> dict:
+    params = load_params(root / "params.yaml", list(overrides))
+    return {s: run_stage(s, Layout(root), params, allow_mass_delete) for s in stages}
+
+
+@pytest.fixture(scope="module")
+def indexed(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("indexed")
+    shutil.copy(REPO / "params.yaml", root / "params.yaml")
+    shutil.copytree(REPO / "data/sample/corpus", root / "data/sample/corpus")
+    shutil.copytree(REPO / "data/sample/train", root / "data/sample/train")
+    refresh(root)
+    return root
+
+
+@pytest.fixture
+def project(indexed, tmp_path) -> Path:
+    root = tmp_path / "project"
+    shutil.copytree(indexed, root, ignore=shutil.ignore_patterns("locks"))
+    return root

@@ -1,0 +1,105 @@
+"""SIGKILL during upsert and delete at ten seeded points; a plain re-run always converges exactly."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.flows.helpers import expected_ids, stored_points
+
+from .conftest import refresh
+
+KILLER = r"""
+import os, signal, sys
+from pathlib import Path
+from tasks import vector_store as vs
+from tasks.config import load_params
+from tasks.stages import run_stage
+from tasks.workspace import Layout
+
+root, k, when = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+calls = {"n": 0}
+
+def wrap(name):
+    original = getattr(vs.QdrantStore, name)
+    def call(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == k and when == "before":
+            os.kill(os.getpid(), signal.SIGKILL)
+        result = original(self, *args, **kwargs)
+        if calls["n"] == k and when == "after":
+            os.kill(os.getpid(), signal.SIGKILL)
+        return result
+    setattr(vs.QdrantStore, name, call)
+
+wrap("upsert"); wrap("delete")
+run_stage("index", Layout(root), load_params(root / "params.yaml", ["index.batch_size=1"]), allow_mass_delete=True)
+print(calls["n"])
+"""
+
+
+def change_corpus(root: Path) -> None:
+    corpus = root / "data/sample/corpus"
+    for name in ("handbook/remote-work.md", "engineering/deploy-runbook.md", "support/refund-process.txt"):
+        (corpus / name).unlink()                                                  # vanished: deletes
+    for name in ("product/heron-overview.md", "handbook/on-call.md"):
+        (corpus / name).write_text((corpus / name).read_text() + "\n\n## Update\n\nRevised in November.\n")
+    for i in range(3):                                                            # new documents: upserts
+        (corpus / f"product/new-{i}.md").write_text(f"# Note {i}\n\nHeron firmware 5.{i} adds schedule sync. " * 5)
+
+
+@pytest.mark.slow
+def test_sigkill_during_index_then_rerun_converges(project, tmp_path):
+    change_corpus(project)
+    refresh(project, stages=("ingest", "clean", "validate", "chunk", "embed"))
+    before = tmp_path / "before"
+    shutil.copytree(project / "data", before)                # indexed state A, chunks/vectors of state B
+    manifest_a = (project / "data/index/manifest.json").read_bytes()
+    script = tmp_path / "killer.py"
+    script.write_text(KILLER)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    dry = subprocess.run([sys.executable, str(script), str(project), "0", "never"], env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert dry.returncode == 0, dry.stderr
+    total = int(dry.stdout.split()[-1])  # one upsert call per point (batch_size=1), then the delete call
+    assert total >= 6
+    rng = random.Random(20261121)
+    points = sorted(rng.sample([(k, w) for k in range(1, total + 1) for w in ("before", "after")], 10))
+    outcomes = []
+    for k, when in points:
+        shutil.rmtree(project / "data")
+        shutil.copytree(before, project / "data")
+        proc = subprocess.run([sys.executable, str(script), str(project), str(k), when], env=env,
+                              capture_output=True, text=True, timeout=300)
+        killed = proc.returncode == -9
+        assert killed or proc.returncode == 0, proc.stderr
+        if killed:
+            assert (project / "data/index/manifest.json").read_bytes() == manifest_a, "manifest written before end"
+        refresh(project, stages=("index", "verify"), allow_mass_delete=True)
+        stored = stored_points(project)                      # raises on duplicate ids
+        assert set(stored) == expected_ids(project), f"kill at call {k} ({when}): store differs after re-run"
+        manifest = json.loads((project / "data/index/manifest.json").read_text())
+        assert {p for d in manifest["docs"].values() for p in d["points"]} == set(stored)
+        outcomes.append((k, when, "killed" if killed else "finished"))
+    assert all(o[2] == "killed" for o in outcomes), outcomes
+
+
+@pytest.mark.slow
+def test_points_deleted_behind_our_back_are_repaired_and_reported(project):
+    from qdrant_client import QdrantClient, models
+
+    stored = stored_points(project)
+    victims = sorted(stored)[:5]
+    client = QdrantClient(path=str(project / "data/qdrant"))
+    client.delete("ragtune", points_selector=models.PointIdsList(points=victims))
+    client.close()
+    result = refresh(project, stages=("index", "verify"))
+    assert result["index"]["documents"]["repaired"] >= 1 and result["index"]["points_written"] >= 5
+    assert set(stored_points(project)) == expected_ids(project)
