@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lock clean-data
+.PHONY: install demo test lock clean-data chromium
 
 install: $(STAMP)
 
@@ -22,8 +22,14 @@ demo: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/ragtune refresh
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/ragtune search "Which thermostat supports dual-fuel heat pumps?" --top-k 3
 
-test: install
+test: install chromium
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q
+
+# The browser test drives Debian's chromium (never a playwright browser download).
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { SUDO=""; [ "$$(id -u)" = 0 ] || SUDO="sudo"; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq \
+	  --no-install-recommends chromium >/dev/null; }
 
 # Refresh constraints.txt from the current .venv after changing dependencies in pyproject.toml.
 lock:

@@ -20,7 +20,7 @@ def test_refresh_run_and_its_artifacts_are_visible_in_the_ui(workspace, prefect_
     from playwright.sync_api import expect, sync_playwright
 
     if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} not found: install Debian's chromium package (.ci/run does this)")
+        pytest.fail(f"{CHROMIUM} not found: install Debian's chromium package (`make test` does this)")
     url, env = prefect_server
     proc = subprocess.run(["ragtune", "refresh", "--json", "--params", str(workspace / "params.yaml")], env=env,
                           cwd=workspace, capture_output=True, text=True, timeout=600)
