@@ -24,6 +24,7 @@ out = Console()                 # results: tables, JSON
 err = Console(stderr=True)      # progress, messages, errors
 
 PARAMS_OPT = typer.Option(Path("params.yaml"), "--params", help="params.yaml of the project (its folder is the root).")
+SECTION_METRIC_VALUE = ("section", "metric", "value")
 OVERRIDES_ARG = typer.Argument(None, help="Overrides as key=value, e.g. chunk.size_tokens=256.", show_default=False)
 
 
@@ -61,15 +62,20 @@ def _root(params: Path) -> Path:
     return root
 
 
+def print_table(title: str, columns: tuple[str, ...], rows: list[dict]) -> None:
+    """A rich table on stdout: one row per dict, cells taken by column name."""
+    table = Table(title=title)
+    for col in columns:
+        table.add_column(col)
+    for row in rows:
+        table.add_row(*(str(row[c]) for c in columns))
+    out.print(table)
+
+
 def print_report(report: dict) -> None:
     from tasks.report import report_rows
 
-    table = Table(title=f"kb_refresh {report['run_version']}")
-    for col in ("section", "metric", "value"):
-        table.add_column(col)
-    for row in report_rows(report):
-        table.add_row(row["section"], row["metric"], str(row["value"]))
-    out.print(table)
+    print_table(f"kb_refresh {report['run_version']}", SECTION_METRIC_VALUE, report_rows(report))
     for d in report["drops"]:
         out.print(f"  dropped {d['doc_id']}: {d['status']} ({d['reason']})", highlight=False)
     out.print(f"Quality report (GX Data Docs): {report['quality']['data_docs']}", highlight=False)
@@ -159,14 +165,9 @@ def retrain(
         if json_out:
             out.print_json(json.dumps(report, default=str))
             return
-        table = Table(title=f"retrain {report['promotion']['version']}")
-        for col in ("section", "metric", "value"):
-            table.add_column(col)
-        for section in ("data", "train", "candidate", "production"):
-            for k, v in (report[section] or {}).items():
-                if v is not None:
-                    table.add_row(section, k, str(v))
-        out.print(table)
+        print_table(f"retrain {report['promotion']['version']}", SECTION_METRIC_VALUE, [
+            {"section": section, "metric": k, "value": v} for section in ("data", "train", "candidate", "production")
+            for k, v in (report[section] or {}).items() if v is not None])
         verdict = "promoted" if report["promotion"]["promoted"] else "NOT promoted"
         out.print(f"{report['promotion']['version']} {verdict}: {report['promotion']['reason']}", highlight=False)
 
@@ -194,12 +195,9 @@ def versions(
         if json_out:
             out.print_json(json.dumps(found))
             return
-        table = Table(title=f"versions in {root}")
-        for col in ("version", "at", "metrics"):
-            table.add_column(col)
-        for v in found:
-            table.add_row(v["version"], v.get("at", ""), " ".join(f"{k}={x}" for k, x in v.get("metrics", {}).items()))
-        out.print(table)
+        print_table(f"versions in {root}", ("version", "at", "metrics"), [
+            {"version": v["version"], "at": v.get("at", ""),
+             "metrics": " ".join(f"{k}={x}" for k, x in v.get("metrics", {}).items())} for v in found])
 
 
 @app.command()

@@ -6,19 +6,15 @@ import json
 import time
 from pathlib import Path
 
-from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
-from prefect.cache_policies import NO_CACHE
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from flows.runtime import prefect_progress
+from flows.shared import publish_quality, record_version, stage_task
 from tasks import stages
 from tasks.config import Params, check_versionable, load_run_params
 from tasks.report import build_report, report_markdown, report_rows
 from tasks.workspace import Layout, write_json
-
-# Stages write files (DVC's unit of caching) and the store; Prefect must always run them, never replay a result.
-stage_task = task(cache_policy=NO_CACHE)
-
 
 @stage_task(name="ingest_documents")
 def ingest_documents(ws: Layout, params: Params) -> dict:
@@ -35,7 +31,7 @@ def validate_documents(ws: Layout, params: Params) -> dict:
     try:
         return stages.run_validate(ws, params)
     finally:
-        publish_quality(ws.quality_report)
+        publish_quality(ws.quality_report, "kb", "GX gate")
 
 
 @stage_task(name="chunk_documents")
@@ -65,37 +61,6 @@ def publish_report(ws: Layout, total_seconds: float) -> dict:
                           description=f"kb_refresh {report['run_version']}: counts and seconds per stage")
     create_markdown_artifact(key="kb-refresh-summary", markdown=report_markdown(report))
     return report
-
-
-@stage_task(name="record_version")
-def record_version(ws: Layout, params: Params, kind: str, name: str, summary: dict) -> dict | None:
-    """Commit, tag and push this run's outputs as version `<kind>/<name>` (when versioning is enabled)."""
-    from tasks.versioning import Repo, VersionError
-
-    if not params.versioning.enabled:
-        return None
-    repo = Repo(ws.root)
-    if not repo.available():
-        raise VersionError(f"versioning.enabled: {ws.root} is not a git repository with DVC initialised "
-                           "(run `git init && dvc init`), or set versioning.enabled=false.")
-    entry = repo.record(kind, name, summary, push=params.versioning.push)
-    create_markdown_artifact(key=f"{kind}-version", markdown=(
-        f"# Version `{entry['version']}`\n\ncommit `{entry['commit']}`, pushed to the DVC remote: "
-        f"{entry['pushed']}\n\nFetch it anywhere in this repo: `ragtune pull {entry['version']} --out DIR`\n"))
-    return entry
-
-
-def publish_quality(report_path: Path, key: str = "kb-quality", what: str = "GX gate") -> None:
-    """Quality summary and a link to the GX Data Docs, shown whether the gate passed or failed."""
-    if not report_path.exists():
-        return
-    q = json.loads(report_path.read_text())
-    rows = [{"table": r["table"], "expectation": r["expectation"], "column": r["column"] or "",
-             "success": r["success"], "unexpected": r["unexpected_count"]} for r in q["expectations"]]
-    create_table_artifact(key=key, table=rows,
-                          description=f"{what} {'passed' if q['success'] else 'FAILED'}; Data Docs: {q['data_docs']}")
-    create_link_artifact(key=key.replace("quality", "data-docs"), link=Path(q["data_docs"]).resolve().as_uri(),
-                         link_text="GX Data Docs")
 
 
 def resolve_params(ws: Layout, sources: list[str] | None, overrides: list[str] | None) -> Params:

@@ -7,25 +7,21 @@ import json
 import time
 from pathlib import Path
 
-from prefect import flow, get_run_logger, task
+from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
-from prefect.cache_policies import NO_CACHE
 
-from flows.kb_refresh import publish_quality, record_version
 from flows.runtime import prefect_progress
+from flows.shared import publish_quality, record_version, stage_task
 from tasks import retrain as stages
 from tasks.config import Params, check_versionable, load_params
 from tasks.workspace import Layout, write_json
-
-stage_task = task(cache_policy=NO_CACHE)
-
 
 @stage_task(name="build_dataset")
 def build_dataset(ws: Layout, params: Params) -> dict:
     try:
         return stages.run_build_dataset(ws, params)
     finally:
-        publish_quality(ws.train_quality, "train-quality", "training data gate")
+        publish_quality(ws.train_quality, "train", "training data gate")
 
 
 @stage_task(name="train_adapter")

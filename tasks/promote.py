@@ -8,6 +8,7 @@ models/
 
 from __future__ import annotations
 
+import json
 import shutil
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
@@ -79,8 +80,6 @@ def record(models: Path, candidate_dir: Path, version: str, decision: Decision, 
              "metric": decision.metric, "value": decision.candidate, "production_value": decision.production,
              "at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     with (models / "lineage.jsonl").open("a", encoding="utf-8") as f:
-        import json
-
         f.write(json.dumps(entry) + "\n")
     if decision.promote:
         write_json(models / "production.json", {"version": version, "path": f"versions/{version}",

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from tasks.config import Params
 from tasks.errors import ConfigError, GateFailed, RagtuneError
-from tasks.stages import Progress, _finish
+from tasks.stages import Progress, finish_stage
 from tasks.workspace import Layout, read_json, read_jsonl, write_json, write_jsonl
 
 log = logging.getLogger("ragtune")
@@ -83,7 +83,7 @@ def run_build_dataset(ws: Layout, params: Params, on_progress: Progress = None) 
     write_json(ws.dataset_meta, meta)
     stats = {k: v for k, v in meta.items() if k not in ("template", "example_hashes")}
     stats["gate"] = {"evaluated": report["evaluated"], "success": True, "data_docs": report["data_docs"]}
-    _finish(ws, "build_dataset", stats, start)
+    finish_stage(ws, "build_dataset", stats, start)
     log.info("build_dataset: %s format, %d train / %d eval rows, %d train tokens", fmt, meta["train_rows"],
              meta["eval_rows"], meta["train_tokens"])
     return stats
@@ -154,7 +154,7 @@ def run_train(ws: Layout, params: Params, on_progress: Progress = None) -> dict:
     staging.rename(ws.candidate)
     shutil.rmtree(ws.checkpoints, ignore_errors=True)  # finished: nothing left to resume
     m["verification"] = verification
-    _finish(ws, "train", m, start)
+    finish_stage(ws, "train", m, start)
     log.info("train: %d steps (resumed from %d), loss %s -> %s, %.0f tokens/s; adapter verified (%d tensors)",
              m["global_step"], m["resumed_from_step"], m["first_logged_loss"], m["last_logged_loss"],
              m["tokens_per_s"] or 0, verification["tensors"])
@@ -205,18 +205,22 @@ def run_evaluate(ws: Layout, params: Params, on_progress: Progress = None) -> di
         raise ConfigError("dataset.eval_share is 0, so there is no held-out split to compare adapters on. "
                           "Set dataset.eval_share above 0 (e.g. 0.1).")
     cand_info = read_json(ws.candidate / "ragtune.json", "train")
+    qa = None  # (tokenizer, questions), read once for both adapters
+    if params.evaluate.qa_file and params.model.task == "causal_lm":
+        from tasks.config import resolve_path
+        from tasks.dataset import load_tokenizer
+        from tasks.qa import read_qa
+
+        qa = (load_tokenizer(params.model), read_qa(resolve_path(ws.root, params.evaluate.qa_file)))
 
     def score(adapter_dir: Path) -> dict:
         model = load_with_adapter(params.model, adapter_dir, meta["label2id"])
         out = evaluate_rows(model, rows, meta["pad_id"], params.evaluate.batch_size, params.model.task)
-        if params.evaluate.qa_file and params.model.task == "causal_lm":
-            from tasks.config import resolve_path
-            from tasks.dataset import load_tokenizer
-            from tasks.qa import read_qa, score_qa
+        if qa:
+            from tasks.qa import score_qa
 
-            out.update(score_qa(model, load_tokenizer(params.model), meta["template"],
-                                read_qa(resolve_path(ws.root, params.evaluate.qa_file)),
-                                params.evaluate.max_new_tokens, params.dataset.system_prompt))
+            out.update(score_qa(model, qa[0], meta["template"], qa[1], params.evaluate.max_new_tokens,
+                                params.dataset.system_prompt))
         return out
 
     result = {"candidate": score(ws.candidate / "adapter"), "candidate_run": cand_info["run_key"],
@@ -234,7 +238,7 @@ def run_evaluate(ws: Layout, params: Params, on_progress: Progress = None) -> di
             result["production"] = prod.get("metrics")
             result["note"] = (f"production {prod['version']} has another base/task/labels; compared with the "
                               "metrics recorded when it was promoted")
-    _finish(ws, "evaluate", result, start)
+    finish_stage(ws, "evaluate", result, start)
     c = result["candidate"]
     log.info("evaluate: candidate eval_loss %.4f%s; production %s", c["eval_loss"],
              f", f1 {c['f1']}" if "f1" in c else "", result["production_version"] or "none")
@@ -255,7 +259,7 @@ def run_promote(ws: Layout, params: Params, on_progress: Progress = None) -> dic
              "candidate": decision.candidate, "production": decision.production,
              "previous_production": ev["production_version"],
              "production_version": version if decision.promote else ev["production_version"], "at": entry["at"]}
-    _finish(ws, "promote", stats, start)
+    finish_stage(ws, "promote", stats, start)
     log.info("promote: %s %s (%s)", version, "PROMOTED" if decision.promote else "kept, not promoted",
              decision.reason)
     return stats

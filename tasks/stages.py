@@ -23,7 +23,7 @@ Progress = Callable[[int, int], None] | None
 KB_STAGES = ("ingest", "clean", "validate", "chunk", "embed", "index", "verify")
 
 
-def _finish(ws: Layout, stage: str, stats: dict, start: float) -> dict:
+def finish_stage(ws: Layout, stage: str, stats: dict, start: float) -> dict:
     """Stage wall time (imports and model loading included), then the stage's DVC metrics file."""
     stats["seconds"] = round(time.perf_counter() - start, 3)
     write_json(ws.stage_metrics(stage), stats)
@@ -36,7 +36,7 @@ def run_ingest(ws: Layout, params: Params, on_progress: Progress = None) -> dict
 
     docs, stats = ingest_sources(ws.root, params.ingest, on_progress)
     write_jsonl(ws.raw_documents, (to_record(d) for d in docs))
-    _finish(ws, "ingest", stats, start)
+    finish_stage(ws, "ingest", stats, start)
     log.info("ingest: %d documents from %d files %s", stats["documents"], stats["files"], stats["by_status"])
     return stats
 
@@ -49,7 +49,7 @@ def run_clean(ws: Layout, params: Params, on_progress: Progress = None) -> dict:
     write_jsonl(ws.clean_documents, (asdict(d) for d in kept))
     write_jsonl(ws.clean_drops, (asdict(d) for d in drops))
     stats["drops"] = [asdict(d) for d in drops]
-    _finish(ws, "clean", stats, start)
+    finish_stage(ws, "clean", stats, start)
     log.info("clean: kept %d of %d, dropped %s", stats["kept"], stats["input"], stats["dropped"])
     return stats
 
@@ -64,7 +64,7 @@ def run_validate(ws: Layout, params: Params, on_progress: Progress = None) -> di
     write_json(ws.quality_report, report)
     summary = {k: report[k] for k in ("success", "evaluated", "documents", "inputs", "shares", "failed",
                                       "data_docs", "seconds")}
-    _finish(ws, "validate", summary, start)
+    finish_stage(ws, "validate", summary, start)
     if not report["success"]:
         raise GateFailed(
             f"data quality gate failed ({len(report['failed'])} of {report['evaluated']} expectations); nothing "
@@ -88,7 +88,7 @@ def run_chunk(ws: Layout, params: Params, on_progress: Progress = None) -> dict:
     chunks, stats = chunk_documents(read_jsonl(ws.clean_documents, "clean"), tokenizer, params.chunk, max_tokens,
                                     on_progress)
     write_jsonl(ws.chunks, (asdict(c) for c in chunks))
-    _finish(ws, "chunk", stats, start)
+    finish_stage(ws, "chunk", stats, start)
     log.info("chunk: %d chunks from %d documents (mean %s tokens)", stats["chunks"], stats["documents"],
              stats["tokens_mean"])
     return stats
@@ -108,7 +108,7 @@ def run_embed(ws: Layout, params: Params, on_progress: Progress = None) -> dict:
     write_npy(ws.vectors, vectors)
     write_json(ws.vector_ids, [c["point_id"] for c in chunks])
     stats["model"] = p.model
-    _finish(ws, "embed", stats, start)
+    finish_stage(ws, "embed", stats, start)
     log.info("embed: %d embedded, %d reused from cache", stats["embedded"], stats["reused"])
     return stats
 
@@ -154,7 +154,7 @@ def _index_locked(ws: Layout, params: Params, chunks: list[dict], vectors, embed
                            "unchanged": len(plan.unchanged), "removed": len(plan.removed)},
              "removed_ids": plan.removed, "repaired_ids": plan.repaired, **writes,
              "run_version": run_version}
-    _finish(ws, "index", stats, start)
+    finish_stage(ws, "index", stats, start)
     return stats
 
 
@@ -170,7 +170,7 @@ def run_verify(ws: Layout, params: Params, on_progress: Progress = None) -> dict
         stats = verify_index(store, expected, params.index.verify_sample)
     finally:
         store.close()
-    _finish(ws, "verify", stats, start)
+    finish_stage(ws, "verify", stats, start)
     log.info("verify: %d points, %d sampled ids present", stats["points"], stats["sampled"])
     return stats
 

@@ -156,7 +156,7 @@ def train_lora(root: Path, rows: dict[str, list[dict]], meta: dict, model: Model
     if p.gradient_checkpointing:
         peft_model.enable_input_require_grads()
 
-    loop = {}
+    loop = {"tokens": 0}  # training-loop start/end times and non-pad tokens trained on
 
     class Progress(TrainerCallback):
         def on_train_begin(self, args, state, control, **kw):  # after DeepSpeed init and checkpoint load
@@ -175,12 +175,10 @@ def train_lora(root: Path, rows: dict[str, list[dict]], meta: dict, model: Model
                 log.info("train: step %d/%d %s", state.global_step, state.max_steps, shown)
 
     class LoraTrainer(Trainer):
-        real_tokens = 0
-
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            n = inputs.pop("num_real_tokens", None)
+            n = inputs.pop("num_real_tokens", None)  # counted for throughput; the model must not see it
             if n is not None and model.training:
-                LoraTrainer.real_tokens += int(n)
+                loop["tokens"] += int(n)
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
 
     has_eval = bool(rows["eval"]) and p.eval_steps > 0
@@ -224,8 +222,8 @@ def train_lora(root: Path, rows: dict[str, list[dict]], meta: dict, model: Model
         "last_logged_loss": round(losses[-1], 6) if losses else None,
         "eval_loss_in_training": round(float(final_eval["eval_loss"]), 6) if final_eval else None,
         "train_seconds": round(seconds, 3), "train_call_seconds": round(call_seconds, 3),  # call: + engine init
-        "real_tokens": LoraTrainer.real_tokens,
-        "tokens_per_s": round(LoraTrainer.real_tokens / seconds, 1) if seconds else None,
+        "real_tokens": loop["tokens"],
+        "tokens_per_s": round(loop["tokens"] / seconds, 1) if seconds else None,
         "trainable_params": trainable, "total_params": total, "precision": prec,
         "deepspeed": str(p.deepspeed) if ds_path else None, "zero_stage": zero_stage(ds_path),
         "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",

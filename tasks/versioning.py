@@ -14,7 +14,6 @@ import json
 import logging
 import subprocess
 import sys
-import time
 from datetime import datetime, timezone
 from pathlib import Path
 

@@ -14,10 +14,6 @@ from tasks.examples import data_version, read_examples
 from tasks.workspace import Layout, write_json
 
 
-def watch_state(ws: Layout):
-    return ws.models / "watch.json"
-
-
 def production_hashes(ws: Layout) -> tuple[set[str], str | None]:
     if not ws.production.exists():
         return set(), None
@@ -33,7 +29,7 @@ def detect_change(ws: Layout, params: Params) -> dict:
     baseline, production = production_hashes(ws)
     versions = data_version(ws.root, params.dataset.sources)
     data_hash = json.dumps(versions, sort_keys=True)
-    state = json.loads(watch_state(ws).read_text()) if watch_state(ws).exists() else {}
+    state = json.loads(ws.watch_state.read_text()) if ws.watch_state.exists() else {}
     new = len(current - baseline)
     change = {"dataset": ",".join(params.dataset.sources), "data_version": versions, "format": fmt,
               "examples": len(current), "new_examples": new, "removed_examples": len(baseline - current),
@@ -50,4 +46,4 @@ def detect_change(ws: Layout, params: Params) -> dict:
 
 
 def remember_emitted(ws: Layout, change: dict) -> None:
-    write_json(watch_state(ws), {"emitted_for": change["data_hash"], "new_examples": change["new_examples"]})
+    write_json(ws.watch_state, {"emitted_for": change["data_hash"], "new_examples": change["new_examples"]})

@@ -71,6 +71,8 @@ class Layout:
     @property
     def production(self) -> Path: return self.models / "production.json"
     @property
+    def watch_state(self) -> Path: return self.models / "watch.json"           # last data state `watch` emitted for
+    @property
     def loss_csv(self) -> Path: return self.root / "data/plots/train_loss.csv"
     @property
     def loss_png(self) -> Path: return self.root / "data/plots/train_loss.png"

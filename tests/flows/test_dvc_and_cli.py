@@ -17,6 +17,8 @@ from flows.cli import app
 from flows.kb_refresh import kb_refresh
 from tasks.config import load_params
 
+from tests.dvc_repo import GIT_USER, git_dvc_project
+
 from .helpers import stored_points
 
 REPO = Path(__file__).resolve().parents[2]
@@ -34,11 +36,7 @@ def run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess:
 def test_dvc_repro_builds_the_same_index_as_the_flow(workspace, tmp_path_factory):
     other = tmp_path_factory.mktemp("dvc-repo")
     shutil.copytree(workspace, other, dirs_exist_ok=True)
-    for d in ("tasks",):  # dvc.yaml names the stage code as deps
-        shutil.copytree(REPO / d, other / d, ignore=shutil.ignore_patterns("__pycache__"))
-    run(["git", "init", "-q"], other)
-    run(["dvc", "init", "-q"], other)
-    run(["dvc", "config", "core.analytics", "false"], other)
+    git_dvc_project(other)
     run(["dvc", "repro", "verify"], other)
     kb_refresh(root=str(workspace))
     via_dvc, via_flow = stored_points(other), stored_points(workspace)
@@ -105,20 +103,16 @@ def test_refresh_and_search_json_via_cli(workspace):
 def test_dvc_repro_and_exp_run_train_the_retrain_stages(workspace, tiny_causal, tmp_path_factory):
     repo = tmp_path_factory.mktemp("dvc-retrain")
     shutil.copytree(workspace, repo, dirs_exist_ok=True)
-    shutil.copytree(REPO / "tasks", repo / "tasks", ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(REPO / ".gitignore", repo / ".gitignore")
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["model"]["base"] = str(tiny_causal)
     params["train"].update(max_steps=6, save_steps=3)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    run(["git", "init", "-q"], repo)
-    run(["dvc", "init", "-q"], repo)
-    run(["dvc", "config", "core.analytics", "false"], repo)
+    git_dvc_project(repo)
     run(["dvc", "repro", "promote"], repo)
     first = json.loads((repo / "data/metrics/promote.json").read_text())
     assert first["promoted"] and (repo / "models/candidate/adapter/adapter_model.safetensors").is_file()
     run(["git", "add", "-A"], repo)
-    run(["git", "-c", "user.email=t@example.com", "-c", "user.name=t", "commit", "-qm", "baseline"], repo)
+    run(["git", *GIT_USER, "commit", "-qm", "baseline"], repo)
     run(["dvc", "exp", "run", "-S", "train.lora.r=16", "promote"], repo)
     shown = json.loads(run(["dvc", "exp", "show", "--json"], repo).stdout)
     text = json.dumps(shown)

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,27 +11,21 @@ from typer.testing import CliRunner
 
 from flows.cli import app
 from flows.kb_refresh import kb_refresh
+from tests.dvc_repo import git_dvc_project
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def git_dvc_project(workspace: Path, remote: Path) -> Path:
-    shutil.copytree(REPO / "tasks", workspace / "tasks", ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(REPO / ".gitignore", workspace / ".gitignore")
+def versioned_project(workspace: Path, remote: Path) -> Path:
     text = (workspace / "params.yaml").read_text().replace("  enabled: false ", "  enabled: true ")
     (workspace / "params.yaml").write_text(text)
-    dvc = str(Path(sys.executable).parent / "dvc")
-    for cmd in (["git", "init", "-q"], [dvc, "init", "-q"], [dvc, "config", "core.analytics", "false"],
-                [dvc, "remote", "add", "-d", "local", str(remote)], ["git", "add", "-A"],
-                ["git", "-c", "user.name=t", "-c", "user.email=t@x", "commit", "-qm", "project"]):
-        subprocess.run(cmd, cwd=workspace, check=True, capture_output=True)
-    return workspace
+    return git_dvc_project(workspace, remote, commit=True)
 
 
 @pytest.mark.slow
 def test_refresh_versions_round_trip_bit_for_bit(workspace, tmp_path_factory):
     remote = tmp_path_factory.mktemp("dvc-remote")
-    root = git_dvc_project(workspace, remote)
+    root = versioned_project(workspace, remote)
     params = str(root / "params.yaml")
     first = kb_refresh(root=str(root))
     v1 = first["version"]["version"]
@@ -78,7 +70,7 @@ def test_retrain_is_a_model_version_and_its_adapter_pulls_back_identical(workspa
 
     from flows.retrain import retrain
 
-    root = git_dvc_project(workspace, tmp_path_factory.mktemp("dvc-remote"))
+    root = versioned_project(workspace, tmp_path_factory.mktemp("dvc-remote"))
     params = yaml.safe_load((root / "params.yaml").read_text())
     params["model"]["base"] = str(tiny_causal)
     params["train"].update(max_steps=4, save_steps=100)

@@ -4,38 +4,24 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 from tasks.report import build_report
 from tasks.versioning import Repo
 from tasks.workspace import Layout
+from tests.dvc_repo import git_dvc_project
 
 from .conftest import refresh
 
-REPO = Path(__file__).resolve().parents[2]
-DVC = str(Path(sys.executable).parent / "dvc")
 SECRETS = {"QDRANT_API_KEY": "qdrant-key-7f3a9c-do-not-log", "AWS_SECRET_ACCESS_KEY": "aws-secret-51de-do-not-log"}
-
-
-def git_dvc(root: Path, remote: str) -> None:
-    shutil.copytree(REPO / "tasks", root / "tasks", ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")
-    shutil.copy(REPO / ".gitignore", root / ".gitignore")
-    for cmd in (["git", "init", "-q"], [DVC, "init", "-q"], [DVC, "config", "core.analytics", "false"],
-                [DVC, "remote", "add", "-d", "store", remote], ["git", "add", "-A"],
-                ["git", "-c", "user.name=t", "-c", "user.email=t@x", "commit", "-qm", "project"]):
-        subprocess.run(cmd, cwd=root, check=True, capture_output=True)
 
 
 @pytest.mark.slow
 def test_remote_down_at_push_keeps_the_version_and_the_next_run_pushes_it(project, tmp_path, caplog):
     remote = tmp_path / "remote"
     remote.write_text("a file where the remote directory should be\n")  # the remote is down: pushes fail
-    git_dvc(project, str(remote))
+    git_dvc_project(project, remote, commit=True)
     caplog.set_level("WARNING", logger="ragtune")
     repo = Repo(project)
     build_report(Layout(project))  # what the flow writes before recording a version

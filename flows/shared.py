@@ -1,0 +1,47 @@
+"""Prefect pieces both flows use: the stage task policy, the GX quality artifacts, recording a version."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from prefect import task
+from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+
+from tasks.config import Params
+from tasks.workspace import Layout
+
+# Stages write files (DVC's unit of caching) and the store; Prefect must always run them, never replay a result.
+stage_task = task(cache_policy=NO_CACHE)
+
+
+@stage_task(name="record_version")
+def record_version(ws: Layout, params: Params, kind: str, name: str, summary: dict) -> dict | None:
+    """Commit, tag and push this run's outputs as version `<kind>/<name>` (when versioning is enabled)."""
+    from tasks.versioning import Repo, VersionError
+
+    if not params.versioning.enabled:
+        return None
+    repo = Repo(ws.root)
+    if not repo.available():
+        raise VersionError(f"versioning.enabled: {ws.root} is not a git repository with DVC initialised "
+                           "(run `git init && dvc init`), or set versioning.enabled=false.")
+    entry = repo.record(kind, name, summary, push=params.versioning.push)
+    create_markdown_artifact(key=f"{kind}-version", markdown=(
+        f"# Version `{entry['version']}`\n\ncommit `{entry['commit']}`, pushed to the DVC remote: "
+        f"{entry['pushed']}\n\nFetch it anywhere in this repo: `ragtune pull {entry['version']} --out DIR`\n"))
+    return entry
+
+
+def publish_quality(report_path: Path, prefix: str, what: str) -> None:
+    """Quality summary and a link to the GX Data Docs, shown whether the gate passed or failed."""
+    if not report_path.exists():
+        return
+    q = json.loads(report_path.read_text())
+    rows = [{"table": r["table"], "expectation": r["expectation"], "column": r["column"] or "",
+             "success": r["success"], "unexpected": r["unexpected_count"]} for r in q["expectations"]]
+    create_table_artifact(key=f"{prefix}-quality", table=rows,
+                          description=f"{what} {'passed' if q['success'] else 'FAILED'}; Data Docs: {q['data_docs']}")
+    create_link_artifact(key=f"{prefix}-data-docs", link=Path(q["data_docs"]).resolve().as_uri(),
+                         link_text="GX Data Docs")
