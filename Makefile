@@ -4,8 +4,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+BENCH_STAMP := $(VENV)/.bench-installed
 
-.PHONY: install demo test lock clean-data chromium
+.PHONY: install demo test bench lock clean-data chromium
 
 install: $(STAMP)
 
@@ -24,6 +25,15 @@ demo: install
 
 test: install chromium
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q
+
+# Benchmarks: JSON + markdown table in benchmarks/results/ (full run ~30 min on 2 cores; BENCH_ARGS=--quick ~10 min).
+bench: $(BENCH_STAMP)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m benchmarks $(BENCH_ARGS)
+
+# The peers (LlamaIndex, LangChain) and encoder runtimes are benchmark-only extras, pinned like the rest.
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[test,bench]"
+	@touch $(BENCH_STAMP)
 
 # The browser test drives Debian's chromium (never a playwright browser download).
 chromium:

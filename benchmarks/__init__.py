@@ -1,0 +1,1 @@
+"""ragtune benchmarks: speed and quality as ratios against baselines measured in the same run."""

@@ -1,0 +1,159 @@
+"""Faster CPU encoders for the embedded model: ONNX Runtime and OpenVINO (fp32 and int8) vs PyTorch.
+
+sentence-transformers' own `backend="onnx"` / `"openvino"` need optimum-onnx (transformers<4.58) or
+optimum-intel (transformers<5.6), neither installable beside the pinned transformers 5.23. So this runs the
+same runtimes directly: the model's transformer is exported once with `torch.onnx.export`, int8 is ONNX
+Runtime's dynamic per-channel quantization of the MatMul weights (what optimum's `avx512_vnni` config does),
+OpenVINO compiles both files; pooling and normalization are sentence-transformers' (mean, L2).
+
+Speed: chunks/s over the same chunk texts, same batch size, longest-first batches on every side.
+Quality: recall@5 and MRR@5 on a hand-written QA set over the shipped sample corpus (a hit is a retrieved
+chunk that contains an expected answer string), plus the cosine between each backend's vectors and PyTorch's.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+QA_FILE = Path(__file__).parent / "data/sample_qa.jsonl"
+INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+SPEEDUP_BAR, QUALITY_BAR_PTS = 2.0, 1.0
+
+
+def missing_runtimes() -> list[str]:
+    return [m for m in ("onnx", "onnxruntime", "openvino") if importlib.util.find_spec(m) is None]
+
+
+def export_onnx(st_model, folder: Path) -> dict[str, Path]:
+    """model.onnx (fp32) and model_int8.onnx next to it."""
+    import torch
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    folder.mkdir(parents=True, exist_ok=True)
+    bert = st_model[0].auto_model.eval()
+
+    class LastHidden(torch.nn.Module):
+        def __init__(self, model):
+            super().__init__()
+            self.model = model
+
+        def forward(self, input_ids, attention_mask, token_type_ids):
+            return self.model(input_ids=input_ids, attention_mask=attention_mask,
+                              token_type_ids=token_type_ids).last_hidden_state
+
+    sample = st_model.tokenizer(["a warm-up sentence", "another one"], padding=True, return_tensors="pt")
+    fp32, int8 = folder / "model.onnx", folder / "model_int8.onnx"
+    axes = {k: {0: "batch", 1: "seq"} for k in (*INPUTS, "last_hidden_state")}
+    torch.onnx.export(LastHidden(bert), tuple(sample[k] for k in INPUTS), str(fp32), input_names=list(INPUTS),
+                      output_names=["last_hidden_state"], dynamic_axes=axes, opset_version=17, dynamo=False)
+    quantize_dynamic(str(fp32), str(int8), weight_type=QuantType.QInt8, per_channel=True,
+                     op_types_to_quantize=["MatMul"], extra_options={"MatMulConstBOnly": True})
+    return {"fp32": fp32, "int8": int8}
+
+
+class RuntimeEncoder:
+    """Tokenize like sentence-transformers, run a compiled graph, mean-pool, L2-normalize."""
+
+    def __init__(self, tokenizer, max_len: int, run):
+        self.tokenizer, self.max_len, self.run = tokenizer, max_len, run
+
+    def encode(self, texts: list[str], batch_size: int) -> np.ndarray:
+        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+        out = np.zeros((len(texts), 384), dtype=np.float32)
+        for i in range(0, len(order), batch_size):
+            idx = order[i:i + batch_size]
+            enc = self.tokenizer([texts[j] for j in idx], padding=True, truncation=True, max_length=self.max_len,
+                                 return_tensors="np")
+            hidden = self.run({k: enc[k].astype(np.int64) for k in INPUTS})
+            mask = enc["attention_mask"][..., None].astype(np.float32)
+            vec = (hidden * mask).sum(1) / np.clip(mask.sum(1), 1e-9, None)
+            out[idx] = vec / np.linalg.norm(vec, axis=1, keepdims=True)
+        return out
+
+
+def onnxruntime_encoder(path: Path, tokenizer, max_len: int) -> RuntimeEncoder:
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = os.cpu_count() or 1  # ORT defaults to physical cores: 1 on a 2-vCPU VM
+    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    return RuntimeEncoder(tokenizer, max_len, lambda feed: session.run(None, feed)[0])
+
+
+def openvino_encoder(path: Path, tokenizer, max_len: int) -> RuntimeEncoder:
+    import openvino as ov
+
+    core = ov.Core()
+    compiled = core.compile_model(core.read_model(str(path)), "CPU",
+                                  {"INFERENCE_NUM_THREADS": os.cpu_count() or 1, "PERFORMANCE_HINT": "LATENCY"})
+    return RuntimeEncoder(tokenizer, max_len, lambda feed: compiled(feed)[0])
+
+
+def retrieval_quality(vectors: np.ndarray, chunks: list[dict], queries: np.ndarray, qa: list[dict], k: int = 5):
+    """recall@k and MRR@k (a hit = a retrieved chunk containing one of the row's answer strings)."""
+    recall = mrr = 0.0
+    for q, row in zip(queries, qa):
+        top = np.argsort(-(vectors @ q))[:k]
+        ranks = [r for r, i in enumerate(top, 1) if any(a in chunks[i]["text"] for a in row["answers"])]
+        recall += bool(ranks)
+        mrr += 1 / ranks[0] if ranks else 0
+    return round(100 * recall / len(qa), 1), round(mrr / len(qa), 3)
+
+
+def compare_encoders(speed_texts: list[str], qa_chunks: list[dict], model_name: str, batch_size: int,
+                     work: Path, log) -> dict:
+    from sentence_transformers import SentenceTransformer
+
+    from tasks.embedder import resolve_model_path
+
+    qa = [json.loads(line) for line in QA_FILE.read_text(encoding="utf-8").splitlines() if line.strip()]
+    st = SentenceTransformer(resolve_model_path(model_name), device="cpu")
+    max_len = int(st.max_seq_length)
+    backends = {"pytorch": lambda texts: st.encode(texts, batch_size=batch_size, normalize_embeddings=True,
+                                                   convert_to_numpy=True, show_progress_bar=False)}
+    missing = missing_runtimes()
+    if not missing:
+        t0 = time.perf_counter()
+        files = export_onnx(st, work / "onnx")
+        export_seconds = time.perf_counter() - t0
+        for label, make in (("onnxruntime", onnxruntime_encoder), ("openvino", openvino_encoder)):
+            for precision, path in files.items():
+                enc = make(path, st.tokenizer, max_len)
+                backends[f"{label}_{precision}"] = lambda texts, e=enc: e.encode(texts, batch_size)
+    results, reference, ref_speed, ref_quality = {}, None, None, None
+    qa_texts = [c["text"] for c in qa_chunks]
+    questions = [row["question"] for row in qa]
+    for name, encode in backends.items():
+        log(f"encoder {name}")
+        encode(speed_texts[:batch_size])  # warm-up: first-call allocation and graph compilation
+        t0 = time.perf_counter()
+        vecs = encode(speed_texts)
+        seconds = time.perf_counter() - t0
+        recall, mrr = retrieval_quality(encode(qa_texts), qa_chunks, encode(questions), qa)
+        res = {"chunks_per_s": round(len(speed_texts) / seconds, 1), "recall_at_5": recall, "mrr_at_5": mrr}
+        if reference is None:
+            reference, ref_speed, ref_quality = vecs, res["chunks_per_s"], recall
+        else:
+            cos = (vecs * reference).sum(1)
+            res.update(speedup=round(res["chunks_per_s"] / ref_speed, 2), quality_loss_pts=round(ref_quality - recall, 1),
+                       cosine_to_pytorch_min=round(float(cos.min()), 4),
+                       cosine_to_pytorch_mean=round(float(cos.mean()), 4))
+            res["meets_bar"] = res["speedup"] >= SPEEDUP_BAR and res["quality_loss_pts"] < QUALITY_BAR_PTS
+        results[name] = res
+    winners = [n for n, r in results.items() if r.get("meets_bar")]
+    out = {"speed_chunks": len(speed_texts), "qa_questions": len(qa), "qa_chunks": len(qa_chunks),
+           "batch_size": batch_size, "threads": os.cpu_count(), "backends": results,
+           "bar": f">= {SPEEDUP_BAR}x chunks/s and < {QUALITY_BAR_PTS} pt recall@5 loss",
+           "decision": (f"{winners[0]} meets the bar" if winners else
+                        "none meets the bar: embed.model keeps the PyTorch backend (no params.yaml option added)")}
+    if missing:
+        out["skipped_runtimes"] = f"not installed ({', '.join(missing)}); pip install -c constraints.txt -e '.[bench]'"
+    else:
+        out["onnx_export_and_quantize_seconds"] = round(export_seconds, 1)
+    return out

@@ -1,0 +1,128 @@
+"""The benchmark results as one markdown page: machine, then a table per section."""
+
+from __future__ import annotations
+
+
+def _table(header: list[str], rows: list[list]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return lines + ["| " + " | ".join("" if c is None else str(c) for c in row) + " |" for row in rows] + [""]
+
+
+def _status(res: dict | None) -> str | None:
+    if not res:
+        return "not run"
+    if res.get("status") != "ok":
+        return res.get("reason") or res.get("error") or res.get("status")
+    return None
+
+
+def markdown(r: dict) -> str:
+    m = r["machine"]
+    libs = ", ".join(f"{k} {v}" for k, v in m["libraries"].items() if v)
+    out = [f"### ragtune benchmarks ({r['mode']} mode, {m['date_utc']}, commit {m['commit']})", "",
+           f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_mb']} MB RAM, GPU: {m['gpu'] or 'none'}; "
+           f"{m['os']}; Python {m['python']}.", f"Libraries: {libs}.", ""]
+    out += _refresh(r.get("refresh")) + _bare(r.get("bare")) + _efficiency(r.get("efficiency"))
+    out += _overhead(r.get("overhead")) + _training(r.get("training")) + _encoders(r.get("encoders"))
+    out.append(f"Total benchmark time: {r.get('total_seconds')} s.")
+    return "\n".join(out) + "\n"
+
+
+def _refresh(res: dict | None) -> list[str]:
+    out = ["#### Refresh: full, unchanged, 1% changed + 1% deleted + 1% added", ""]
+    if _status(res):
+        return out + [f"Not measured: {_status(res)}", ""]
+    c = res["corpus"]
+    out.append(f"Corpus: {c['documents']} generated documents (seed {c['seed']}, median {c['words_median']} words, "
+               f"p95 {c['words_p95']}, max {c['words_max']}); chunks of {res['chunk_size_tokens']} tokens. "
+               "Wall = a fresh process per run (imports, model load, Prefect for ragtune); "
+               "fraction = wall / full-run wall.")
+    out.append("")
+    rows = []
+    for name, s in res["systems"].items():
+        if s.get("status") != "ok":
+            rows.append([name, "", "", "", "", "", "", s.get("reason") or s.get("error", "")[:200]])
+            continue
+        full, same, churn = s["full"], s["unchanged"], s["churn_1pct"]
+        rows.append([name, full.get("points"), full["wall_seconds"], full["embedded"],
+                     f"{same['embedded']} / {same['wall_seconds']} s / {same['wall_fraction_of_full']}",
+                     f"{churn['embedded']} / {churn['wall_seconds']} s / {churn['wall_fraction_of_full']}",
+                     churn.get("points"), ""])
+    return out + _table(["system", "points (full)", "full wall s", "full embedded",
+                         "unchanged: embedded / wall / fraction", "1% churn: embedded / wall / fraction",
+                         "points after churn", "note"], rows)
+
+
+def _bare(res: dict | None) -> list[str]:
+    out = ["#### Per stage vs the bare libraries (full refresh)", ""]
+    if _status(res):
+        return out + [f"Not measured: {_status(res)}", ""]
+    st = res["ragtune_stage_seconds"]
+    rows = [[s, st[s], "", ""] for s in st if s not in ("embed", "index")]
+    rows.insert(4, ["embed (imports + model load + encode)", res["embed"]["ragtune_seconds"], res["embed"]["bare_seconds"],
+                    res["embed"]["ratio_speed"]])
+    rows.insert(5, ["index (open + upsert)", res["index"]["ragtune_seconds"], res["index"]["bare_seconds"],
+                    res["index"]["ratio_speed"]])
+    rows.append(["whole process", res["ragtune_wall_seconds"], res["bare"]["wall_seconds"],
+                 round(res["bare"]["wall_seconds"] / res["ragtune_wall_seconds"], 3)])
+    return out + [f"{res['chunks']} chunks. The bare script: import sentence-transformers + qdrant-client, load, "
+                  "encode, upload_points; ragtune: the same full refresh's stages (each includes its imports).", ""] \
+        + _table(["stage", "ragtune s", "bare script s", "speed vs bare"], rows)
+
+
+def _efficiency(res: dict | None) -> list[str]:
+    out = ["#### Stage efficiency (alternating with the bare call, best of N; target >= 0.9)", ""]
+    if _status(res):
+        return out + [f"Not measured: {_status(res)}", ""]
+    e, i = res["embed"], res["index"]
+    rows = [["embed stage vs load + encode", f"{e['ragtune_stage_chunks_per_s']} chunks/s",
+             f"{e['bare_load_plus_encode_chunks_per_s']} chunks/s", e["efficiency_stage"]],
+            ["embed encode loop vs encode", f"{e['ragtune_encode_loop_chunks_per_s']} chunks/s",
+             f"{e['bare_encode_chunks_per_s']} chunks/s", e["efficiency_encode_loop"]],
+            ["index stage vs open + create + upload_points", f"{i['ragtune_stage_points_per_s']} points/s",
+             f"{i['bare_open_create_upload_points_per_s']} points/s", i["efficiency_stage"]],
+            ["upsert loop vs upload_points", f"{i['ragtune_upsert_loop_points_per_s']} points/s",
+             f"{i['bare_upload_points_per_s']} points/s", i["efficiency_upsert_loop"]]]
+    return out + [f"{res['chunks']} chunks, {res['repeats']} rounds.", ""] + \
+        _table(["measure", "ragtune", "bare", "efficiency"], rows)
+
+
+def _overhead(res: dict | None) -> list[str]:
+    out = ["#### Fixed orchestration overhead (1-document refresh)", ""]
+    if _status(res):
+        return out + [f"Not measured: {_status(res)}", ""]
+    rows = [[label, x["wall_seconds"], x["flow_seconds"], x["stage_work_seconds"], x["process_overhead_seconds"],
+             x["flow_overhead_seconds"]] for label, x in (("first run, new project", res["first_run_new_project"]),
+                                                         ("steady state, ephemeral Prefect", res["steady_state"]),
+                                                         ("steady state, `ragtune server` running",
+                                                          res["with_running_server"]))]
+    return out + _table(["run", "process wall s", "flow s", "stage work s", "wall - work s", "flow - work s"], rows)
+
+
+def _training(res: dict | None) -> list[str]:
+    out = ["#### LoRA training throughput (non-padding tokens/s)", ""]
+    if _status(res):
+        return out + [f"Not measured: {_status(res)}", ""]
+    rows = []
+    for name, t in res["runs"].items():
+        rows.append([name, t["device"], t["precision"], t["steps"], t["ragtune"]["tokens_per_s"],
+                     t["bare_trainer_peft"]["tokens_per_s"], t["ratio_tokens_per_s"],
+                     t["ragtune"].get("peak_gpu_mb") or f"{t['ragtune']['peak_rss_mb']} (RSS)",
+                     (t.get("mfu_ragtune") or {}).get("lora")])
+    return out + _table(["config", "device", "precision", "steps", "ragtune tok/s", "bare Trainer+PEFT tok/s",
+                         "ratio", "peak MB", "MFU (LoRA)"], rows) + [f"GPU: {res['gpu']}.", ""]
+
+
+def _encoders(res: dict | None) -> list[str]:
+    out = ["#### Embedded encoder backends on CPU", ""]
+    if _status(res):
+        return out + [f"Not measured: {_status(res)}", ""]
+    rows = [[name, b["chunks_per_s"], b.get("speedup", 1.0), b["recall_at_5"], b["mrr_at_5"],
+             b.get("quality_loss_pts", 0.0), b.get("cosine_to_pytorch_min", 1.0), b.get("meets_bar", "")]
+            for name, b in res["backends"].items()]
+    notes = [f"{res['speed_chunks']} chunks for speed; {res['qa_questions']} questions over {res['qa_chunks']} "
+             f"sample-corpus chunks for quality. Bar: {res['bar']}. Decision: {res['decision']}."]
+    if res.get("skipped_runtimes"):
+        notes.append(f"ONNX Runtime / OpenVINO {res['skipped_runtimes']}.")
+    return out + _table(["backend", "chunks/s", "speed vs PyTorch", "recall@5 %", "MRR@5", "recall loss pts",
+                         "min cosine to PyTorch", "meets bar"], rows) + notes + [""]

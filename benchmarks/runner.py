@@ -1,0 +1,189 @@
+"""`python -m benchmarks [--quick] [--out FILE]`: every ragtune speed claim as a ratio measured in one run.
+
+Sections (each with its baseline measured in the same run, on the same machine):
+  refresh     full / unchanged / 1% churn refresh: ragtune vs LlamaIndex IngestionPipeline vs LangChain index()
+  bare        ragtune's embed and index stages vs sentence-transformers encode + qdrant-client upload_points
+  efficiency  the same two stages alternating with the bare calls, best of N (targets >= 0.9)
+  overhead    fixed orchestration cost: a 1-document refresh, wall minus stage work
+  training    LoRA train stage vs bare HF Trainer + PEFT (benchmarks/train_lora.py)
+  encoders    ONNX Runtime / OpenVINO (fp32, int8) vs PyTorch: speed and retrieval quality
+Results: JSON (--out) and a markdown table beside it (same name, .md), printed at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+
+from benchmarks import refresh
+from benchmarks.report import markdown
+
+REPO = Path(__file__).resolve().parents[1]
+SECTIONS = ("refresh", "bare", "efficiency", "overhead", "training", "encoders")
+QUICK = dict(docs=40, efficiency_chunks=48, repeats=1, train_steps=8, train_repeats=1, encoder_texts=32)
+FULL = dict(docs=2000, efficiency_chunks=1000, repeats=3, train_steps=60, train_repeats=2, encoder_texts=512)
+
+
+def machine() -> dict:
+    """Where the numbers came from: CPU, cores, memory, OS, GPU, library versions, commit."""
+    cpu = next((line.split(":", 1)[1].strip() for line in _read("/proc/cpuinfo").splitlines()
+                if line.startswith("model name")), platform.processor())
+    mem = next((int(line.split()[1]) // 1024 for line in _read("/proc/meminfo").splitlines()
+                if line.startswith("MemTotal")), None)
+    libs = {}
+    for dist in ("torch", "transformers", "sentence-transformers", "qdrant-client", "prefect", "peft", "deepspeed",
+                 "llama-index-core", "langchain-core", "langchain-classic", "onnxruntime", "openvino"):
+        try:
+            libs[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            libs[dist] = None
+    try:
+        import torch
+
+        gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else None
+    except ImportError:
+        gpu = None
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)
+    return {"cpu": cpu, "cores": os.cpu_count(), "memory_mb": mem, "os": platform.platform(),
+            "python": platform.python_version(), "gpu": gpu, "libraries": libs,
+            "commit": commit.stdout.strip() or None, "date_utc": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+
+
+def _read(path: str) -> str:
+    try:
+        return Path(path).read_text()
+    except OSError:
+        return ""
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def section(results: dict, name: str, fn) -> None:
+    """Run one section; a failure is recorded with its message and the other sections still run."""
+    start = time.perf_counter()
+    try:
+        results[name] = {"status": "ok", **fn()}
+    except Exception as exc:
+        import traceback
+
+        results[name] = {"status": "error", "error": f"{type(exc).__name__}: {exc}"[-2000:]}
+        log(f"{name} failed:\n{traceback.format_exc()}")
+    results[name]["section_seconds"] = round(time.perf_counter() - start, 1)
+
+
+def bare_section(refresh_res: dict, work: Path) -> dict:
+    """Per stage, ragtune's full-refresh stage time next to the bare-library script doing that stage's job."""
+    full = refresh_res["systems"]["ragtune"]["full"]
+    bare = refresh.run_bare(Path(refresh_res["chunks_file"]), work)
+    stages = full["stage_seconds"]
+    bare_embed = bare["import_seconds"] + bare["model_load_seconds"] + bare["encode_seconds"]
+    return {"chunks": bare["chunks"], "ragtune_stage_seconds": stages, "ragtune_wall_seconds": full["wall_seconds"],
+            "bare": bare,
+            "embed": {"ragtune_seconds": stages["embed"], "bare_seconds": round(bare_embed, 2),
+                      "ratio_speed": round(bare_embed / stages["embed"], 3)},
+            "index": {"ragtune_seconds": stages["index"], "bare_seconds": bare["upload_total_seconds"],
+                      "ratio_speed": round(bare["upload_total_seconds"] / stages["index"], 3)},
+            "note": "ratio_speed = bare seconds / ragtune seconds (1.0 = as fast as the bare script); the bare "
+                    "embed time includes importing sentence-transformers and qdrant-client, as the stage's does"}
+
+
+def _chunks(refresh_res: dict) -> list[dict]:
+    from tasks.workspace import read_jsonl
+
+    return list(read_jsonl(Path(refresh_res["chunks_file"]), "chunk"))
+
+
+def training_section(cfg: dict, work: Path) -> dict:
+    """benchmarks/train_lora.py in a subprocess per configuration (DeepSpeed state stays out of this one)."""
+    import torch
+
+    configs = [("tiny", "zero2", "auto")]
+    if torch.cuda.is_available():
+        configs += [("small", zero, "bf16") for zero in ("none", "zero2", "zero3")]
+    runs = {}
+    for size, zero, precision in configs:
+        out = work / f"train-{size}-{zero}.json"
+        log(f"training {size} {zero}")
+        cmd = [sys.executable, str(REPO / "benchmarks/train_lora.py"), "--size", size, "--zero", zero,
+               "--precision", precision, "--steps", str(cfg["train_steps"]), "--repeats", str(cfg["train_repeats"]),
+               "--out", str(out)]
+        proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=refresh.bench_env(work))
+        if proc.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd[1:])} failed:\n{proc.stderr[-3000:]}")
+        runs[f"{size}_{zero}"] = json.loads(out.read_text())
+    return {"runs": runs, "gpu": "not available: CPU runs only" if not torch.cuda.is_available() else "cuda"}
+
+
+def encoders_section(cfg: dict, refresh_res: dict | None, work: Path) -> dict:
+    from benchmarks.encoders import compare_encoders
+    from tasks import stages
+    from tasks.config import load_params
+    from tasks.workspace import Layout, read_jsonl
+
+    project = refresh.new_project(work / "encoders")
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    params = load_params(project / "params.yaml", [f"ingest.sources=[{REPO / 'data/sample/corpus'}]"])
+    ws = Layout(project)
+    for stage in ("ingest", "clean", "validate", "chunk"):
+        stages.run_stage(stage, ws, params)
+    qa_chunks = list(read_jsonl(ws.chunks, "chunk"))
+    pool = _chunks(refresh_res) if refresh_res and refresh_res.get("status") == "ok" else qa_chunks
+    texts = [c["text"] for c in pool][: cfg["encoder_texts"]]
+    return compare_encoders(texts, qa_chunks, params.embed.model, params.embed.batch_size, work, log)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="tiny sizes (a smoke run: checks wiring, not speed)")
+    ap.add_argument("--out", type=Path, default=REPO / "benchmarks/results/bench.json", help="JSON results file")
+    ap.add_argument("--docs", type=int, help="documents in the generated corpus (default 2000, quick 40)")
+    ap.add_argument("--seed", type=int, default=7, help="corpus seed")
+    ap.add_argument("--only", nargs="+", choices=SECTIONS, help="run these sections only")
+    ap.add_argument("--keep", action="store_true", help="keep the temporary work folder")
+    a = ap.parse_args(argv)
+    cfg = dict(QUICK if a.quick else FULL)
+    if a.docs:
+        cfg["docs"] = a.docs
+    wanted = set(a.only or SECTIONS)
+    work = Path(tempfile.mkdtemp(prefix="ragtune-bench-"))
+    log(f"work folder {work}; sections {sorted(wanted)}")
+    results: dict = {"benchmark": "ragtune", "mode": "quick" if a.quick else "full", "config": cfg,
+                     "machine": machine()}
+    started = time.perf_counter()
+    needs_corpus = wanted & {"refresh", "bare", "efficiency"}
+    if needs_corpus:
+        section(results, "refresh", lambda: refresh.refresh_scenarios(work / "refresh", cfg["docs"], a.seed, 200, 32, log))
+    ok = results.get("refresh", {}).get("status") == "ok"
+    if "bare" in wanted and ok:
+        section(results, "bare", lambda: bare_section(results["refresh"], work))
+    if "efficiency" in wanted and ok:
+        section(results, "efficiency", lambda: refresh.stage_efficiency(
+            _chunks(results["refresh"])[: cfg["efficiency_chunks"]], work, cfg["repeats"], log))
+    if "overhead" in wanted:
+        section(results, "overhead", lambda: refresh.orchestration_overhead(work, log))
+    if "training" in wanted:
+        section(results, "training", lambda: training_section(cfg, work))
+    if "encoders" in wanted:
+        section(results, "encoders", lambda: encoders_section(cfg, results.get("refresh"), work))
+    results["total_seconds"] = round(time.perf_counter() - started, 1)
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    a.out.write_text(json.dumps(results, indent=2) + "\n")
+    table = markdown(results)
+    a.out.with_suffix(".md").write_text(table)
+    print(table)
+    log(f"results: {a.out} and {a.out.with_suffix('.md')}")
+    if not a.keep:
+        shutil.rmtree(work, ignore_errors=True)
+    return 1 if any(isinstance(v, dict) and v.get("status") == "error" for v in results.values()) else 0
