@@ -11,6 +11,7 @@ from typing import Any, Callable
 
 from tasks.config import ChunkParams
 
+CHUNKER_VERSION = 1  # bump when chunk_document gives other chunks for the same inputs (invalidates reuse)
 # Fixed namespace: point ids must be identical on every machine and every run.
 POINT_NAMESPACE = uuid.UUID("6f1c3c7e-2f0b-5b7e-9a59-6d3b0d1c2a10")
 _HEADING = re.compile(r"^(#{1,6})\s+(.+?)\s*#*\s*$")
@@ -89,9 +90,24 @@ def chunk_document(doc: dict, splitter, count_tokens: Callable[[str], int]) -> t
     return out, repeats
 
 
+def chunker_key(tokenizer: Any, params: ChunkParams) -> str:
+    """Everything a document's chunks depend on besides the document: splitter settings and the tokenizer."""
+    parts = [str(CHUNKER_VERSION), str(params.size_tokens), str(params.overlap_tokens), tokenizer.to_str()]
+    return hashlib.sha256("\n".join(parts).encode("utf-8")).hexdigest()[:16]
+
+
+def doc_key(doc_id: str, content_hash: str, source: str, path: str) -> tuple[str, str, str, str]:
+    return doc_id, content_hash, source, path
+
+
 def chunk_documents(docs: list[dict], tokenizer: Any, params: ChunkParams, max_tokens: int,
-                    on_progress: Callable[[int, int], None] | None = None) -> tuple[list[Chunk], dict]:
-    """Pure transform: cleaned documents -> chunks (+ stats). tokenizer is a `tokenizers.Tokenizer`."""
+                    on_progress: Callable[[int, int], None] | None = None,
+                    previous: dict[tuple, list[dict]] | None = None) -> tuple[list[Chunk], dict]:
+    """Pure transform: cleaned documents -> chunks (+ stats). tokenizer is a `tokenizers.Tokenizer`.
+
+    `previous` maps doc_key -> the chunk records an earlier run made with the same chunker_key; an unchanged
+    document takes them as they are instead of being split again (the same function of the same inputs).
+    """
     from tasks.errors import ConfigError
 
     if params.size_tokens > max_tokens:
@@ -106,15 +122,22 @@ def chunk_documents(docs: list[dict], tokenizer: Any, params: ChunkParams, max_t
         return len(tokenizer.encode(s, add_special_tokens=True).ids)
 
     chunks: list[Chunk] = []
-    repeats = 0
+    repeats = reused = 0
+    previous = previous or {}
     for i, doc in enumerate(docs, start=1):
-        doc_chunks, doc_repeats = chunk_document(doc, splitter, count_tokens)
-        chunks += doc_chunks
-        repeats += doc_repeats
+        earlier = previous.get(doc_key(doc["doc_id"], doc["content_hash"], doc["source"], doc["path"]))
+        if earlier is not None:
+            chunks += [Chunk(**c) for c in earlier]
+            reused += 1
+        else:
+            doc_chunks, doc_repeats = chunk_document(doc, splitter, count_tokens)
+            chunks += doc_chunks
+            repeats += doc_repeats
         if on_progress:
             on_progress(i, len(docs))
     tokens = [c.n_tokens for c in chunks]
-    stats = {"documents": len(docs), "chunks": len(chunks), "repeated_chunks_skipped": repeats,
+    stats = {"documents": len(docs), "documents_reused": reused, "chunks": len(chunks),
+             "repeated_chunks_skipped": repeats,  # in the documents split by this run
              "tokens_mean": round(sum(tokens) / len(tokens), 1) if tokens else 0,
              "tokens_max": max(tokens, default=0), "seconds": round(time.perf_counter() - start, 3)}
     return chunks, stats

@@ -15,8 +15,8 @@ from typing import Callable
 
 from tasks.config import Params
 from tasks.errors import GateFailed, RagtuneError
-from tasks.workspace import (Layout, file_lock, read_json, read_jsonl, read_npy, write_json, write_jsonl,
-                             write_npy)
+from tasks.workspace import (Layout, file_lock, file_sha256, read_json, read_jsonl, read_npy, write_json,
+                             write_jsonl, write_npy)
 
 log = logging.getLogger("ragtune")
 Progress = Callable[[int, int], None] | None
@@ -78,20 +78,41 @@ def run_validate(ws: Layout, params: Params, on_progress: Progress = None) -> di
 
 def run_chunk(ws: Layout, params: Params, on_progress: Progress = None) -> dict:
     start = time.perf_counter()
-    from tasks.chunk import chunk_documents
+    from tasks.chunk import chunk_documents, chunker_key
     from tasks.embedder import load_tokenizer
 
     quality = read_json(ws.quality_report, "validate")
     if not quality.get("success"):
         raise GateFailed(f"{ws.quality_report}: the last quality gate failed; fix the data and re-run validate.")
     tokenizer, max_tokens = load_tokenizer(params.embed.model)
+    key = chunker_key(tokenizer, params.chunk)
     chunks, stats = chunk_documents(read_jsonl(ws.clean_documents, "clean"), tokenizer, params.chunk, max_tokens,
-                                    on_progress)
+                                    on_progress, previous_chunks(ws, key))
+    ws.chunk_state.unlink(missing_ok=True)  # never describes a chunks file it was not written for
     write_jsonl(ws.chunks, (asdict(c) for c in chunks))
+    write_json(ws.chunk_state, {"chunker_key": key, "sha256": file_sha256(ws.chunks)})
     finish_stage(ws, "chunk", stats, start)
-    log.info("chunk: %d chunks from %d documents (mean %s tokens)", stats["chunks"], stats["documents"],
-             stats["tokens_mean"])
+    log.info("chunk: %d chunks from %d documents (%d unchanged documents reused, mean %s tokens)",
+             stats["chunks"], stats["documents"], stats["documents_reused"], stats["tokens_mean"])
     return stats
+
+
+def previous_chunks(ws: Layout, key: str) -> dict[tuple, list[dict]]:
+    """The last run's chunks by document, if that run used the same chunker and its file is intact."""
+    from tasks.chunk import doc_key
+
+    if not ws.chunks.exists() or not ws.chunk_state.exists():
+        return {}
+    try:
+        state = read_json(ws.chunk_state, "chunk")
+    except (RagtuneError, ValueError):  # a damaged state file only costs a full re-split
+        return {}
+    if state.get("chunker_key") != key or state.get("sha256") != file_sha256(ws.chunks):
+        return {}
+    by_doc: dict[tuple, list[dict]] = {}
+    for c in read_jsonl(ws.chunks, "chunk"):
+        by_doc.setdefault(doc_key(c["doc_id"], c["doc_hash"], c["source"], c["path"]), []).append(c)
+    return by_doc
 
 
 def run_embed(ws: Layout, params: Params, on_progress: Progress = None) -> dict:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import tempfile
@@ -33,6 +34,8 @@ class Layout:
     def gx_root(self) -> Path: return self.root / "data/quality"  # GX keeps its project in data/quality/gx
     @property
     def chunks(self) -> Path: return self.root / "data/chunks/chunks.jsonl"
+    @property
+    def chunk_state(self) -> Path: return self.root / "data/cache/chunker.json"  # what chunks.jsonl was made with
     @property
     def vectors(self) -> Path: return self.root / "data/embeddings/vectors.npy"
     @property
@@ -138,6 +141,14 @@ def _require(path: Path, stage: str) -> None:
     if not path.exists():
         raise RagtuneError(f"{path}: missing input. Run the '{stage}' stage first (ragtune stage {stage}, "
                            "dvc repro, or ragtune refresh).")
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def read_json(path: Path, stage: str) -> Any:

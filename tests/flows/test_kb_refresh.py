@@ -32,6 +32,7 @@ def test_full_then_unchanged_then_incremental(workspace):
     assert again["points"] == {"written": 0, "deleted": 0, "in_index": len(points)}
     assert again["documents"]["unchanged"] == 31
     assert stored_points(workspace) == points  # not even a payload was rewritten
+    assert json.loads((workspace / "data/metrics/chunk.json").read_text())["documents_reused"] == 31
 
     corpus = workspace / "data/sample/corpus"
     old_edited = {pid for pid, p in points.items() if p["doc_id"] == EDITED}
@@ -52,6 +53,7 @@ def test_full_then_unchanged_then_incremental(workspace):
     assert any("5 GHz" in p["text"] for p in edited.values())
     assert 0 < third["chunks"]["embedded"] <= 3                       # only the new and the edited chunks
     assert any(p["doc_id"] == ADDED for p in after.values())
+    assert json.loads((workspace / "data/metrics/chunk.json").read_text())["documents_reused"] == 29
 
 
 def test_failed_gate_leaves_index_exactly_as_it_was(workspace):

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 
 from tasks.chunk import chunk_documents, point_id, split_sections
@@ -39,3 +41,44 @@ def test_chunk_larger_than_model_window_is_refused(tokenizer):
     tok, max_len = tokenizer
     with pytest.raises(ConfigError, match="exceeds the embedding model's max_seq_length=256"):
         chunk_documents([], tok, ChunkParams(size_tokens=512, overlap_tokens=0), max_len)
+
+
+def test_unchanged_documents_reuse_their_chunks_only_when_safe(tmp_path):
+    """A re-run takes unchanged documents' chunks from the last run: same chunks as a fresh split, and no reuse
+    after a chunker change or when chunks.jsonl no longer matches the state written with it."""
+    import shutil
+
+    from tasks import stages
+    from tasks.config import load_params
+    from tasks.workspace import Layout, read_json, read_jsonl, write_json, write_jsonl
+
+    repo = Path(__file__).resolve().parents[2]
+    shutil.copy(repo / "params.yaml", tmp_path / "params.yaml")
+    ws = Layout(tmp_path)
+    para = "The gateway validates each state message and forwards it to the device service. "
+    docs = [{"doc_id": f"d{i}.md", "source": "s", "path": f"d{i}.md", "content_hash": f"h{i}",
+             "text": f"# Doc {i}\n\n" + para * (5 + 9 * i)} for i in range(4)]
+    write_jsonl(ws.clean_documents, docs)
+    write_json(ws.quality_report, {"success": True})
+    params = load_params(tmp_path / "params.yaml")
+
+    assert stages.run_chunk(ws, params)["documents_reused"] == 0
+    fresh = read_jsonl(ws.chunks, "chunk")
+    assert stages.run_chunk(ws, params)["documents_reused"] == 4
+    assert read_jsonl(ws.chunks, "chunk") == fresh
+
+    docs[1] = {**docs[1], "text": docs[1]["text"] + "\n\nA new closing paragraph.", "content_hash": "h1b"}
+    write_jsonl(ws.clean_documents, docs)
+    assert stages.run_chunk(ws, params)["documents_reused"] == 3
+    mixed = read_jsonl(ws.chunks, "chunk")
+    (ws.chunk_state).unlink()
+    stages.run_chunk(ws, params)
+    assert read_jsonl(ws.chunks, "chunk") == mixed  # reuse gives exactly what a full split gives
+
+    smaller = load_params(tmp_path / "params.yaml", ["chunk.size_tokens=64"])
+    assert stages.run_chunk(ws, smaller)["documents_reused"] == 0  # another chunker key: split again
+    with ws.chunks.open("a") as f:  # the file changed behind the state's back (a DVC checkout, an edit)
+        f.write("\n")
+    assert stages.run_chunk(ws, smaller)["documents_reused"] == 0
+    assert stages.run_chunk(ws, smaller)["documents_reused"] == 4  # and the state is whole again
+    assert read_json(ws.chunk_state, "chunk")["sha256"]
