@@ -234,7 +234,7 @@ def run_bare(chunks_file: Path, work: Path) -> dict:
     return {"wall_seconds": round(wall, 2), **json.loads(proc.stdout.strip().splitlines()[-1])}
 
 
-def orchestration_overhead(work: Path, log) -> dict:
+def orchestration_overhead(work: Path, runs_each: tuple[int, int], log) -> dict:
     """`ragtune refresh` of a 1-document corpus: wall and flow time minus the stages' own work.
 
     Without a server each CLI run starts Prefect's ephemeral server; the first run in a new project also
@@ -244,10 +244,10 @@ def orchestration_overhead(work: Path, log) -> dict:
     corpus = work / "one-doc"
     corpus.mkdir(parents=True, exist_ok=True)
     project = new_project(work / "overhead")
-    runs = _overhead_runs(project, corpus, "ephemeral", 3, log)
+    runs = _overhead_runs(project, corpus, "ephemeral", runs_each[0], log)
     server = _start_server(project)
     try:
-        with_server = _overhead_runs(project, corpus, "server", 2, log)
+        with_server = _overhead_runs(project, corpus, "server", runs_each[1], log)
     finally:
         server.terminate()
         try:

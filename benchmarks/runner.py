@@ -30,8 +30,10 @@ from benchmarks.report import markdown
 
 REPO = Path(__file__).resolve().parents[1]
 SECTIONS = ("refresh", "bare", "efficiency", "overhead", "training", "encoders")
-QUICK = dict(docs=40, efficiency_chunks=48, repeats=1, train_steps=8, train_repeats=1, encoder_texts=32)
-FULL = dict(docs=2000, efficiency_chunks=1000, repeats=3, train_steps=60, train_repeats=2, encoder_texts=512)
+QUICK = dict(docs=40, efficiency_chunks=48, repeats=1, train_steps=8, train_repeats=1, encoder_texts=32,
+             overhead_runs=(2, 1))
+FULL = dict(docs=2000, efficiency_chunks=1000, repeats=3, train_steps=60, train_repeats=2, encoder_texts=512,
+            overhead_runs=(3, 2))  # refreshes with Prefect's ephemeral server, then with `ragtune server` running
 
 
 def machine() -> dict:
@@ -172,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         section(results, "efficiency", lambda: refresh.stage_efficiency(
             _chunks(results["refresh"])[: cfg["efficiency_chunks"]], work, cfg["repeats"], log))
     if "overhead" in wanted:
-        section(results, "overhead", lambda: refresh.orchestration_overhead(work, log))
+        section(results, "overhead", lambda: refresh.orchestration_overhead(work, cfg["overhead_runs"], log))
     if "training" in wanted:
         section(results, "training", lambda: training_section(cfg, work))
     if "encoders" in wanted:
