@@ -28,7 +28,7 @@ def _sentence(rng: random.Random) -> str:
 
 
 def document(rng: random.Random, doc_no: int) -> str:
-    """Markdown with a title, sections and paragraphs; lengths are log-normal (median ~150 words, long tail)."""
+    """Markdown with a title, sections and paragraphs; lengths are log-normal (median ~180 words, long tail)."""
     target_words = int(min(max(rng.lognormvariate(4.9, 0.8), 25), 3000))
     lines, words, section = [f"# Document {doc_no}: {rng.choice(TOPICS)} {rng.choice(ADJ)} notes", ""], 0, 0
     while words < target_words:
