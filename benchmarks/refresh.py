@@ -36,6 +36,16 @@ def new_project(path: Path) -> Path:
     return path
 
 
+def timed_process(cmd: list[str], home: Path, cwd: Path, what: str) -> tuple[float, str]:
+    """Run one measured process in bench_env(home); (wall seconds, stdout), or its stderr tail on failure."""
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, env=bench_env(home), cwd=cwd, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise RuntimeError(f"{what} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    return wall, proc.stdout
+
+
 def ragtune_cli() -> list[str]:
     exe = Path(sys.executable).with_name("ragtune")
     return [str(exe)] if exe.exists() else [sys.executable, "-c", "from flows.cli import main; main()"]
@@ -45,12 +55,8 @@ def run_ragtune(project: Path, corpus: Path, overrides: list[str] = ()) -> dict:
     """`ragtune refresh --json` in a subprocess; wall time plus the per-stage seconds of its report."""
     cmd = [*ragtune_cli(), "refresh", "--params", str(project / "params.yaml"), "--source", str(corpus), "--json",
            "index.max_delete_share=1.0", *overrides]
-    start = time.perf_counter()
-    proc = subprocess.run(cmd, env=bench_env(project), cwd=project, capture_output=True, text=True)
-    wall = time.perf_counter() - start
-    if proc.returncode != 0:
-        raise RuntimeError(f"ragtune refresh failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    report = json.loads(proc.stdout)
+    wall, stdout = timed_process(cmd, project, project, "ragtune refresh")
+    report = json.loads(stdout)
     stages = {s: report["seconds"][s] for s in STAGES}
     return {"wall_seconds": round(wall, 2), "flow_seconds": report["seconds"]["total"],
             "stage_seconds": stages, "work_seconds": round(sum(stages.values()), 2),
@@ -63,12 +69,8 @@ def run_ragtune(project: Path, corpus: Path, overrides: list[str] = ()) -> dict:
 def run_peer(peer: str, corpus: Path, state: Path, size: int, overlap: int) -> dict:
     cmd = [sys.executable, "-m", "benchmarks.peers", peer, "--corpus", str(corpus), "--state", str(state),
            "--chunk-size", str(size), "--overlap", str(overlap)]
-    start = time.perf_counter()
-    proc = subprocess.run(cmd, env=bench_env(state), cwd=REPO, capture_output=True, text=True)
-    wall = time.perf_counter() - start
-    if proc.returncode != 0:
-        raise RuntimeError(f"{peer} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    wall, stdout = timed_process(cmd, state, REPO, peer)
+    out = json.loads(stdout.strip().splitlines()[-1])
     return {"wall_seconds": round(wall, 2), "work_seconds": out["run_seconds"], **out}
 
 
@@ -226,12 +228,8 @@ def stage_efficiency(chunks: list[dict], work: Path, repeats: int, log) -> dict:
 def run_bare(chunks_file: Path, work: Path) -> dict:
     """benchmarks/bare.py as its own process: the minimal script doing the embed + index job."""
     cmd = [sys.executable, "-m", "benchmarks.bare", "--chunks", str(chunks_file), "--qdrant", str(work / "bare-script")]
-    start = time.perf_counter()
-    proc = subprocess.run(cmd, env=bench_env(work), cwd=REPO, capture_output=True, text=True)
-    wall = time.perf_counter() - start
-    if proc.returncode != 0:
-        raise RuntimeError(f"bare script failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    return {"wall_seconds": round(wall, 2), **json.loads(proc.stdout.strip().splitlines()[-1])}
+    wall, stdout = timed_process(cmd, work, REPO, "bare script")
+    return {"wall_seconds": round(wall, 2), **json.loads(stdout.strip().splitlines()[-1])}
 
 
 def orchestration_overhead(work: Path, runs_each: tuple[int, int], log) -> dict:

@@ -155,6 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", nargs="+", choices=SECTIONS, help="run these sections only")
     ap.add_argument("--keep", action="store_true", help="keep the temporary work folder")
     a = ap.parse_args(argv)
+    if a.docs is not None and a.docs < 3:
+        ap.error(f"--docs {a.docs}: the churn step changes, deletes and adds one document each; use --docs 3 or more")
     cfg = dict(QUICK if a.quick else FULL)
     if a.docs:
         cfg["docs"] = a.docs
