@@ -108,19 +108,23 @@ def refresh(
             print_report(report)
 
 
+MODE_HELP = "dense | sparse | hybrid (default: retrieve.mode in params.yaml)."
+
+
 @app.command()
 def search(
     text: Optional[str] = typer.Argument(None, help="The query."),
-    top_k: int = typer.Option(5, "--top-k", min=1, help="Results per query."),
+    top_k: Optional[int] = typer.Option(None, "--top-k", min=1, help="Results per query (default: retrieve.top_k)."),
+    mode: Optional[str] = typer.Option(None, "--mode", help=MODE_HELP),
     queries_file: Optional[Path] = typer.Option(None, "--queries-file", help="One query per line."),
     json_out: bool = typer.Option(False, "--json", help="Print a JSON list: one {query, hits} per query."),
     params: Path = PARAMS_OPT,
 ) -> None:
-    """Search the index: dense retrieval with the configured embedding model."""
+    """Search the index (dense, BM25 sparse, or hybrid RRF) with the options in the retrieve: section."""
     with friendly_errors():
         root = _root(params)
         from tasks.config import ConfigError, load_params
-        from tasks.search import search_queries
+        from tasks.retrieval import search_queries
 
         queries = [text] if text else []
         if queries_file:
@@ -129,15 +133,126 @@ def search(
             queries += [q.strip() for q in queries_file.read_text(encoding="utf-8").splitlines() if q.strip()]
         if not queries:
             raise ConfigError("give a query (ragtune search \"text\") or --queries-file FILE.")
-        results = search_queries(root, load_params(params), queries, top_k)
+        results = search_queries(root, load_params(params), queries, top_k, mode)
         if json_out:
             out.print_json(json.dumps(results))
             return
         for r in results:
-            out.print(f"[bold]{r['query']}[/]")
+            out.print(f"[bold]{r['query']}[/] ({r['mode']})")
             for i, h in enumerate(r["hits"], 1):
                 snippet = " ".join(h["text"].split())[:160]
                 out.print(f"  {i}. {h['score']:.3f}  {h['doc_id']} #{h['position']}  {snippet}", highlight=False)
+
+
+@app.command("eval-retrieval")
+def eval_retrieval(
+    qa: Path = typer.Option(..., "--qa", help="JSONL: question + answers (strings in a relevant chunk) and/or doc_ids."),
+    mode: Optional[list[str]] = typer.Option(None, "--mode", help=MODE_HELP + " Repeatable; 'all' = the three."),
+    top_k: Optional[int] = typer.Option(None, "--top-k", min=1, help="k of recall@k and MRR@k (default: retrieve.top_k)."),
+    overrides: Optional[list[str]] = OVERRIDES_ARG,
+    json_out: bool = typer.Option(False, "--json", help="Print the results as JSON."),
+    params: Path = PARAMS_OPT,
+) -> None:
+    """Retrieval quality on a QA set: recall@k, MRR@k and latency p50/p95 per retrieval mode."""
+    with friendly_errors():
+        root = _root(params)
+        from tasks.config import load_params
+        from tasks.qa import read_qa_set
+        from tasks.retrieval import MODES, Retriever
+        from tasks.retrieval_eval import evaluate
+
+        # latency is measured per query with the encoder: a warm query cache would flatter the second mode
+        p = load_params(params, ["retrieve.query_cache=false", *(overrides or [])])
+        rows = read_qa_set(qa)
+        modes = list(MODES) if mode and "all" in mode else (mode or [p.retrieve.mode])
+        k = top_k or p.retrieve.top_k
+        results = []
+        for m in modes:
+            with Retriever(root, p, m) as r:
+                r.search(rows[0]["question"], k)  # load the model before timing: latency is per query, warm
+                res = evaluate(r.timed_search, rows, k)
+            results.append({"mode": m, **res, "query_cache_hits": r.cache_hits})
+        if json_out:
+            out.print_json(json.dumps(results))
+            return
+        print_table(f"retrieval on {qa} ({len(rows)} questions)", ("mode", f"recall@{k}", f"MRR@{k}", "p50 ms",
+                                                                     "p95 ms", "missed"),
+                    [{"mode": r["mode"], f"recall@{k}": r[f"recall_at_{k}"], f"MRR@{k}": r[f"mrr_at_{k}"],
+                      "p50 ms": r["p50_ms"], "p95 ms": r["p95_ms"], "missed": len(r["missed"])} for r in results])
+
+
+@app.command()
+def ask(
+    question: str = typer.Argument(..., help="The question."),
+    mode: str = typer.Option("rag", "--mode", help="rag | ft | hybrid | base."),
+    adapter: Optional[str] = typer.Option(None, "--adapter", help="Adapter version for ft/hybrid (default: production)."),
+    top_k: Optional[int] = typer.Option(None, "--top-k", min=1, help="Passages in the prompt (default: retrieve.top_k)."),
+    overrides: Optional[list[str]] = OVERRIDES_ARG,
+    json_out: bool = typer.Option(False, "--json", help="Print answer, sources and timings as JSON."),
+    params: Path = PARAMS_OPT,
+) -> None:
+    """Answer a question: retrieve (rag, hybrid), prompt with numbered passages, generate (+ adapter for ft, hybrid)."""
+    with friendly_errors():
+        root = _root(params)
+        from tasks.answer import Answerer
+        from tasks.config import load_params
+
+        answerer = Answerer(root, load_params(params, list(overrides or [])), adapter)
+        try:
+            res = answerer.answer(question, mode, top_k)
+        finally:
+            answerer.close()
+        if json_out:
+            out.print_json(json.dumps(res))
+            return
+        if res["answer"] is not None:
+            out.print(res["answer"], highlight=False)
+        if res["note"]:
+            err.print(f"note: {res['note']}", highlight=False)
+        for s in res["sources"]:
+            snippet = " ".join(s["text"].split())[:160]
+            out.print(f"  [{s['n']}] {s['score']:.3f} {s['doc_id']} #{s['position']}  {snippet}", highlight=False)
+        t = res["timings_ms"]
+        who = f"{res['model']}" + (f" + adapter {res['adapter']}" if res["adapter"] else "") if res["model"] else "none"
+        err.print(f"{mode}: retrieve {t['retrieve']} ms, generate {t['generate']} ms, total {t['total']} ms; "
+                  f"model {who}", highlight=False)
+
+
+@app.command()
+def compare(
+    qa: Path = typer.Option(..., "--qa", help="JSONL: question + answers (and doc_ids for recall)."),
+    adapter: Optional[str] = typer.Option(None, "--adapter", help="Adapter version for ft/hybrid (default: production)."),
+    overrides: Optional[list[str]] = OVERRIDES_ARG,
+    json_out: bool = typer.Option(False, "--json", help="Print the comparison as JSON."),
+    params: Path = PARAMS_OPT,
+) -> None:
+    """Run the compare flow: base vs rag vs ft vs hybrid on your questions, with costs and a recommendation."""
+    with friendly_errors():
+        root = _root(params)
+        from tasks.config import load_params
+        from tasks.qa import read_qa_set
+
+        load_params(params, list(overrides or []))  # fail fast, before Prefect starts or a model loads
+        read_qa_set(qa)
+        from flows.compare import compare as compare_flow
+
+        with progress_bars(not json_out), redirect_stdout(sys.stderr):
+            report = compare_flow(root=str(root), qa_file=str(qa.resolve()), overrides=list(overrides or []),
+                                  adapter=adapter)
+        if json_out:
+            out.print_json(json.dumps(report))
+            return
+        from tasks.compare import comparison_rows
+
+        rows = comparison_rows(report)
+        print_table(f"compare on {qa} ({report['questions']} questions)", tuple(rows[0]), rows)
+        rec = report["recommendation"]
+        out.print(f"Recommendation: {rec['choice'] or 'none'}", highlight=False)
+        for line in rec["why"]:
+            out.print(f"  - {line}", highlight=False)
+        for r in report["modes"]:
+            if r["status"] != "ok":
+                err.print(f"{r['mode']}: {r['status']}: {r['reason']}", highlight=False)
 
 
 @app.command()

@@ -1,4 +1,5 @@
-"""Prefect flow `kb_refresh`: ingest -> clean -> validate (GX gate) -> chunk -> embed -> index -> verify -> report."""
+"""Prefect flow `kb_refresh`: ingest -> clean -> validate (GX gate) -> chunk -> embed -> index -> verify ->
+evaluate_retrieval (optional recall gate) -> report."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from flows.runtime import prefect_progress
 from flows.shared import publish_quality, record_version, stage_task
 from tasks import stages
 from tasks.config import Params, check_versionable, load_run_params
-from tasks.report import build_report, report_markdown, report_rows
+from tasks.report import append_history, build_report, report_markdown, report_rows
 from tasks.workspace import Layout, write_json
 
 @stage_task(name="ingest_documents")
@@ -54,9 +55,15 @@ def verify_index(ws: Layout, params: Params) -> dict:
     return stages.run_verify(ws, params)
 
 
+@stage_task(name="evaluate_retrieval")
+def evaluate_retrieval(ws: Layout, params: Params) -> dict:
+    return stages.run_eval_retrieval(ws, params)
+
+
 @stage_task(name="publish_report")
 def publish_report(ws: Layout, total_seconds: float) -> dict:
     report = build_report(ws, total_seconds)
+    append_history(ws, report)
     create_table_artifact(key="kb-refresh-report", table=report_rows(report),
                           description=f"kb_refresh {report['run_version']}: counts and seconds per stage")
     create_markdown_artifact(key="kb-refresh-summary", markdown=report_markdown(report))
@@ -86,6 +93,7 @@ def kb_refresh(root: str = ".", sources: list[str] | None = None, overrides: lis
     embed_chunks(ws, params)
     upsert_points(ws, params, allow_mass_delete)
     verify_index(ws, params)
+    evaluate_retrieval(ws, params)  # optional gate (retrieve.qa_file): a recall drop fails the run, unrecorded
     report = publish_report(ws, time.perf_counter() - started)
     from tasks.versioning import timestamp
 

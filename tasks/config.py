@@ -70,6 +70,32 @@ class IndexParams(_Section):
     timeout_s: int = Field(30, ge=1)
     retries: int = Field(3, ge=0)
     retry_backoff_s: float = Field(1.0, ge=0)
+    sparse: bool = True
+
+
+class RetrieveParams(_Section):
+    mode: Literal["dense", "sparse", "hybrid"] = "hybrid"
+    top_k: int = Field(5, ge=1)
+    candidates: int = Field(20, ge=1)
+    rrf_k: int = Field(60, ge=1)
+    score_threshold: float | None = None
+    rerank_model: str | None = None
+    query_cache: bool = True
+    qa_file: str | None = None
+    max_recall_drop: float = Field(0.05, ge=0, le=1)
+
+
+class GenerateParams(_Section):
+    model: str | None = None
+    max_new_tokens: int = Field(64, ge=1)
+    max_context_tokens: int = Field(1024, ge=32)
+    temperature: float = Field(0.0, ge=0)
+
+
+class CompareParams(_Section):
+    modes: list[Literal["base", "rag", "ft", "hybrid"]] = Field(["base", "rag", "ft", "hybrid"], min_length=1)
+    accuracy_tolerance: float = Field(0.05, ge=0, le=1)
+    latency_budget_ms: float | None = Field(None, gt=0)
 
 
 # --- retrain: build_dataset -> train -> evaluate -> promote
@@ -157,6 +183,9 @@ class Params(_Section):
     chunk: ChunkParams = ChunkParams()
     embed: EmbedParams = EmbedParams()
     index: IndexParams = IndexParams()
+    retrieve: RetrieveParams = RetrieveParams()
+    generate: GenerateParams = GenerateParams()
+    compare: CompareParams = CompareParams()
     model: ModelParams = ModelParams()
     dataset: DatasetParams = DatasetParams()
     train: TrainParams = TrainParams()

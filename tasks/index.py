@@ -13,7 +13,14 @@ from tasks.config import IndexParams
 from tasks.errors import IndexError_, VerifyError
 from tasks.vector_store import Point, VectorStore, batched
 
-PAYLOAD_FIELDS = ["doc_id", "doc_hash"]
+PAYLOAD_FIELDS = ["doc_id", "doc_hash", "vectors"]
+
+
+def vector_kinds(sparse: bool) -> str:
+    """What each point carries, recorded in its payload: turning sparse vectors on rewrites older points."""
+    from tasks.sparse import VERSION
+
+    return f"dense+{VERSION}" if sparse else "dense"
 
 
 @dataclass
@@ -30,11 +37,11 @@ class Plan:
     store_points: int = 0
 
 
-def plan_reconcile(chunks: list[dict], stored: dict[str, dict]) -> Plan:
-    """Pure diff of desired chunks against the store's (point id -> {doc_id, doc_hash}).
+def plan_reconcile(chunks: list[dict], stored: dict[str, dict], kinds: str = "dense") -> Plan:
+    """Pure diff of desired chunks against the store's (point id -> {doc_id, doc_hash, vectors}).
 
-    A document is rewritten whole when its hash changed or its point set drifted: re-upserting its unchanged
-    chunks refreshes their position payload and costs no embedding (vectors come from the cache).
+    A document is rewritten whole when its hash changed, or its point set drifted, or its points lack the vector
+    kinds this run writes (sparse turned on): re-upserting unchanged chunks costs no embedding (the cache has them).
     """
     desired: dict[str, dict] = {}
     for c in chunks:
@@ -42,9 +49,10 @@ def plan_reconcile(chunks: list[dict], stored: dict[str, dict]) -> Plan:
         d["ids"].append(c["point_id"])
     actual: dict[str, dict] = {}
     for pid, payload in stored.items():
-        a = actual.setdefault(str(payload.get("doc_id")), {"hashes": set(), "ids": set()})
+        a = actual.setdefault(str(payload.get("doc_id")), {"hashes": set(), "ids": set(), "kinds": set()})
         a["hashes"].add(payload.get("doc_hash"))
         a["ids"].add(pid)
+        a["kinds"].add(payload.get("vectors", "dense"))  # points written before sparse vectors existed
     plan = Plan(store_points=len(stored))
     for doc_id in sorted(desired):
         want, have = desired[doc_id], actual.get(doc_id)
@@ -52,7 +60,7 @@ def plan_reconcile(chunks: list[dict], stored: dict[str, dict]) -> Plan:
             plan.added.append(doc_id)
         elif have["hashes"] != {want["hash"]}:
             plan.changed.append(doc_id)
-        elif have["ids"] != set(want["ids"]):
+        elif have["ids"] != set(want["ids"]) or have["kinds"] != {kinds}:
             plan.repaired.append(doc_id)
         else:
             plan.unchanged.append(doc_id)
@@ -81,15 +89,19 @@ def check_mass_delete(plan: Plan, params: IndexParams, allow: bool, location: st
         )
 
 
-def build_points(chunks: list[dict], vectors: np.ndarray, ids: set[str], run_version: str, model: str) -> list[Point]:
+def build_points(chunks: list[dict], vectors: np.ndarray, ids: set[str], run_version: str, model: str,
+                 sparse: bool = False) -> list[Point]:
+    from tasks.sparse import encode_document
+
     points = []
+    kinds = vector_kinds(sparse)
     for c, v in zip(chunks, vectors):
         if c["point_id"] in ids:
             points.append(Point(c["point_id"], v.tolist(), {
                 "doc_id": c["doc_id"], "source": c["source"], "path": c["path"], "position": c["position"],
                 "heading_path": c["heading_path"], "text": c["text"], "chunk_hash": c["chunk_hash"],
-                "doc_hash": c["doc_hash"], "run_version": run_version, "model": model,
-            }))
+                "doc_hash": c["doc_hash"], "run_version": run_version, "model": model, "vectors": kinds,
+            }, encode_document(c["text"]) if sparse else None))
     return points
 
 
@@ -99,7 +111,7 @@ def apply_plan(store: VectorStore, plan: Plan, chunks: list[dict], vectors: np.n
     """Upsert (acknowledged) first, delete after: a crash in between leaves extra points, never missing ones."""
     check_mass_delete(plan, params, allow_mass_delete, store.location)
     start = time.perf_counter()
-    points = build_points(chunks, vectors, set(plan.upsert_ids), run_version, model)
+    points = build_points(chunks, vectors, set(plan.upsert_ids), run_version, model, params.sparse)
     total = len(points) + len(plan.delete_ids)
     done = 0
     for batch in batched(points, params.batch_size):

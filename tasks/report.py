@@ -26,17 +26,38 @@ def build_report(ws: Layout, total_seconds: float | None = None) -> dict:
         "seconds": {s: m[s]["seconds"] for s in STAGES},
         "run_version": m["index"]["run_version"],
     }
+    gate = ws.stage_metrics("eval_retrieval")
+    ev = read_json(gate, "eval_retrieval") if gate.exists() else {}
+    if ev.get("run_version") == report["run_version"]:  # this run's retrieval gate (retrieve.qa_file set)
+        k = ev["k"]
+        report["retrieval"] = {"mode": ev["mode"], f"recall_at_{k}": ev[f"recall_at_{k}"],
+                               f"mrr_at_{k}": ev[f"mrr_at_{k}"], "p95_ms": ev["p95_ms"], "passed": ev["passed"]}
+        report["seconds"]["eval_retrieval"] = ev["seconds"]
     if total_seconds is not None:
         report["seconds"]["total"] = round(total_seconds, 3)
     write_json(ws.refresh_report, report)
     return report
 
 
+def append_history(ws: Layout, report: dict) -> None:
+    """One line per refresh (when, what changed, how long): `compare` reads how often the knowledge changes."""
+    import json
+    from datetime import datetime, timezone
+
+    d = report["documents"]
+    line = {"run_version": report["run_version"], "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "changed_documents": d["added"] + d["changed"] + d["removed"], "documents": d,
+            "points": report["points"]["in_index"], "seconds": report["seconds"].get("total")}
+    ws.refresh_history.parent.mkdir(parents=True, exist_ok=True)
+    with ws.refresh_history.open("a", encoding="utf-8") as f:
+        f.write(json.dumps(line) + "\n")
+
+
 def report_rows(report: dict) -> list[dict]:
     """Flat (section, metric, value) rows: the Prefect table artifact and the CLI table."""
     rows = []
-    for section in ("documents", "chunks", "points"):
-        rows += [{"section": section, "metric": k, "value": v} for k, v in report[section].items()]
+    for section in ("documents", "chunks", "points", "retrieval"):
+        rows += [{"section": section, "metric": k, "value": v} for k, v in report.get(section, {}).items()]
     rows += [{"section": "dropped", "metric": k, "value": v} for k, v in report["dropped_by_reason"].items()]
     rows += [{"section": "seconds", "metric": k, "value": v} for k, v in report["seconds"].items()]
     return rows
@@ -53,6 +74,8 @@ def report_markdown(report: dict) -> str:
         f"**Points**: {p['written']} written, {p['deleted']} deleted, {p['in_index']} in the index (verified).",
         f"**Quality gate**: {'passed' if report['quality']['passed'] else 'FAILED'} "
         f"({report['quality']['expectations']} expectations) - Data Docs: `{report['quality']['data_docs']}`",
+        *([f"**Retrieval gate**: {'passed' if report['retrieval']['passed'] else 'FAILED'} - " + ", ".join(
+            f"{k} {v}" for k, v in report["retrieval"].items() if k != "passed")] if "retrieval" in report else []),
         "",
         "| stage | seconds |",
         "|---|---|",

@@ -20,7 +20,7 @@ from tasks.workspace import (Layout, file_lock, file_sha256, read_json, read_jso
 
 log = logging.getLogger("ragtune")
 Progress = Callable[[int, int], None] | None
-KB_STAGES = ("ingest", "clean", "validate", "chunk", "embed", "index", "verify")
+KB_STAGES = ("ingest", "clean", "validate", "chunk", "embed", "index", "verify", "eval_retrieval")
 
 
 def finish_stage(ws: Layout, stage: str, stats: dict, start: float) -> dict:
@@ -155,13 +155,13 @@ def run_index(ws: Layout, params: Params, allow_mass_delete: bool = False, on_pr
 
 def _index_locked(ws: Layout, params: Params, chunks: list[dict], vectors, embed_stats: dict, run_version: str,
                   allow_mass_delete: bool, on_progress: Progress, start: float) -> dict:
-    from tasks.index import PAYLOAD_FIELDS, apply_plan, plan_reconcile
+    from tasks.index import PAYLOAD_FIELDS, apply_plan, plan_reconcile, vector_kinds
     from tasks.vector_store import open_store
 
     store = open_store(ws.root, params.index)
     try:
         store.ensure_collection(int(vectors.shape[1]) if vectors.ndim == 2 and len(vectors) else embed_stats["dim"])
-        plan = plan_reconcile(chunks, store.scan(PAYLOAD_FIELDS))
+        plan = plan_reconcile(chunks, store.scan(PAYLOAD_FIELDS), vector_kinds(params.index.sparse))
         log.info("index plan: %d added, %d changed, %d repaired, %d unchanged, %d removed documents",
                  len(plan.added), len(plan.changed), len(plan.repaired), len(plan.unchanged), len(plan.removed))
         writes = apply_plan(store, plan, chunks, vectors, params.index, run_version, embed_stats["model"],
@@ -196,6 +196,42 @@ def run_verify(ws: Layout, params: Params, on_progress: Progress = None) -> dict
     return stats
 
 
+def run_eval_retrieval(ws: Layout, params: Params, on_progress: Progress = None) -> dict:
+    """Optional gate after verify: recall@top_k on retrieve.qa_file must not fall more than retrieve.max_recall_drop
+    below the last passing run's. A failing run keeps the old baseline, so repeated drops cannot creep in."""
+    from tasks.config import resolve_path
+    from tasks.qa import read_qa_set
+    from tasks.retrieval import Retriever
+    from tasks.retrieval_eval import evaluate, gate
+
+    start = time.perf_counter()
+    p = params.retrieve
+    last = read_json(ws.stage_metrics("eval_retrieval"), "eval_retrieval") \
+        if ws.stage_metrics("eval_retrieval").exists() else {}
+    baseline = last if last.get("passed") else last.get("baseline")
+    if not p.qa_file:
+        return finish_stage(ws, "eval_retrieval", {"skipped": "retrieve.qa_file is not set", "baseline": baseline},
+                            start)
+    qa_path = resolve_path(ws.root, p.qa_file)
+    rows = read_qa_set(qa_path, "retrieve.qa_file")
+    uncached = params.model_copy(update={"retrieve": p.model_copy(update={"query_cache": False})})
+    with Retriever(ws.root, uncached) as r:  # every question pays for its embedding, as a new question would
+        result = evaluate(r.timed_search, rows, p.top_k)
+    result.update(mode=p.mode, qa_file=p.qa_file, qa_sha256=file_sha256(qa_path),
+                  run_version=read_json(ws.stage_metrics("index"), "index").get("run_version"))
+    passed, reason = gate(result, baseline, p.max_recall_drop)
+    stats = {**result, "passed": passed, "reason": reason,
+             "baseline": {k: v for k, v in baseline.items() if k != "baseline"} if baseline else None}
+    finish_stage(ws, "eval_retrieval", stats, start)
+    if not passed:
+        raise GateFailed(f"retrieval gate failed on {p.qa_file}: {reason}. The index already holds this run's data; "
+                         f"the run is not recorded as a version. Questions that found nothing: {result['missed'][:5]}. "
+                         "Check what changed in the sources (`ragtune eval-retrieval --qa FILE` shows every "
+                         "question), or raise retrieve.max_recall_drop if the drop is expected.")
+    log.info("eval_retrieval: %s", reason)
+    return stats
+
+
 def manifest(chunks: list[dict], params: Params, embed_stats: dict, location: str) -> dict:
     """What the index should hold: deterministic, so DVC versions it and `dvc diff` shows real changes."""
     docs: dict[str, dict] = {}
@@ -215,7 +251,7 @@ def run_stage(name: str, ws: Layout, params: Params, allow_mass_delete: bool = F
     if name in retrain.RETRAIN_STAGES:
         return getattr(retrain, f"run_{name}")(ws, params, on_progress)
     runners = {"ingest": run_ingest, "clean": run_clean, "validate": run_validate, "chunk": run_chunk,
-               "embed": run_embed, "verify": run_verify}
+               "embed": run_embed, "verify": run_verify, "eval_retrieval": run_eval_retrieval}
     if name == "index":
         return run_index(ws, params, allow_mass_delete, on_progress)
     return runners[name](ws, params, on_progress)

@@ -11,9 +11,13 @@ from typing import Any, Callable, Iterable, Protocol, TypeVar
 
 from tasks.config import IndexParams, resolve_path
 from tasks.errors import IndexError_
+from tasks.sparse import VECTOR_NAME as SPARSE
 
 log = logging.getLogger("ragtune")
 T = TypeVar("T")
+
+
+Sparse = tuple[list[int], list[float]]  # (indices, values)
 
 
 @dataclass(frozen=True)
@@ -21,6 +25,7 @@ class Point:
     id: str
     vector: list[float]
     payload: dict[str, Any]
+    sparse: Sparse | None = None   # BM25 terms (tasks/sparse.py), stored as the named sparse vector "bm25"
 
 
 @dataclass(frozen=True)
@@ -39,7 +44,8 @@ class VectorStore(Protocol):
     def delete(self, ids: list[str]) -> None: ...
     def count(self) -> int: ...
     def existing(self, ids: list[str]) -> set[str]: ...
-    def search(self, vector: list[float], top_k: int) -> list[Hit]: ...
+    def query(self, dense: list[float] | None, sparse: Sparse | None, limit: int, candidates: int, rrf_k: int,
+              score_threshold: float | None = None) -> list[Hit]: ...
     def close(self) -> None: ...
 
 
@@ -93,10 +99,18 @@ class QdrantStore:
                     f"makes {dim}-dim {_distance(self.params.distance)} vectors (embed.model / index.distance). "
                     "Use a new index.collection name, or delete the old collection to rebuild it."
                 )
+            if self.params.sparse and SPARSE not in (info.config.params.sparse_vectors or {}):
+                raise IndexError_(
+                    f"index.sparse: collection '{name}' at {self.location} was created without sparse vectors, so "
+                    "BM25 vectors cannot be added to it. Set index.sparse=false (dense retrieval only), or use a new "
+                    "index.collection name (a full rebuild from the embedding cache, no re-embedding); the existing "
+                    "collection was not changed.")
             return
+        sparse_config = {SPARSE: models.SparseVectorParams(modifier=models.Modifier.IDF)} if self.params.sparse else None
         self._call("create_collection", lambda: self.client.create_collection(
             name,
             vectors_config=models.VectorParams(size=dim, distance=_distance(self.params.distance)),
+            sparse_vectors_config=sparse_config,
             hnsw_config=models.HnswConfigDiff(m=self.params.hnsw_m, ef_construct=self.params.hnsw_ef_construct),
         ))
         if self.is_server:  # local mode ignores payload indexes (and warns); a server needs them before loading
@@ -120,7 +134,8 @@ class QdrantStore:
     def upsert(self, points: list[Point]) -> None:
         from qdrant_client import models
 
-        structs = [models.PointStruct(id=p.id, vector=p.vector, payload=p.payload) for p in points]
+        structs = [models.PointStruct(id=p.id, payload=p.payload, vector=p.vector if p.sparse is None else {
+            "": p.vector, SPARSE: models.SparseVector(indices=p.sparse[0], values=p.sparse[1])}) for p in points]
         result = self._call("upsert", lambda: self.client.upsert(self.collection, points=structs, wait=True))
         _require_completed(result, "upsert", self.location)
 
@@ -139,10 +154,30 @@ class QdrantStore:
             self.collection, ids=list(ids), with_payload=False, with_vectors=False))
         return {str(p.id) for p in got}
 
-    def search(self, vector: list[float], top_k: int) -> list[Hit]:
+    def query(self, dense: list[float] | None, sparse: Sparse | None, limit: int, candidates: int, rrf_k: int,
+              score_threshold: float | None = None) -> list[Hit]:
+        """Dense, sparse (BM25 with Qdrant's IDF), or both fused by reciprocal rank in one Query API call.
+        The threshold applies to the dense similarity (or to the BM25 score when sparse is alone)."""
+        from qdrant_client import models
+
+        sparse_q = models.SparseVector(indices=sparse[0], values=sparse[1]) if sparse and sparse[0] else None
+        if dense is not None and sparse_q is not None:
+            kw = {"prefetch": [models.Prefetch(query=dense, limit=candidates, score_threshold=score_threshold),
+                               models.Prefetch(query=sparse_q, using=SPARSE, limit=candidates)],
+                  "query": models.RrfQuery(rrf=models.Rrf(k=rrf_k))}
+        elif dense is not None:
+            kw = {"query": dense, "score_threshold": score_threshold}
+        elif sparse_q is not None:
+            kw = {"query": sparse_q, "using": SPARSE, "score_threshold": score_threshold}
+        else:
+            return []  # a sparse query whose words are all stopwords matches nothing
         res = self._call("query", lambda: self.client.query_points(
-            self.collection, query=vector, limit=top_k, with_payload=True))
+            self.collection, limit=limit, with_payload=True, **kw))
         return [Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in res.points]
+
+    def has_sparse(self) -> bool:
+        info = self._call("get_collection", lambda: self.client.get_collection(self.collection))
+        return SPARSE in (info.config.params.sparse_vectors or {})
 
     def has_collection(self) -> bool:
         return bool(self._call("collection_exists", lambda: self.client.collection_exists(self.collection)))

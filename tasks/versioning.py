@@ -22,8 +22,9 @@ from tasks.workspace import file_lock
 
 log = logging.getLogger("ragtune")
 KINDS = {
-    "kb": {"stages": ["ingest", "clean", "validate", "chunk", "embed", "index", "verify"],
-           "git": ["data/metrics/refresh.json", "data/quality/report.json", "data/metrics/index.json"],
+    "kb": {"stages": ["ingest", "clean", "validate", "chunk", "embed", "index", "verify", "eval_retrieval"],
+           "git": ["data/metrics/refresh.json", "data/quality/report.json", "data/metrics/index.json",
+                   "data/metrics/eval_retrieval.json"],
            "pull": ["data/index/manifest.json", "data/metrics/refresh.json", "data/quality/report.json"]},
     "model": {"stages": ["build_dataset", "train", "evaluate", "promote"],
               "git": ["data/metrics/train.json", "data/metrics/evaluate.json", "data/metrics/promote.json",

@@ -43,6 +43,8 @@ class Layout:
     @property
     def embedding_cache(self) -> Path: return self.root / "data/cache/embeddings.sqlite"
     @property
+    def query_cache(self) -> Path: return self.root / "data/cache/queries.sqlite"
+    @property
     def index_manifest(self) -> Path: return self.root / "data/index/manifest.json"
     @property
     def metrics_dir(self) -> Path: return self.root / "data/metrics"
@@ -52,6 +54,8 @@ class Layout:
 
     @property
     def refresh_report(self) -> Path: return self.metrics_dir / "refresh.json"
+    @property
+    def refresh_history(self) -> Path: return self.metrics_dir / "refresh_history.jsonl"  # one line per kb_refresh
 
     def index_lock(self, collection: str) -> Path:
         return self.root / f"data/locks/index-{collection}.lock"

@@ -1,0 +1,54 @@
+"""Prefect flow `compare`: answer a QA set in each mode (base, rag, ft, hybrid) -> costs from lineage -> recommend."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+from flows.runtime import prefect_progress
+from flows.shared import stage_task
+from tasks import compare as C
+from tasks.answer import Answerer
+from tasks.config import Params, load_params, resolve_path
+from tasks.qa import read_qa_set
+from tasks.workspace import Layout, write_json
+
+
+@stage_task(name="answer_questions", task_run_name="answer_questions[{mode}]")
+def answer_questions(answerer: Answerer, mode: str, rows: list[dict], k: int) -> dict:
+    result = C.evaluate_mode(answerer.answer, mode, rows, k, prefect_progress(f"compare-{mode}"))
+    get_run_logger().info("%s: %s", mode, {key: v for key, v in result.items() if key != "samples"})
+    return result
+
+
+@stage_task(name="recommend")
+def recommend(ws: Layout, params: Params, results: list[dict], qa_file: str, seconds: float) -> dict:
+    costs = C.lineage_costs(ws, params)
+    report = {"qa_file": qa_file, "questions": results[0]["questions"], "k": params.retrieve.top_k,
+              "modes": results, "costs": costs, "recommendation": C.recommend(results, costs, params.compare),
+              "seconds": round(seconds, 1)}
+    write_json(ws.metrics_dir / "compare.json", report)
+    create_table_artifact(key="compare-modes", table=C.comparison_rows(report),
+                          description=f"accuracy, recall and latency per mode on {qa_file}")
+    create_markdown_artifact(key="compare-summary", markdown=C.comparison_markdown(report))
+    return report
+
+
+@flow(name="compare", log_prints=True)
+def compare(root: str = ".", qa_file: str = "benchmarks/data/sample_qa.jsonl", overrides: list[str] | None = None,
+            adapter: str | None = None) -> dict:
+    """RAG, fine-tune or both: measure every mode on the user's own questions and recommend one."""
+    started = time.perf_counter()
+    ws = Layout(Path(root).resolve())
+    # every mode pays for its own query embedding: a warm cache would flatter whichever mode runs second
+    params = load_params(ws.root / "params.yaml", [*(overrides or []), "retrieve.query_cache=false"])
+    rows = read_qa_set(resolve_path(ws.root, qa_file))
+    answerer = Answerer(ws.root, params, adapter)
+    try:
+        results = [answer_questions(answerer, mode, rows, params.retrieve.top_k) for mode in params.compare.modes]
+    finally:
+        answerer.close()
+    return recommend(ws, params, results, qa_file, time.perf_counter() - started)

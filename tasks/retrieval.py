@@ -1,0 +1,135 @@
+"""Retrieval: dense, sparse (BM25) or hybrid (RRF) search of the index, with the options in `retrieve:`.
+
+One Retriever serves `ragtune search`, `eval-retrieval`, `ask` and `compare`: it opens the store once, loads
+the embedding model only when the mode needs it, caches query embeddings (optional) and reranks with a
+CrossEncoder (optional).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from pathlib import Path
+
+from tasks.config import ConfigError, Params
+from tasks.errors import IndexError_
+from tasks.workspace import Layout
+
+MODES = ("dense", "sparse", "hybrid")
+
+
+class Retriever:
+    def __init__(self, root: Path, params: Params, mode: str | None = None):
+        from tasks.vector_store import open_store
+
+        self.params, self.p = params, params.retrieve
+        self.mode = mode or self.p.mode
+        if self.mode not in MODES:
+            raise ConfigError(f"retrieval mode '{self.mode}': expected one of {', '.join(MODES)}.")
+        self._embedder = self._reranker = None
+        self.cache_hits = 0
+        self.store = open_store(root, params.index)
+        try:
+            if not self.store.has_collection():
+                raise IndexError_(f"collection '{params.index.collection}' does not exist at {self.store.location}. "
+                                  "Run `ragtune refresh` first.")
+            if self.mode != "dense" and not self.store.has_sparse():
+                raise IndexError_(
+                    f"retrieve.mode={self.mode}: collection '{params.index.collection}' has no BM25 sparse vectors. "
+                    "Set index.sparse=true and refresh into a new index.collection, or use retrieve.mode=dense.")
+        except BaseException:
+            self.store.close()
+            raise
+        self.cache = None
+        if self.p.query_cache and self.mode != "sparse":
+            from tasks.embed import EmbeddingCache
+            from tasks.embedder import model_fingerprint
+
+            self.cache = EmbeddingCache(Layout(root).query_cache)
+            self.model_key = model_fingerprint(params.embed.model, params.embed.normalize)
+
+    def __enter__(self) -> "Retriever":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.store.close()
+
+    def close(self) -> None:
+        self.store.close()
+
+    def _embed(self, query: str) -> list[float]:
+        key = hashlib.sha256(query.encode()).hexdigest()
+        if self.cache is not None:
+            hit = self.cache.get_many(self.model_key, [key]).get(key)
+            if hit is not None:
+                self.cache_hits += 1
+                return hit.tolist()
+        vector = self._load_embedder().embed([query])[0]
+        if self.cache is not None:
+            self.cache.put_many(self.model_key, [(key, vector)])
+        return vector.tolist()
+
+    def _load_embedder(self):
+        if self._embedder is None:
+            from tasks.embedder import SentenceTransformerEmbedder
+
+            e = self.params.embed
+            self._embedder = SentenceTransformerEmbedder(e.model, e.batch_size, e.device, e.normalize)
+        return self._embedder
+
+    def warm(self) -> "Retriever":
+        """Load the models this mode uses now, so that query latencies exclude loading."""
+        if self.mode != "sparse":
+            self._load_embedder()
+        if self.p.rerank_model:
+            self._load_reranker()
+        return self
+
+    def _load_reranker(self):
+        if self._reranker is None:
+            from sentence_transformers import CrossEncoder
+
+            from tasks.embedder import pick_device
+
+            try:
+                self._reranker = CrossEncoder(self.p.rerank_model, device=pick_device(self.params.embed.device))
+            except OSError as exc:
+                raise ConfigError(f"retrieve.rerank_model '{self.p.rerank_model}': cannot load it ({exc}). Give a "
+                                  "local CrossEncoder folder, or set retrieve.rerank_model=null.") from None
+        return self._reranker
+
+    def _rerank(self, query: str, hits: list[dict]) -> list[dict]:
+        scores = self._load_reranker().predict([(query, h["text"]) for h in hits], show_progress_bar=False)
+        for h, s in zip(hits, scores):
+            h["retrieval_score"], h["score"] = h["score"], round(float(s), 4)
+        return sorted(hits, key=lambda h: -h["score"])
+
+    def search(self, query: str, top_k: int | None = None) -> list[dict]:
+        """The best chunks for one query: doc_id, source, path, position, score, text."""
+        from tasks.sparse import encode_query
+
+        k = top_k or self.p.top_k
+        limit = max(k, self.p.candidates) if self.p.rerank_model else k
+        dense = self._embed(query) if self.mode != "sparse" else None
+        sparse = encode_query(query) if self.mode != "dense" else None
+        if self.mode == "sparse" and not sparse[0]:
+            return []
+        found = self.store.query(dense, sparse, limit, max(self.p.candidates, k), self.p.rrf_k,
+                                 self.p.score_threshold)
+        hits = [{"doc_id": h.payload.get("doc_id"), "source": h.payload.get("source"), "path": h.payload.get("path"),
+                 "position": h.payload.get("position"), "score": round(h.score, 4), "text": h.payload.get("text")}
+                for h in found]
+        if self.p.rerank_model and hits:
+            hits = self._rerank(query, hits)
+        return hits[:k]
+
+    def timed_search(self, query: str, top_k: int | None = None) -> tuple[list[dict], float]:
+        start = time.perf_counter()
+        hits = self.search(query, top_k)
+        return hits, (time.perf_counter() - start) * 1000
+
+
+def search_queries(root: Path, params: Params, queries: list[str], top_k: int, mode: str | None = None) -> list[dict]:
+    """For each query, the top_k chunks."""
+    with Retriever(root, params, mode) as r:
+        return [{"query": q, "mode": r.mode, "hits": r.search(q, top_k)} for q in queries]
