@@ -21,7 +21,7 @@ class VerifyAdapterError(RagtuneError):
     """A saved adapter is empty, incomplete, or does not reproduce the training run's eval loss."""
 
 
-def load_base(model: ModelParams, label2id: dict[str, int] | None = None, dtype=None):
+def load_base(model: ModelParams, label2id: dict[str, int] | None = None, dtype=None, field: str = "model.base"):
     """The base model by name or path (the real from_pretrained path; tests give a tiny local model)."""
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
@@ -44,7 +44,7 @@ def load_base(model: ModelParams, label2id: dict[str, int] | None = None, dtype=
                 id2label={i: lab for lab, i in label2id.items()}, ignore_mismatched_sizes=True, **kw)
         return AutoModelForCausalLM.from_pretrained(model.base, **kw)
     except (OSError, ValueError) as exc:
-        raise model_load_error(model, exc) from None
+        raise model_load_error(model, exc, field) from None
 
 
 def load_with_adapter(model: ModelParams, adapter_dir: Path, label2id: dict[str, int] | None = None):

@@ -90,18 +90,20 @@ def load_generator(params: Params, adapter: tuple[str, Path, dict] | None = None
         version, folder, info = adapter
         mp = ModelParams(base=info["base_model"], revision=info.get("revision"), task="causal_lm",
                          trust_remote_code=params.model.trust_remote_code)
-        check_reachable(mp.base, f"adapter {version}: its base model")
+        field = f"adapter {version}: base model"
+        check_reachable(mp.base, field)
         model = load_with_adapter(mp, folder)
     else:
         version = None
         mp = params.model.model_copy(update={"base": params.generate.model or params.model.base,
                                              "task": "causal_lm"})
-        check_reachable(mp.base, "generate.model" if params.generate.model else "model.base")
-        model = load_base(mp)
+        field = "generate.model" if params.generate.model else "model.base"
+        check_reachable(mp.base, field)
+        model = load_base(mp, field=field)
     import torch
 
     model.to("cuda" if torch.cuda.is_available() else "cpu").eval()
-    tokenizer = load_tokenizer(mp)
+    tokenizer = load_tokenizer(mp, field)
     return Generator(model, tokenizer, chat_template(tokenizer, params.dataset.fallback_template), mp.base, version)
 
 

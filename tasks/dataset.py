@@ -33,24 +33,25 @@ TEMPLATES = {
 }
 
 
-def load_tokenizer(model: ModelParams):
+def load_tokenizer(model: ModelParams, field: str = "model.base"):
     from transformers import AutoTokenizer
 
     try:
         tok = AutoTokenizer.from_pretrained(model.base, revision=model.revision,
                                             trust_remote_code=model.trust_remote_code)
     except (OSError, ValueError) as exc:
-        raise model_load_error(model, exc) from None
+        raise model_load_error(model, exc, field) from None
     if tok.pad_token is None:  # many causal LMs ship without one; padding is masked out of the loss anyway
         tok.pad_token = tok.eos_token
     return tok
 
 
-def model_load_error(model: ModelParams, exc: Exception) -> RagtuneError:
+def model_load_error(model: ModelParams, exc: Exception, field: str = "model.base") -> RagtuneError:
     first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+    how = "pass --base-model PATH" if field == "model.base" else f"set {field}=PATH"
     return ConfigError(
-        f"model.base '{model.base}': cannot load it ({first}). Without hub access only local folders and the HF "
-        "cache work: pass --base-model PATH (a quick tiny one: `ragtune tiny-model models/tiny-causal`), or "
+        f"{field} '{model.base}': cannot load it ({first}). Without hub access only local folders and the HF "
+        f"cache work: {how} (a quick tiny one: `ragtune tiny-model models/tiny-causal`), or "
         "download the model into the HF cache on a machine with network first.")
 
 

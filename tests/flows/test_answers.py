@@ -1,0 +1,194 @@
+"""Retrieval modes, the recall gate, ask and compare on real components: Qdrant local mode, the packaged MiniLM,
+a tiny Llama with a LoRA adapter trained by the real retrain stages, and the Prefect test server."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from flows.cli import app
+from flows.compare import compare
+from flows.kb_refresh import kb_refresh
+from tasks.answer import MODES, Answerer
+from tasks.config import ConfigError, load_params
+from tasks.errors import GateFailed
+from tasks.retrain import RETRAIN_STAGES
+from tasks.retrieval import Retriever
+from tasks.stages import KB_STAGES, run_stage
+from tasks.workspace import Layout
+
+REPO = Path(__file__).resolve().parents[2]
+QA = REPO / "benchmarks/data/sample_qa.jsonl"
+
+# Distractors are about the query's topic in other words; the one document naming the batch code is about
+# something else. A sentence embedding ranks by topic; BM25 matches the code exactly.
+CODE_CORPUS = {
+    "batch-notice.md": "# Power adapters\n\nUnits from production batch ZX-4471-B, shipped in March, came with a "
+                       "power adapter that runs warm. Order a free replacement adapter from the support portal; keep "
+                       "the old one until the new one arrives. Adapters from other batches are fine.",
+    "upgrade-1.md": "# Upgrades\n\nUpgrading the device software did not complete? Restart the thermostat and retry "
+                    "the installation from the app.",
+    "upgrade-2.md": "# Upgrades\n\nIf a software upgrade stops halfway, keep the device powered and the installer "
+                    "resumes by itself within ten minutes.",
+    "upgrade-3.md": "# Upgrades\n\nSoftware installation errors usually come from a weak Wi-Fi signal; move the router "
+                    "closer and try the upgrade again.",
+    "upgrade-4.md": "# Upgrades\n\nA new software version is installed automatically at night; you can also start "
+                    "the upgrade manually in settings.",
+    "upgrade-5.md": "# Upgrades\n\nWhen the upgrade of the device software breaks, a factory reset restores the "
+                    "previous version.",
+    "upgrade-6.md": "# Upgrades\n\nError E12 after an upgrade means the download was corrupted; the thermostat "
+                    "fetches the package again.",
+    "upgrade-7.md": "# Upgrades\n\nThe upgrade server was down for an hour on Tuesday; devices that could not upgrade "
+                    "retried automatically.",
+}
+
+
+def index_stages(root: Path, *overrides: str) -> None:
+    params = load_params(root / "params.yaml", list(overrides))
+    for stage in KB_STAGES:
+        run_stage(stage, Layout(root), params)
+
+
+def test_hybrid_finds_a_rare_product_code_that_dense_retrieval_misses(tmp_path):
+    shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for name, text in CODE_CORPUS.items():
+        (corpus / name).write_text(text)
+    index_stages(tmp_path, f"ingest.sources=[{corpus}]")
+    params = load_params(tmp_path / "params.yaml")
+    question = "Why did the firmware update fail on ZX-4471-B?"
+    top = {}
+    for mode in ("dense", "sparse", "hybrid"):
+        with Retriever(tmp_path, params, mode) as r:
+            top[mode] = [h["doc_id"] for h in r.search(question, 2)]
+    assert "batch-notice.md" not in top["dense"], top
+    assert top["sparse"][0] == "batch-notice.md" and top["hybrid"][0] == "batch-notice.md", top
+    assert len(top["hybrid"]) == 2 and top["hybrid"][1] == top["dense"][0], "the dense favourite is fused in"
+    assert (tmp_path / "data/cache/queries.sqlite").exists(), "query embeddings are cached by default"
+
+
+def test_refresh_gate_passes_then_fails_on_a_recall_drop_and_keeps_its_baseline(workspace):
+    ws = Layout(workspace)
+    gate = ["retrieve.qa_file=" + str(QA)]
+    first = kb_refresh(root=str(workspace), overrides=gate)
+    ev = json.loads(ws.stage_metrics("eval_retrieval").read_text())
+    assert ev["passed"] and ev["recall_at_5"] >= 0.9 and ev["questions"] == 26 and ev["mode"] == "hybrid"
+    assert first["retrieval"]["passed"] and first["retrieval"]["recall_at_5"] == ev["recall_at_5"]
+
+    result = CliRunner().invoke(app, ["eval-retrieval", "--qa", str(QA), "--mode", "all", "--json",
+                                      "--params", str(workspace / "params.yaml")])
+    assert result.exit_code == 0, result.output
+    by_mode = {r["mode"]: r for r in json.loads(result.stdout)}
+    assert set(by_mode) == {"dense", "sparse", "hybrid"}
+    assert all(r["recall_at_5"] >= 0.9 and r["p95_ms"] >= r["p50_ms"] > 0 for r in by_mode.values())
+    assert by_mode["hybrid"]["query_cache_hits"] == 0, "eval-retrieval times the encoder, not the cache"
+
+    for name in ("heron-installation.md", "heron-overview.md", "heron-api.md", "compatibility.html"):
+        (workspace / "data/sample/corpus/product" / name).unlink()
+    with pytest.raises(GateFailed, match="retrieval gate failed.*recall_at_5 fell from"):
+        kb_refresh(root=str(workspace), overrides=gate, allow_mass_delete=True)
+    failed = json.loads(ws.stage_metrics("eval_retrieval").read_text())
+    assert not failed["passed"] and failed["recall_at_5"] < ev["recall_at_5"] - 0.05
+    assert failed["baseline"]["recall_at_5"] == ev["recall_at_5"]
+    with pytest.raises(GateFailed):  # the bar stays at the last passing run: drops cannot creep in
+        kb_refresh(root=str(workspace), overrides=gate)
+    history = ws.refresh_history.read_text().splitlines()
+    assert len(history) == 1, "failed runs are not recorded as refreshes"
+
+
+@pytest.fixture(scope="module")
+def answering(tmp_path_factory, tiny_causal) -> tuple[Path, list[str]]:
+    """An indexed sample workspace with a promoted LoRA adapter on the tiny Llama (trained by the real stages)."""
+    root = tmp_path_factory.mktemp("answering")
+    shutil.copy(REPO / "params.yaml", root / "params.yaml")
+    for folder in ("data/sample/corpus", "data/sample/train", "infra/deepspeed"):
+        shutil.copytree(REPO / folder, root / folder)
+    overrides = [f"model.base={tiny_causal}", "train.deepspeed=none", "train.max_steps=8", "train.learning_rate=0.005"]
+    index_stages(root)
+    params = load_params(root / "params.yaml", overrides)
+    for stage in RETRAIN_STAGES:
+        run_stage(stage, Layout(root), params)
+    return root, overrides
+
+
+def test_every_mode_answers_and_ft_and_hybrid_load_the_adapter(answering):
+    root, overrides = answering
+    production = json.loads(Layout(root).production.read_text())["version"]
+    answerer = Answerer(root, load_params(root / "params.yaml", overrides))
+    try:
+        res = {mode: answerer.answer("How long does a standard Heron installation take?", mode) for mode in MODES}
+        from peft import PeftModel
+
+        assert isinstance(answerer.generator(True).model, PeftModel)
+        assert not isinstance(answerer.generator(False).model, PeftModel)
+    finally:
+        answerer.close()
+    for mode, r in res.items():
+        assert isinstance(r["answer"], str) and r["timings_ms"]["generate"] > 0, (mode, r)
+        assert r["adapter"] == (production if mode in ("ft", "hybrid") else None), mode
+        assert bool(r["sources"]) == (mode in ("rag", "hybrid")), mode
+    assert [s["n"] for s in res["hybrid"]["sources"]] == list(range(1, len(res["hybrid"]["sources"]) + 1))
+    assert res["rag"]["sources"][0]["doc_id"] == "product/heron-installation.md"
+    assert res["rag"]["prompt_tokens"] > res["base"]["prompt_tokens"], "passages are in the prompt"
+
+
+def test_greedy_generation_is_deterministic(answering):
+    root, overrides = answering
+    answers = []
+    for _ in range(2):  # two separate loads: nothing carries over between them
+        answerer = Answerer(root, load_params(root / "params.yaml", overrides))
+        try:
+            answers.append([answerer.answer("Does Heron support baseboard heaters?", m)["answer"]
+                            for m in ("hybrid", "ft")])
+        finally:
+            answerer.close()
+    assert answers[0] == answers[1]
+
+
+def test_rag_without_a_generator_returns_passages_and_other_modes_say_why(answering):
+    root, overrides = answering
+    params = load_params(root / "params.yaml", [*overrides, f"generate.model={root / 'no-such-model'}"])
+    answerer = Answerer(root, params, adapter_version="v-unknown")
+    try:
+        res = answerer.answer("Which model is certified for dual-fuel systems?", "rag", 3)
+        assert res["answer"] is None and len(res["sources"]) == 3 and "generate.model" in res["note"]
+        with pytest.raises(ConfigError, match="--adapter v-unknown: no such adapter.*Known versions: v"):
+            answerer.answer("Which model?", "ft")
+    finally:
+        answerer.close()
+
+
+def test_ask_and_compare_from_the_cli_and_the_flow(answering):
+    root, overrides = answering
+    result = CliRunner().invoke(app, ["ask", "Which model is certified for dual-fuel systems?", "--mode", "hybrid",
+                                      "--top-k", "2", "--json", *overrides, "--params", str(root / "params.yaml")])
+    assert result.exit_code == 0, result.output
+    answer = json.loads(result.stdout)
+    assert answer["mode"] == "hybrid" and len(answer["sources"]) == 2 and answer["adapter"]
+
+    qa = root / "qa.jsonl"
+    qa.write_text("".join(QA.read_text().splitlines(keepends=True)[:4]))
+    report = compare(root=str(root), qa_file=str(qa), overrides=overrides)
+    modes = {r["mode"]: r for r in report["modes"]}
+    assert list(modes) == ["base", "rag", "ft", "hybrid"] and all(r["status"] == "ok" for r in modes.values())
+    assert modes["rag"]["recall_at_5"] == 1.0 and modes["ft"]["recall_at_5"] is None
+    assert modes["hybrid"]["adapter"] and modes["base"]["adapter"] is None
+    costs = report["costs"]
+    assert costs["index"]["points"] > 0 and costs["adapter"]["adapter_mb"] > 0 and costs["adapter"]["trainings"] == 1
+    assert report["recommendation"]["why"], "the recommendation explains itself"
+    assert json.loads((root / "data/metrics/compare.json").read_text())["questions"] == 4
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(artifact_filter=ArtifactFilter(
+            key=ArtifactFilterKey(any_=["compare-modes", "compare-summary"])))
+    assert {a.key for a in found} == {"compare-modes", "compare-summary"}
+    summary = next(a for a in found if a.key == "compare-summary").data
+    assert "| hybrid |" in summary and "Recommendation" in summary

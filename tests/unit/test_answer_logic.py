@@ -1,0 +1,132 @@
+"""Pure logic behind retrieval, its evaluation and the compare recommendation: hand-made inputs, known answers."""
+
+from __future__ import annotations
+
+import pytest
+
+from tasks.compare import recommend
+from tasks.config import CompareParams
+from tasks.errors import SourceError
+from tasks.index import plan_reconcile, vector_kinds
+from tasks.qa import match, read_qa_set
+from tasks.retrieval_eval import evaluate, gate, percentile, score_row
+from tasks.sparse import encode_document, encode_query, term_id, terms
+
+
+def test_sparse_terms_keep_product_codes_whole_and_split():
+    assert terms("The Heron Pro (HX-7734-Q) is certified") == ["heron", "pro", "hx-7734-q", "hx", "7734", "q",
+                                                               "certified"]
+    idx, val = encode_query("HX-7734-Q? hx-7734-q")
+    assert idx == sorted({term_id("hx-7734-q"), term_id("hx"), term_id("7734"), term_id("q")}) and set(val) == {1.0}
+    assert encode_query("what is the") == ([], [])
+
+
+def test_sparse_document_weights_saturate_and_are_deterministic():
+    one = dict(zip(*encode_document("valve " + "filler " * 10)))
+    three = dict(zip(*encode_document("valve valve valve " + "filler " * 8)))
+    v = term_id("valve")
+    assert one[v] < three[v] < 2.2, "BM25 tf saturates below k1 + 1"
+    assert encode_document("same text here") == encode_document("same text here")
+
+
+def test_points_without_sparse_vectors_are_rewritten_when_sparse_is_on():
+    chunks = [{"doc_id": "a", "doc_hash": "h", "point_id": "p1"}]
+    old = {"p1": {"doc_id": "a", "doc_hash": "h"}}  # written before sparse vectors existed
+    assert plan_reconcile(chunks, old).unchanged == ["a"]
+    plan = plan_reconcile(chunks, old, vector_kinds(True))
+    assert plan.repaired == ["a"] and plan.upsert_ids == ["p1"] and not plan.delete_ids
+    new = {"p1": {"doc_id": "a", "doc_hash": "h", "vectors": vector_kinds(True)}}
+    assert plan_reconcile(chunks, new, vector_kinds(True)).unchanged == ["a"]
+
+
+QA = [  # hand-made: the relevant chunks and their ranks are known
+    {"question": "q1", "answers": ["thirty minutes"], "doc_ids": []},
+    {"question": "q2", "answers": [], "doc_ids": ["a", "b"]},
+    {"question": "q3", "answers": ["HX-7734-Q"], "doc_ids": ["c"]},
+    {"question": "q4", "answers": ["nowhere"], "doc_ids": []},
+]
+HITS = {
+    "q1": [{"doc_id": "x", "text": "no"}, {"doc_id": "y", "text": "It takes Thirty  minutes."}],  # rank 2
+    "q2": [{"doc_id": "a", "text": ""}, {"doc_id": "z", "text": ""}, {"doc_id": "a", "text": ""}],  # 1 of 2 docs
+    "q3": [{"doc_id": "d", "text": "HX-7734-Q"}, {"doc_id": "c", "text": "the hx-7734-q model"}],  # doc d is wrong
+    "q4": [{"doc_id": "x", "text": "no"}],
+}
+
+
+def test_recall_and_mrr_on_a_hand_made_qa_set():
+    assert score_row(HITS["q1"], QA[0], 5) == (1.0, 0.5)
+    assert score_row(HITS["q1"], QA[0], 1) == (0.0, 0.0)
+    assert score_row(HITS["q2"], QA[1], 5) == (0.5, 1.0)
+    assert score_row(HITS["q3"], QA[2], 5) == (1.0, 0.5)
+    res = evaluate(lambda q: (HITS[q], {"q1": 10.0, "q2": 20.0, "q3": 30.0, "q4": 40.0}[q]), QA, 5)
+    assert res["recall_at_5"] == pytest.approx((1 + 0.5 + 1 + 0) / 4)
+    assert res["mrr_at_5"] == pytest.approx((0.5 + 1 + 0.5 + 0) / 4)
+    assert (res["p50_ms"], res["p95_ms"]) == (20.0, 40.0) and res["missed"] == ["q4"]
+    assert percentile([5.0], 95) == 5.0
+
+
+def test_recall_gate_fails_on_a_drop_beyond_the_margin_and_resets_on_a_new_qa_set():
+    base = {"k": 5, "recall_at_5": 0.9, "qa_sha256": "s", "mode": "hybrid", "run_version": "r1"}
+    assert gate({**base, "recall_at_5": 0.86}, base, 0.05)[0]
+    ok, reason = gate({**base, "recall_at_5": 0.8}, base, 0.05)
+    assert not ok and "0.9000" in reason and "r1" in reason and "max_recall_drop=0.05" in reason
+    assert gate({**base, "recall_at_5": 0.1, "qa_sha256": "other"}, base, 0.05)[0]
+    assert gate(base, None, 0.05)[0]
+
+
+def test_answers_match_after_normalizing():
+    assert match("About Thirty minutes.", ["thirty minutes"]) == (False, True)
+    assert match("HX-7734-Q", ["hx-7734-q"]) == (True, True)
+
+
+def test_qa_file_errors_name_the_line_and_the_fix(tmp_path):
+    f = tmp_path / "qa.jsonl"
+    f.write_text('{"question": "ok", "answer": "yes"}\n{"question": "no target"}\n')
+    with pytest.raises(SourceError, match=r"qa.jsonl:2: needs 'answers' and/or 'doc_ids'"):
+        read_qa_set(f)
+    f.write_text('{"question": "x", "answers": "one"}\nnot json\n')
+    with pytest.raises(SourceError, match=r"qa.jsonl:2: not valid JSON"):
+        read_qa_set(f)
+    with pytest.raises(SourceError, match="does not exist"):
+        read_qa_set(tmp_path / "missing.jsonl")
+    f.write_text('{"question": "x", "answer": "one", "doc_ids": ["d"]}\n')
+    assert read_qa_set(f) == [{"question": "x", "answers": ["one"], "doc_ids": ["d"]}]
+
+
+def _mode(mode, contains, p95=100.0, recall=None):
+    return {"mode": mode, "status": "ok", "exact": 0.0, "contains": contains, "recall_at_5": recall,
+            "p50_ms": p95 / 2, "p95_ms": p95}
+
+
+def _costs(changes: int, refresh=20.0, retrain=200.0):
+    return {"index": {"points": 90, "store_mb": 1.0, "refresh_seconds": refresh},
+            "adapter": {"version": "v1", "adapter_mb": 0.1, "train_seconds": 50.0, "retrain_seconds": retrain,
+                        "trainings": 2},
+            "knowledge": {"refreshes": 5, "refreshes_with_changes": changes, "span_days": 4.0,
+                          "days_between_changes": 4.0 / changes if changes else None,
+                          "mean_changed_documents": 3.0 if changes else None}}
+
+
+def test_recommendation_prefers_the_cheapest_to_keep_current_among_equally_accurate_modes():
+    results = [_mode("base", 0.1), _mode("rag", 0.70, recall=0.9), _mode("ft", 0.40),
+               _mode("hybrid", 0.72, recall=0.9)]
+    rec = recommend(results, _costs(3), CompareParams())
+    assert rec["choice"] == "rag", rec
+    text = " ".join(rec["why"])
+    assert "rag 0.70" in text and "hybrid 0.72" in text and "3 of 5 refreshes" in text and "20.0 s" in text
+
+
+def test_recommendation_follows_accuracy_latency_budget_and_freshness():
+    results = [_mode("rag", 0.50, p95=900), _mode("ft", 0.52, p95=200), _mode("hybrid", 0.80, p95=950)]
+    assert recommend(results, _costs(3), CompareParams())["choice"] == "hybrid"
+    budget = recommend(results, _costs(3), CompareParams(latency_budget_ms=500))
+    assert budget["choice"] == "ft" and "Over the 500 ms p95 latency budget" in budget["why"][0]
+    static = [_mode("base", 0.6, p95=50), _mode("rag", 0.6, p95=300)]
+    assert recommend(static, _costs(0), CompareParams())["choice"] == "base"  # nothing changes: no upkeep
+    assert recommend(static, _costs(2), CompareParams())["choice"] == "rag"   # base cannot learn the changes
+
+
+def test_no_recommendation_when_no_mode_answers_anything():
+    rec = recommend([_mode("rag", 0.0, recall=0.95), _mode("ft", 0.0)], _costs(1), CompareParams())
+    assert rec["choice"] is None and "too weak" in rec["why"][-1] and "rag recall 0.95" in rec["why"][-1]
+    assert recommend([{**_mode("rag", None), "contains": None}], _costs(1), CompareParams())["choice"] is None
