@@ -22,6 +22,7 @@ $(STAMP): constraints.txt pyproject.toml
 demo: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/ragtune refresh
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/ragtune search "Which thermostat supports dual-fuel heat pumps?" --top-k 3
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/ragtune eval-retrieval --qa data/sample/questions.jsonl --mode all
 
 test: install chromium
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-QA_FILE = Path(__file__).parent / "data/sample_qa.jsonl"
+QA_FILE = Path(__file__).parents[1] / "data/sample/questions.jsonl"
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 SPEEDUP_BAR, QUALITY_BAR_PTS = 2.0, 1.0
 

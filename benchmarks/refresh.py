@@ -51,10 +51,15 @@ def ragtune_cli() -> list[str]:
     return [str(exe)] if exe.exists() else [sys.executable, "-c", "from flows.cli import main; main()"]
 
 
+# The peers and the bare script write dense vectors only; ragtune's BM25 sparse vectors (index.sparse) are
+# off here so that every system does the same work.
+DENSE_ONLY = ["index.sparse=false"]
+
+
 def run_ragtune(project: Path, corpus: Path, overrides: list[str] = ()) -> dict:
     """`ragtune refresh --json` in a subprocess; wall time plus the per-stage seconds of its report."""
     cmd = [*ragtune_cli(), "refresh", "--params", str(project / "params.yaml"), "--source", str(corpus), "--json",
-           "index.max_delete_share=1.0", *overrides]
+           "index.max_delete_share=1.0", *DENSE_ONLY, *overrides]
     wall, stdout = timed_process(cmd, project, project, "ragtune refresh")
     report = json.loads(stdout)
     stages = {s: report["seconds"][s] for s in STAGES}
@@ -187,7 +192,7 @@ def stage_efficiency(chunks: list[dict], work: Path, repeats: int, log) -> dict:
     bare_refresh(chunks[:8], work / "bare-qdrant", 64, 256)  # warm the file cache and torch kernels for both sides
     for r in range(repeats):
         log(f"efficiency round {r + 1}/{repeats}")
-        params = load_params(project / "params.yaml", [f"index.local_path=data/qdrant-{r}"])
+        params = load_params(project / "params.yaml", [f"index.local_path=data/qdrant-{r}", *DENSE_ONLY])
         shutil.rmtree(ws.embedding_cache.parent, ignore_errors=True)
         runs["ragtune_embed"].append(stages.run_embed(ws, params))
         bare = bare_refresh(chunks, work / "bare-qdrant", params.embed.batch_size, params.index.batch_size)

@@ -109,6 +109,8 @@ def refresh(
 
 
 MODE_HELP = "dense | sparse | hybrid (default: retrieve.mode in params.yaml)."
+ADAPTER_OPT = typer.Option(None, "--adapter", help="Adapter version for ft/hybrid (default: production).")
+QA_OPT = typer.Option(..., "--qa", help="JSONL: question + answers (strings a relevant chunk holds) and/or doc_ids.")
 
 
 @app.command()
@@ -146,9 +148,9 @@ def search(
 
 @app.command("eval-retrieval")
 def eval_retrieval(
-    qa: Path = typer.Option(..., "--qa", help="JSONL: question + answers (strings in a relevant chunk) and/or doc_ids."),
+    qa: Path = QA_OPT,
     mode: Optional[list[str]] = typer.Option(None, "--mode", help=MODE_HELP + " Repeatable; 'all' = the three."),
-    top_k: Optional[int] = typer.Option(None, "--top-k", min=1, help="k of recall@k and MRR@k (default: retrieve.top_k)."),
+    top_k: Optional[int] = typer.Option(None, "--top-k", min=1, help="k of recall@k and MRR@k (retrieve.top_k)."),
     overrides: Optional[list[str]] = OVERRIDES_ARG,
     json_out: bool = typer.Option(False, "--json", help="Print the results as JSON."),
     params: Path = PARAMS_OPT,
@@ -185,8 +187,8 @@ def eval_retrieval(
 def ask(
     question: str = typer.Argument(..., help="The question."),
     mode: str = typer.Option("rag", "--mode", help="rag | ft | hybrid | base."),
-    adapter: Optional[str] = typer.Option(None, "--adapter", help="Adapter version for ft/hybrid (default: production)."),
-    top_k: Optional[int] = typer.Option(None, "--top-k", min=1, help="Passages in the prompt (default: retrieve.top_k)."),
+    adapter: Optional[str] = ADAPTER_OPT,
+    top_k: Optional[int] = typer.Option(None, "--top-k", min=1, help="Passages in the prompt (retrieve.top_k)."),
     overrides: Optional[list[str]] = OVERRIDES_ARG,
     json_out: bool = typer.Option(False, "--json", help="Print answer, sources and timings as JSON."),
     params: Path = PARAMS_OPT,
@@ -220,8 +222,8 @@ def ask(
 
 @app.command()
 def compare(
-    qa: Path = typer.Option(..., "--qa", help="JSONL: question + answers (and doc_ids for recall)."),
-    adapter: Optional[str] = typer.Option(None, "--adapter", help="Adapter version for ft/hybrid (default: production)."),
+    qa: Path = QA_OPT,
+    adapter: Optional[str] = ADAPTER_OPT,
     overrides: Optional[list[str]] = OVERRIDES_ARG,
     json_out: bool = typer.Option(False, "--json", help="Print the comparison as JSON."),
     params: Path = PARAMS_OPT,

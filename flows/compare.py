@@ -38,7 +38,7 @@ def recommend(ws: Layout, params: Params, results: list[dict], qa_file: str, sec
 
 
 @flow(name="compare", log_prints=True)
-def compare(root: str = ".", qa_file: str = "benchmarks/data/sample_qa.jsonl", overrides: list[str] | None = None,
+def compare(root: str = ".", qa_file: str = "data/sample/questions.jsonl", overrides: list[str] | None = None,
             adapter: str | None = None) -> dict:
     """RAG, fine-tune or both: measure every mode on the user's own questions and recommend one."""
     started = time.perf_counter()

@@ -201,7 +201,8 @@ def comparison_markdown(report: dict) -> str:
     lines = [f"# RAG, fine-tune or both: {report['questions']} questions from `{report['qa_file']}`", "",
              "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols),
              *["| " + " | ".join("" if r[col] is None else str(r[col]) for col in cols) + " |" for r in rows], "",
-             f"**Index**: {i['points']} points, {_num(i['store_mb'], 'MB')}, last refresh {_num(i['refresh_seconds'], 's')}.",
+             f"**Index**: {i['points']} points, {_num(i['store_mb'], 'MB')}, last refresh "
+             f"{_num(i['refresh_seconds'], 's')}.",
              f"**Adapter**: {a['version'] or 'none'}, {_num(a['adapter_mb'], 'MB')}, training loop "
              f"{_num(a['train_seconds'], 's')}, last retrain {_num(a.get('retrain_seconds'), 's')}; "
              f"{a['trainings']} trainings recorded.",

@@ -106,7 +106,8 @@ class QdrantStore:
                     "index.collection name (a full rebuild from the embedding cache, no re-embedding); the existing "
                     "collection was not changed.")
             return
-        sparse_config = {SPARSE: models.SparseVectorParams(modifier=models.Modifier.IDF)} if self.params.sparse else None
+        idf = models.SparseVectorParams(modifier=models.Modifier.IDF)  # Qdrant keeps the IDF current as points change
+        sparse_config = {SPARSE: idf} if self.params.sparse else None
         self._call("create_collection", lambda: self.client.create_collection(
             name,
             vectors_config=models.VectorParams(size=dim, distance=_distance(self.params.distance)),

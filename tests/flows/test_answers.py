@@ -22,7 +22,7 @@ from tasks.stages import KB_STAGES, run_stage
 from tasks.workspace import Layout
 
 REPO = Path(__file__).resolve().parents[2]
-QA = REPO / "benchmarks/data/sample_qa.jsonl"
+QA = REPO / "data/sample/questions.jsonl"
 
 # Distractors are about the query's topic in other words; the one document naming the batch code is about
 # something else. A sentence embedding ranks by topic; BM25 matches the code exactly.
@@ -53,23 +53,50 @@ def index_stages(root: Path, *overrides: str) -> None:
         run_stage(stage, Layout(root), params)
 
 
-def test_hybrid_finds_a_rare_product_code_that_dense_retrieval_misses(tmp_path):
-    shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
-    corpus = tmp_path / "corpus"
+@pytest.fixture(scope="module")
+def code_index(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("codes")
+    shutil.copy(REPO / "params.yaml", root / "params.yaml")
+    corpus = root / "corpus"
     corpus.mkdir()
     for name, text in CODE_CORPUS.items():
         (corpus / name).write_text(text)
-    index_stages(tmp_path, f"ingest.sources=[{corpus}]")
-    params = load_params(tmp_path / "params.yaml")
+    index_stages(root, f"ingest.sources=[{corpus}]")
+    return root
+
+
+def test_hybrid_finds_a_rare_product_code_that_dense_retrieval_misses(code_index):
+    params = load_params(code_index / "params.yaml")
     question = "Why did the firmware update fail on ZX-4471-B?"
     top = {}
     for mode in ("dense", "sparse", "hybrid"):
-        with Retriever(tmp_path, params, mode) as r:
+        with Retriever(code_index, params, mode) as r:
             top[mode] = [h["doc_id"] for h in r.search(question, 2)]
     assert "batch-notice.md" not in top["dense"], top
     assert top["sparse"][0] == "batch-notice.md" and top["hybrid"][0] == "batch-notice.md", top
     assert len(top["hybrid"]) == 2 and top["hybrid"][1] == top["dense"][0], "the dense favourite is fused in"
-    assert (tmp_path / "data/cache/queries.sqlite").exists(), "query embeddings are cached by default"
+    assert (code_index / "data/cache/queries.sqlite").exists(), "query embeddings are cached by default"
+
+
+def test_score_threshold_query_cache_and_cross_encoder_rerank(code_index, tmp_path):
+    from tasks.tiny import build_tiny_model
+
+    question = "Why did the firmware update fail on ZX-4471-B?"
+    strict = load_params(code_index / "params.yaml", ["retrieve.mode=dense", "retrieve.score_threshold=0.99"])
+    with Retriever(code_index, strict) as r:
+        assert r.search("a question asked for the first time") == [], "nothing is that similar"
+        r.search("a question asked for the first time")
+        assert r.cache_hits == 1, "the second identical query reuses its cached embedding"
+    reranker = tmp_path / "cross-encoder"
+    build_tiny_model(reranker, "cls", REPO, num_labels=1)  # a CrossEncoder is a 1-logit sequence classifier
+    params = load_params(code_index / "params.yaml", [f"retrieve.rerank_model={reranker}", "retrieve.candidates=6"])
+    with Retriever(code_index, params) as r:
+        hits = r.search(question, 3)
+    assert len(hits) == 3 and all("retrieval_score" in h for h in hits)
+    assert [h["score"] for h in hits] == sorted((h["score"] for h in hits), reverse=True)
+    missing = load_params(code_index / "params.yaml", [f"retrieve.rerank_model={tmp_path / 'none'}"])
+    with Retriever(code_index, missing) as r, pytest.raises(ConfigError, match="retrieve.rerank_model"):
+        r.search(question)
 
 
 def test_refresh_gate_passes_then_fails_on_a_recall_drop_and_keeps_its_baseline(workspace):

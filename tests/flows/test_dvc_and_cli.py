@@ -53,7 +53,7 @@ def test_every_command_has_help():
     runner = CliRunner()
     assert runner.invoke(app, ["--help"]).exit_code == 0
     for command in ("refresh", "search", "stage", "server", "retrain", "tiny-model", "versions", "pull", "watch",
-                    "serve"):
+                    "serve", "eval-retrieval", "ask", "compare"):
         result = runner.invoke(app, [command, "--help"])
         assert result.exit_code == 0 and "Usage" in result.output, command
 
@@ -61,7 +61,7 @@ def test_every_command_has_help():
 def test_dvc_yaml_params_exist_and_stages_are_known():
     params = load_params(REPO / "params.yaml").as_dict()
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
-    assert list(stages) == ["ingest", "clean", "validate", "chunk", "embed", "index", "verify",
+    assert list(stages) == ["ingest", "clean", "validate", "chunk", "embed", "index", "verify", "eval_retrieval",
                             "build_dataset", "train", "evaluate", "promote"]
     for name, stage in stages.items():
         assert stage["cmd"] == f"ragtune stage {name}"
@@ -94,7 +94,7 @@ def test_refresh_and_search_json_via_cli(workspace):
     results = json.loads(found.stdout)
     assert [r["query"] for r in results] == ["Which model supports dual fuel systems?", "How long is the warranty?"]
     assert all(len(r["hits"]) == 3 for r in results)
-    assert set(results[0]["hits"][0]) == {"doc_id", "source", "position", "score", "text"}
+    assert set(results[0]["hits"][0]) == {"doc_id", "source", "path", "position", "score", "text"}
     assert "HX-7734-Q" in " ".join(h["text"] for h in results[0]["hits"])
     assert any(h["doc_id"] == "product/warranty.txt" for h in results[1]["hits"])
 
