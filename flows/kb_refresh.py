@@ -98,6 +98,7 @@ def kb_refresh(root: str = ".", sources: list[str] | None = None, overrides: lis
     from tasks.versioning import timestamp
 
     summary = {"points": report["points"]["in_index"], "chunks": report["chunks"]["total"],
-               "embedded": report["chunks"]["embedded"], **{f"docs_{k}": v for k, v in report["documents"].items()}}
+               "embedded": report["chunks"]["embedded"], **{f"docs_{k}": v for k, v in report["documents"].items()},
+               **{k: v for k, v in report.get("retrieval", {}).items() if k.startswith(("recall", "mrr"))}}
     report["version"] = record_version(ws, params, "kb", timestamp(), summary)
     return report

@@ -48,10 +48,10 @@ def latency(ms: list[float]) -> dict:
 
 
 def evaluate(search, rows: list[dict], k: int) -> dict:
-    """search(question) -> (hits, milliseconds). Averages, latency and the questions that found nothing."""
+    """search(question, k) -> (hits, milliseconds). Averages, latency and the questions that found nothing."""
     recalls, rrs, ms, misses = [], [], [], []
     for row in rows:
-        hits, took = search(row["question"])
+        hits, took = search(row["question"], k)
         recall, rr = score_row(hits, row, k)
         recalls.append(recall)
         rrs.append(rr)

@@ -58,7 +58,10 @@ def test_recall_and_mrr_on_a_hand_made_qa_set():
     assert score_row(HITS["q1"], QA[0], 1) == (0.0, 0.0)
     assert score_row(HITS["q2"], QA[1], 5) == (0.5, 1.0)
     assert score_row(HITS["q3"], QA[2], 5) == (1.0, 0.5)
-    res = evaluate(lambda q: (HITS[q], {"q1": 10.0, "q2": 20.0, "q3": 30.0, "q4": 40.0}[q]), QA, 5)
+    asked = []
+    res = evaluate(lambda q, k: asked.append(k) or (HITS[q], {"q1": 10.0, "q2": 20.0, "q3": 30.0, "q4": 40.0}[q]),
+                   QA, 5)
+    assert asked == [5] * 4, "the search is asked for k hits"
     assert res["recall_at_5"] == pytest.approx((1 + 0.5 + 1 + 0) / 4)
     assert res["mrr_at_5"] == pytest.approx((0.5 + 1 + 0.5 + 0) / 4)
     assert (res["p50_ms"], res["p95_ms"]) == (20.0, 40.0) and res["missed"] == ["q4"]
