@@ -160,20 +160,14 @@ def eval_retrieval(
         root = _root(params)
         from tasks.config import load_params
         from tasks.qa import read_qa_set
-        from tasks.retrieval import MODES, Retriever
-        from tasks.retrieval_eval import evaluate
+        from tasks.retrieval import MODES
+        from tasks.retrieval_eval import evaluate_modes
 
-        # latency is measured per query with the encoder: a warm query cache would flatter the second mode
-        p = load_params(params, ["retrieve.query_cache=false", *(overrides or [])])
+        p = load_params(params, list(overrides or []))
         rows = read_qa_set(qa)
         modes = list(MODES) if mode and "all" in mode else (mode or [p.retrieve.mode])
         k = top_k or p.retrieve.top_k
-        results = []
-        for m in modes:
-            with Retriever(root, p, m) as r:
-                r.search(rows[0]["question"], k)  # load the model before timing: latency is per query, warm
-                res = evaluate(r.timed_search, rows, k)
-            results.append({"mode": m, **res, "query_cache_hits": r.cache_hits})
+        results = evaluate_modes(root, p, rows, modes, k)
         if json_out:
             out.print_json(json.dumps(results))
             return

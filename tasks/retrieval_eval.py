@@ -63,6 +63,19 @@ def evaluate(search, rows: list[dict], k: int) -> dict:
             f"mrr_at_{k}": round(sum(rrs) / n, 4), **latency(ms), "missed": misses}
 
 
+def evaluate_modes(root, params, rows: list[dict], modes: list[str], k: int) -> list[dict]:
+    """Each retrieval mode on the QA rows with warm models and no query cache (each query pays for its own
+    embedding, as a new question would), so latencies compare across modes."""
+    from tasks.retrieval import Retriever
+
+    uncached = params.model_copy(update={"retrieve": params.retrieve.model_copy(update={"query_cache": False})})
+    results = []
+    for mode in modes:
+        with Retriever(root, uncached, mode) as r:
+            results.append({"mode": mode, **evaluate(r.warm().timed_search, rows, k)})
+    return results
+
+
 def gate(current: dict, previous: dict | None, max_drop: float) -> tuple[bool, str]:
     """Pass unless recall fell more than max_drop below the last passing run on the same QA set and k."""
     key = f"recall_at_{current['k']}"

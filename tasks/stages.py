@@ -201,8 +201,7 @@ def run_eval_retrieval(ws: Layout, params: Params, on_progress: Progress = None)
     below the last passing run's. A failing run keeps the old baseline, so repeated drops cannot creep in."""
     from tasks.config import resolve_path
     from tasks.qa import read_qa_set
-    from tasks.retrieval import Retriever
-    from tasks.retrieval_eval import evaluate, gate
+    from tasks.retrieval_eval import evaluate_modes, gate
 
     start = time.perf_counter()
     p = params.retrieve
@@ -214,9 +213,7 @@ def run_eval_retrieval(ws: Layout, params: Params, on_progress: Progress = None)
                             start)
     qa_path = resolve_path(ws.root, p.qa_file)
     rows = read_qa_set(qa_path, "retrieve.qa_file")
-    uncached = params.model_copy(update={"retrieve": p.model_copy(update={"query_cache": False})})
-    with Retriever(ws.root, uncached) as r:  # every question pays for its embedding, as a new question would
-        result = evaluate(r.timed_search, rows, p.top_k)
+    result = evaluate_modes(ws.root, params, rows, [p.mode], p.top_k)[0]
     result.update(mode=p.mode, qa_file=p.qa_file, qa_sha256=file_sha256(qa_path),
                   run_version=read_json(ws.stage_metrics("index"), "index").get("run_version"))
     passed, reason = gate(result, baseline, p.max_recall_drop)
