@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from functools import lru_cache
 import unicodedata
 from collections import Counter
 
@@ -22,6 +23,7 @@ VECTOR_NAME = "bm25"
 VERSION = "bm25-v1"          # recorded on every point; a change here makes refresh rewrite the sparse vectors
 K1, B, AVG_LENGTH = 1.2, 0.75, 120.0
 TOKEN = re.compile(r"[a-z0-9]+(?:[-_./][a-z0-9]+)*")
+SEPARATOR = re.compile(r"[-_./]")
 STOPWORDS = frozenset("""a all an and any are as at be been but by can could did do does for from had has have he her
 his how i if in into is it its me my no not of on or our she should so than that the their them then there these
 they this to was we were what when where which who why will with would you your""".split())
@@ -34,12 +36,12 @@ def terms(text: str) -> list[str]:
         if tok in STOPWORDS:
             continue
         out.append(tok)
-        parts = re.split(r"[-_./]", tok)
-        if len(parts) > 1:
-            out += [p for p in parts if p not in STOPWORDS]
+        if SEPARATOR.search(tok):
+            out += [p for p in SEPARATOR.split(tok) if p not in STOPWORDS]
     return out
 
 
+@lru_cache(maxsize=1 << 17)  # a corpus reuses a limited vocabulary: hash each word once
 def term_id(term: str) -> int:
     return int.from_bytes(hashlib.blake2b(term.encode(), digest_size=4).digest(), "little")
 
