@@ -119,6 +119,7 @@ def search(
     top_k: Optional[int] = typer.Option(None, "--top-k", min=1, help="Results per query (default: retrieve.top_k)."),
     mode: Optional[str] = typer.Option(None, "--mode", help=MODE_HELP),
     queries_file: Optional[Path] = typer.Option(None, "--queries-file", help="One query per line."),
+    overrides: Optional[list[str]] = OVERRIDES_ARG,
     json_out: bool = typer.Option(False, "--json", help="Print a JSON list: one {query, hits} per query."),
     params: Path = PARAMS_OPT,
 ) -> None:
@@ -135,7 +136,7 @@ def search(
             queries += [q.strip() for q in queries_file.read_text(encoding="utf-8").splitlines() if q.strip()]
         if not queries:
             raise ConfigError("give a query (ragtune search \"text\") or --queries-file FILE.")
-        results = search_queries(root, load_params(params), queries, top_k, mode)
+        results = search_queries(root, load_params(params, list(overrides or [])), queries, top_k, mode)
         if json_out:
             out.print_json(json.dumps(results))
             return

@@ -26,6 +26,9 @@ class Retriever:
         self.mode = mode or self.p.mode
         if self.mode not in MODES:
             raise ConfigError(f"retrieval mode '{self.mode}': expected one of {', '.join(MODES)}.")
+        if self.mode != "dense" and not params.index.sparse:
+            raise ConfigError(f"retrieve.mode={self.mode} needs BM25 vectors, but index.sparse is false. Set "
+                              "index.sparse=true and refresh, or use retrieve.mode=dense.")
         self._embedder = self._reranker = None
         self.cache_hits = 0
         self.store = open_store(root, params.index)

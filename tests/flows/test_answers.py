@@ -94,6 +94,8 @@ def test_score_threshold_query_cache_and_cross_encoder_rerank(code_index, tmp_pa
         hits = r.search(question, 3)
     assert len(hits) == 3 and all("retrieval_score" in h for h in hits)
     assert [h["score"] for h in hits] == sorted((h["score"] for h in hits), reverse=True)
+    with pytest.raises(ConfigError, match="retrieve.mode=hybrid needs BM25 vectors, but index.sparse is false"):
+        Retriever(code_index, load_params(code_index / "params.yaml", ["index.sparse=false"]))
     missing = load_params(code_index / "params.yaml", [f"retrieve.rerank_model={tmp_path / 'none'}"])
     with Retriever(code_index, missing) as r, pytest.raises(ConfigError, match="retrieve.rerank_model"):
         r.search(question)
