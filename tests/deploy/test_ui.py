@@ -1,5 +1,5 @@
 """The Prefect UI in headless Chromium (Debian's chromium driven by playwright; no browser download):
-a refresh run against a real server shows up with its task runs and artifacts."""
+a refresh run and a compare run against a real server show up with their task runs and artifacts."""
 
 from __future__ import annotations
 
@@ -25,8 +25,15 @@ def test_refresh_run_and_its_artifacts_are_visible_in_the_ui(workspace, prefect_
     proc = subprocess.run(["ragtune", "refresh", "--json", "--params", str(workspace / "params.yaml")], env=env,
                           cwd=workspace, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
+    qa = Path(__file__).resolve().parents[2] / "data/sample/questions.jsonl"
+    proc = subprocess.run(["ragtune", "compare", "--qa", str(qa), "--json", "compare.modes=[rag]", "--params",
+                           str(workspace / "params.yaml")], env=env, cwd=workspace, capture_output=True, text=True,
+                          timeout=600)  # offline: rag has no generator and scores its passages only
+    assert proc.returncode == 0, proc.stderr
     runs = httpx.post(f"{url}/flow_runs/filter", json={"flow_runs": {"name": {}}}, timeout=10).json()
-    run = next(r for r in runs if r["state_type"] == "COMPLETED" and r["parameters"].get("root") == str(workspace))
+    mine = [r for r in runs if r["state_type"] == "COMPLETED" and r["parameters"].get("root") == str(workspace)]
+    run = next(r for r in mine if "qa_file" not in r["parameters"])
+    compare_run = next(r for r in mine if "qa_file" in r["parameters"])
     ui = url.removesuffix("/api")
 
     with sync_playwright() as p:
@@ -43,5 +50,14 @@ def test_refresh_run_and_its_artifacts_are_visible_in_the_ui(workspace, prefect_
         for key in ("kb-refresh-report", "kb-quality", "kb-data-docs"):
             expect(page.get_by_text(key).first).to_be_visible(timeout=30_000)
         page.screenshot(path=str(tmp_path / "flow-run-artifacts.png"), full_page=True)
+
+        page.goto(f"{ui}/runs/flow-run/{compare_run['id']}", wait_until="networkidle")
+        expect(page.get_by_text("answer_questions[rag]").first).to_be_visible(timeout=60_000)
+        page.get_by_text("Artifacts", exact=True).first.click()
+        for key in ("compare-modes", "compare-summary"):
+            expect(page.get_by_text(key).first).to_be_visible(timeout=30_000)
+        page.get_by_text("compare-modes").first.click()
+        expect(page.get_by_text("passages only").first).to_be_visible(timeout=30_000)  # the table's rag row
+        page.screenshot(path=str(tmp_path / "compare-table.png"), full_page=True)
         browser.close()
     assert (tmp_path / "runs.png").stat().st_size > 10_000
