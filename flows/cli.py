@@ -168,7 +168,10 @@ def eval_retrieval(
         rows = read_qa_set(qa)
         modes = list(MODES) if mode and "all" in mode else (mode or [p.retrieve.mode])
         k = top_k or p.retrieve.top_k
-        results = evaluate_modes(root, p, rows, modes, k)
+        with progress_bars(not json_out):
+            from flows.runtime import console_progress
+
+            results = evaluate_modes(root, p, rows, modes, k, console_progress)
         if json_out:
             out.print_json(json.dumps(results))
             return

@@ -47,10 +47,10 @@ def latency(ms: list[float]) -> dict:
             "p95_ms": round(percentile(ms, 95), 1) if ms else None}
 
 
-def evaluate(search, rows: list[dict], k: int) -> dict:
+def evaluate(search, rows: list[dict], k: int, on_progress=None) -> dict:
     """search(question, k) -> (hits, milliseconds). Averages, latency and the questions that found nothing."""
     recalls, rrs, ms, misses = [], [], [], []
-    for row in rows:
+    for i, row in enumerate(rows, 1):
         hits, took = search(row["question"], k)
         recall, rr = score_row(hits, row, k)
         recalls.append(recall)
@@ -58,12 +58,14 @@ def evaluate(search, rows: list[dict], k: int) -> dict:
         ms.append(took)
         if rr == 0:
             misses.append(row["question"])
+        if on_progress:
+            on_progress(i, len(rows))
     n = len(rows)
     return {"k": k, "questions": n, f"recall_at_{k}": round(sum(recalls) / n, 4),
             f"mrr_at_{k}": round(sum(rrs) / n, 4), **latency(ms), "missed": misses}
 
 
-def evaluate_modes(root, params, rows: list[dict], modes: list[str], k: int) -> list[dict]:
+def evaluate_modes(root, params, rows: list[dict], modes: list[str], k: int, progress=None) -> list[dict]:
     """Each retrieval mode on the QA rows with warm models and no query cache (each query pays for its own
     embedding, as a new question would), so latencies compare across modes."""
     from tasks.retrieval import Retriever
@@ -72,7 +74,9 @@ def evaluate_modes(root, params, rows: list[dict], modes: list[str], k: int) -> 
     results = []
     for mode in modes:
         with Retriever(root, uncached, mode) as r:
-            results.append({"mode": mode, **evaluate(r.warm().timed_search, rows, k)})
+            r.warm()
+            bar = progress(mode) if progress else None  # progress(label) -> (done, total) callback
+            results.append({"mode": mode, **evaluate(r.timed_search, rows, k, bar)})
     return results
 
 
