@@ -13,7 +13,8 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from flows.runtime import prefect_progress
 from flows.shared import publish_quality, record_version, stage_task
 from tasks import stages
-from tasks.config import Params, check_versionable, load_run_params
+from tasks.config import Params, check_versionable, load_run_params, resolve_path
+from tasks.qa import read_qa_set
 from tasks.report import append_history, build_report, report_markdown, report_rows
 from tasks.workspace import Layout, write_json
 
@@ -74,6 +75,8 @@ def resolve_params(ws: Layout, sources: list[str] | None, overrides: list[str] |
     """params.yaml + --source + key=value, validated, echoed to the log and saved beside the outputs."""
     params = load_run_params(ws.root / "params.yaml", sources, overrides)
     check_versionable(params, overrides, sources)
+    if params.retrieve.qa_file:  # a bad QA file must stop the run before the index changes, not after
+        read_qa_set(resolve_path(ws.root, params.retrieve.qa_file), "retrieve.qa_file")
     get_run_logger().info("resolved params:\n%s", json.dumps(params.as_dict(), indent=2))
     write_json(ws.metrics_dir / "params.json", params.as_dict())
     return params

@@ -15,7 +15,7 @@ from flows.compare import compare
 from flows.kb_refresh import kb_refresh
 from tasks.answer import MODES, Answerer
 from tasks.config import ConfigError, load_params
-from tasks.errors import GateFailed
+from tasks.errors import GateFailed, SourceError
 from tasks.retrain import RETRAIN_STAGES
 from tasks.retrieval import Retriever
 from tasks.stages import KB_STAGES, run_stage
@@ -103,6 +103,9 @@ def test_score_threshold_query_cache_and_cross_encoder_rerank(code_index, tmp_pa
 
 def test_refresh_gate_passes_then_fails_on_a_recall_drop_and_keeps_its_baseline(workspace):
     ws = Layout(workspace)
+    with pytest.raises(SourceError, match="retrieve.qa_file: .*missing.jsonl does not exist"):
+        kb_refresh(root=str(workspace), overrides=["retrieve.qa_file=missing.jsonl"])
+    assert not ws.raw_documents.exists(), "a bad QA file stops the run before any stage"
     gate = ["retrieve.qa_file=" + str(QA)]
     first = kb_refresh(root=str(workspace), overrides=gate)
     ev = json.loads(ws.stage_metrics("eval_retrieval").read_text())
