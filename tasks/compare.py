@@ -57,7 +57,7 @@ def evaluate_mode(answer: Callable[[str, str], dict], mode: str, rows: list[dict
             "exact": round(exact / with_answers, 4) if scored else None,
             "contains": round(contains / with_answers, 4) if scored else None,
             f"recall_at_{k}": round(sum(recalls) / len(recalls), 4) if recalls else None,
-            **latency(ms), "adapter": res.get("adapter"), "samples": samples}
+            **latency(ms), "model": res.get("model"), "adapter": res.get("adapter"), "samples": samples}
 
 
 def _span_days(times: list[str]) -> float | None:
@@ -208,6 +208,10 @@ def comparison_markdown(report: dict) -> str:
              f"{a['trainings']} trainings recorded.",
              f"**Knowledge changes**: {c['refreshes_with_changes']} of {c['refreshes']} refreshes.", "",
              f"## Recommendation: {rec['choice'] or 'none'}", "", *[f"- {w}" for w in rec["why"]]]
+    models = {r["mode"]: r["model"] + (f" + adapter {r['adapter']}" if r.get("adapter") else "")
+              for r in report["modes"] if r.get("model")}
+    if models:
+        lines += ["", "**Generators**: " + "; ".join(f"{m}: `{g}`" for m, g in models.items())]
     skipped = [r for r in report["modes"] if r["status"] != "ok"]
     if skipped:
         lines += ["", *[f"- {r['mode']}: {r['status']}: {r['reason']}" for r in skipped]]
