@@ -14,7 +14,6 @@ chunk that contains an expected answer string), plus the cosine between each bac
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import time
 from pathlib import Path
@@ -96,13 +95,16 @@ def openvino_encoder(path: Path, tokenizer, max_len: int) -> RuntimeEncoder:
 
 
 def retrieval_quality(vectors: np.ndarray, chunks: list[dict], queries: np.ndarray, qa: list[dict], k: int = 5):
-    """recall@k and MRR@k (a hit = a retrieved chunk containing one of the row's answer strings)."""
+    """recall@k and MRR@k (a hit = a retrieved chunk containing one of the row's answer strings), scored by
+    eval-retrieval's own score_row on the in-memory ranking."""
+    from tasks.retrieval_eval import score_row
+
     recall = mrr = 0.0
     for q, row in zip(queries, qa):
-        top = np.argsort(-(vectors @ q))[:k]
-        ranks = [r for r, i in enumerate(top, 1) if any(a in chunks[i]["text"] for a in row["answers"])]
-        recall += bool(ranks)
-        mrr += 1 / ranks[0] if ranks else 0
+        hits = [chunks[i] for i in np.argsort(-(vectors @ q))[:k]]
+        r, rr = score_row(hits, {**row, "doc_ids": []}, k)  # answers only, as this benchmark has always scored
+        recall += r
+        mrr += rr
     return round(100 * recall / len(qa), 1), round(mrr / len(qa), 3)
 
 
@@ -111,8 +113,9 @@ def compare_encoders(speed_texts: list[str], qa_chunks: list[dict], model_name: 
     from sentence_transformers import SentenceTransformer
 
     from tasks.embedder import resolve_model_path
+    from tasks.qa import read_qa_set
 
-    qa = [json.loads(line) for line in QA_FILE.read_text(encoding="utf-8").splitlines() if line.strip()]
+    qa = read_qa_set(QA_FILE)
     st = SentenceTransformer(resolve_model_path(model_name), device="cpu")
     max_len = int(st.max_seq_length)
     backends = {"pytorch": lambda texts: st.encode(texts, batch_size=batch_size, normalize_embeddings=True,

@@ -14,6 +14,7 @@ from tasks import compare as C
 from tasks.answer import Answerer
 from tasks.config import Params, load_params, resolve_path
 from tasks.qa import read_qa_set
+from tasks.retrieval import without_query_cache
 from tasks.workspace import Layout, write_json
 
 
@@ -43,8 +44,7 @@ def compare(root: str = ".", qa_file: str = "data/sample/questions.jsonl", overr
     """RAG, fine-tune or both: measure every mode on the user's own questions and recommend one."""
     started = time.perf_counter()
     ws = Layout(Path(root).resolve())
-    # every mode pays for its own query embedding: a warm cache would flatter whichever mode runs second
-    params = load_params(ws.root / "params.yaml", [*(overrides or []), "retrieve.query_cache=false"])
+    params = without_query_cache(load_params(ws.root / "params.yaml", overrides or []))
     rows = read_qa_set(resolve_path(ws.root, qa_file))
     answerer = Answerer(ws.root, params, adapter)
     try:

@@ -17,7 +17,7 @@ from typing import Callable
 from tasks.config import CompareParams, Params, resolve_path
 from tasks.errors import RagtuneError
 from tasks.retrieval_eval import latency, score_row
-from tasks.workspace import Layout
+from tasks.workspace import Layout, read_jsonl
 
 # what keeps each mode current when the knowledge changes
 UPKEEP = {"base": "nothing (it cannot learn new facts)", "rag": "a refresh", "ft": "a retrain",
@@ -66,9 +66,7 @@ def _span_days(times: list[str]) -> float | None:
 
 
 def _read_jsonl(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return read_jsonl(path, "kb_refresh or retrain") if path.exists() else []  # no history yet: no lines
 
 
 def lineage_costs(ws: Layout, params: Params) -> dict:

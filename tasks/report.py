@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from datetime import datetime, timezone
+
 from tasks.workspace import Layout, read_json, write_json
 
 STAGES = ("ingest", "clean", "validate", "chunk", "embed", "index", "verify")
@@ -41,9 +44,6 @@ def build_report(ws: Layout, total_seconds: float | None = None) -> dict:
 
 def append_history(ws: Layout, report: dict) -> None:
     """One line per refresh (when, what changed, how long): `compare` reads how often the knowledge changes."""
-    import json
-    from datetime import datetime, timezone
-
     d = report["documents"]
     line = {"run_version": report["run_version"], "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "changed_documents": d["added"] + d["changed"] + d["removed"], "documents": d,

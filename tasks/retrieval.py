@@ -132,6 +132,12 @@ class Retriever:
         return hits, (time.perf_counter() - start) * 1000
 
 
+def without_query_cache(params: Params) -> Params:
+    """For measurements: every query pays for its own embedding, as a new question would; a warm cache would
+    flatter whichever mode or run comes second."""
+    return params.model_copy(update={"retrieve": params.retrieve.model_copy(update={"query_cache": False})})
+
+
 def search_queries(root: Path, params: Params, queries: list[str], top_k: int, mode: str | None = None) -> list[dict]:
     """For each query, the top_k chunks."""
     with Retriever(root, params, mode) as r:

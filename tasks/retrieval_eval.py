@@ -66,11 +66,10 @@ def evaluate(search, rows: list[dict], k: int, on_progress=None) -> dict:
 
 
 def evaluate_modes(root, params, rows: list[dict], modes: list[str], k: int, progress=None) -> list[dict]:
-    """Each retrieval mode on the QA rows with warm models and no query cache (each query pays for its own
-    embedding, as a new question would), so latencies compare across modes."""
-    from tasks.retrieval import Retriever
+    """Each retrieval mode on the QA rows with warm models and no query cache, so latencies compare across modes."""
+    from tasks.retrieval import Retriever, without_query_cache
 
-    uncached = params.model_copy(update={"retrieve": params.retrieve.model_copy(update={"query_cache": False})})
+    uncached = without_query_cache(params)
     results = []
     for mode in modes:
         with Retriever(root, uncached, mode) as r:

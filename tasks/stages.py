@@ -214,7 +214,7 @@ def run_eval_retrieval(ws: Layout, params: Params, on_progress: Progress = None)
     qa_path = resolve_path(ws.root, p.qa_file)
     rows = read_qa_set(qa_path, "retrieve.qa_file")
     result = evaluate_modes(ws.root, params, rows, [p.mode], p.top_k)[0]
-    result.update(mode=p.mode, qa_file=p.qa_file, qa_sha256=file_sha256(qa_path),
+    result.update(qa_file=p.qa_file, qa_sha256=file_sha256(qa_path),
                   run_version=read_json(ws.stage_metrics("index"), "index").get("run_version"))
     passed, reason = gate(result, baseline, p.max_recall_drop)
     stats = {**result, "passed": passed, "reason": reason,
