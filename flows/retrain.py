@@ -46,7 +46,8 @@ def promote_adapter(ws: Layout, params: Params) -> dict:
 
 @stage_task(name="publish_report")
 def publish_report(ws: Layout, data: dict, train: dict, evaluation: dict, promotion: dict, seconds: float) -> dict:
-    report = {"data": {k: data[k] for k in ("format", "task", "examples", "train_rows", "eval_rows", "train_tokens")},
+    report = {"data": {k: data.get(k) for k in ("format", "task", "examples", "train_rows", "eval_rows", "train_tokens",
+                                                "heldout_questions")} | {"kb": (data.get("kb") or {}).get("kb_tag")},
               "train": {k: train.get(k) for k in ("global_step", "resumed_from_step", "first_logged_loss",
                                                   "last_logged_loss", "tokens_per_s", "peak_rss_mb", "peak_gpu_mb",
                                                   "precision", "zero_stage", "train_seconds")},
@@ -82,6 +83,7 @@ def retrain(root: str = ".", overrides: list[str] | None = None) -> dict:
     report = publish_report(ws, data, trained, evaluation, promotion, time.perf_counter() - started)
     summary = {"promoted": promotion["promoted"], "metric": promotion["metric"], "value": promotion["candidate"],
                "production_version": promotion["production_version"], "steps": trained["global_step"],
-               "tokens_per_s": trained["tokens_per_s"]}
+               "tokens_per_s": trained["tokens_per_s"], "format": data["format"],
+               "kb": (data.get("kb") or {}).get("kb_tag")}  # the knowledge the adapter learned from
     report["version"] = record_version(ws, params, "model", promotion["version"], summary)
     return report

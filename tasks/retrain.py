@@ -24,9 +24,11 @@ RETRAIN_STAGES = ("build_dataset", "train", "evaluate", "promote")
 
 
 def run_build_dataset(ws: Layout, params: Params, on_progress: Progress = None) -> dict:
-    """Read + repair examples, tokenize (cached), run the GX gate, split, pack, write data/train/."""
+    """Read + repair examples (or build them from the knowledge base), tokenize (cached), run the GX gate,
+    split, pack, write data/train/."""
     from tasks import dataset as D
-    from tasks.examples import data_version, read_examples
+    from tasks.examples import QA_FORMATS, data_version, encoding, question_hash, read_examples, version_files
+    from tasks.kb_dataset import kb_version, raft_from_index
     from tasks.validate import run_suites
 
     start = time.perf_counter()
@@ -34,9 +36,14 @@ def run_build_dataset(ws: Layout, params: Params, on_progress: Progress = None) 
     examples, fmt = read_examples(ws.root, p.sources, p.format, p.system_prompt)
     if (task == "seq_cls") != (fmt == "labelled"):
         raise ConfigError(f"model.task={task} does not fit dataset format '{fmt}': seq_cls trains on labelled "
-                          "{text, label} examples, causal_lm on instruction, chat or text examples.")
-    tokenizer = D.load_tokenizer(params.model)
-    template = D.chat_template(tokenizer, p.fallback_template) if fmt in ("instruction", "chat") else ""
+                          "{text, label} examples, causal_lm on instruction, chat, text, kb_text, qa or raft examples.")
+    source_hashes = sorted({e.content_hash[:16] for e in examples if not e.problem})  # what `watch` diffs against
+    raft = None
+    if fmt == "raft":
+        examples, raft = raft_from_index(ws, params, examples, on_progress)
+    kind = encoding(fmt)
+    tokenizer = D.load_tokenizer(params.model, ws.root)
+    template = D.chat_template(tokenizer, p.fallback_template) if kind in ("instruction", "chat") else ""
     labels = list(p.labels) or sorted({e.label for e in examples if e.label})
     label2id = {lab: i for i, lab in enumerate(labels)} if fmt == "labelled" else {}
     key = D.cache_key(examples, D.tokenizer_fingerprint(tokenizer), template, fmt, p, task)
@@ -44,10 +51,10 @@ def run_build_dataset(ws: Layout, params: Params, on_progress: Progress = None) 
     encoded = D.load_cached(cached_file)
     reused = encoded is not None
     if encoded is None:
-        encoded = D.encode(examples, tokenizer, fmt, template, label2id)
+        encoded = D.encode(examples, tokenizer, kind, template, label2id)
         write_jsonl(cached_file, (asdict(e) for e in encoded))
     report = run_suites(ws.gx_root, "ragtune_examples",
-                        {"examples": (D.gate_table(examples, encoded, p.max_length), D.expectations(p, fmt))},
+                        {"examples": (D.gate_table(examples, encoded, p.max_length), D.expectations(p, kind))},
                         id_column="example_id")
     report.update(format=fmt, examples=len(examples), sources=p.sources)
     write_json(ws.train_quality, report)
@@ -58,9 +65,9 @@ def run_build_dataset(ws: Layout, params: Params, on_progress: Progress = None) 
             f"Data Docs: {report['data_docs']}\nFix the examples in {', '.join(p.sources)}, or loosen the "
             "thresholds in the dataset: section of params.yaml.")
     train, evals = D.split(encoded, p)
-    rows = {name: D.to_rows(items, fmt, p.max_length, p.packing and fmt != "labelled")
+    rows = {name: D.to_rows(items, kind, p.max_length, p.packing and fmt != "labelled")
             for name, items in (("train", train), ("eval", evals))}
-    if fmt in ("instruction", "chat") and not any(tokenizer.eos_token_id in r["labels"] for r in rows["train"]):
+    if kind in ("instruction", "chat") and not any(tokenizer.eos_token_id in r["labels"] for r in rows["train"]):
         raise GateFailed(
             f"no trained span contains the tokenizer's eos token {tokenizer.eos_token!r}, so the model would "
             "never learn to stop. Use a template whose turns end with eos (dataset.fallback_template=chatml for "
@@ -69,9 +76,20 @@ def run_build_dataset(ws: Layout, params: Params, on_progress: Progress = None) 
         raise GateFailed(f"dataset: no training rows left after truncation to dataset.max_length={p.max_length}.")
     for name, r in rows.items():
         write_jsonl(ws.train_dir / f"{name}.jsonl", r)
-    meta = {"format": fmt, "task": task, "cache_key": key, "base_model": params.model.base,
+    qa_info = {}
+    if fmt in QA_FORMATS:  # questions held out of training, for `compare` and evaluate.qa_file
+        by_id = {e.example_id: e for e in examples}
+        held = [by_id[e.example_id].qa for e in evals]
+        write_jsonl(ws.heldout_qa, held)
+        qa_info = {"train_questions": sorted({question_hash(by_id[e.example_id].qa["question"]) for e in train}),
+                   "heldout_questions": len(held), "heldout_qa": str(ws.heldout_qa.relative_to(ws.root))}
+    else:
+        ws.heldout_qa.unlink(missing_ok=True)
+    files = version_files(ws.root, fmt, p.sources)
+    meta = {"format": fmt, "encoding": kind, "task": task, "cache_key": key, "base_model": params.model.base,
             "template": template, "label2id": label2id, "pad_id": tokenizer.pad_token_id,
-            "eos_id": tokenizer.eos_token_id, "data_version": data_version(ws.root, p.sources),
+            "eos_id": tokenizer.eos_token_id, "data_version": data_version(ws.root, files),
+            "kb": kb_version(ws) if fmt in ("kb_text", "raft") else None, "raft": raft, **qa_info,
             "examples": len(examples), "unique_examples": len(train) + len(evals),
             "train_examples": len(train), "eval_examples": len(evals),
             "train_rows": len(rows["train"]), "eval_rows": len(rows["eval"]),
@@ -79,9 +97,9 @@ def run_build_dataset(ws: Layout, params: Params, on_progress: Progress = None) 
             "trained_tokens": sum(sum(t != D.IGNORE for t in r["labels"]) for r in rows["train"])
             if fmt != "labelled" else None,
             "packing": p.packing and fmt != "labelled", "reused_cache": reused,
-            "example_hashes": sorted({e.content_hash[:16] for e in train + evals})}  # what `watch` diffs against
+            "example_hashes": source_hashes}
     write_json(ws.dataset_meta, meta)
-    stats = {k: v for k, v in meta.items() if k not in ("template", "example_hashes")}
+    stats = {k: v for k, v in meta.items() if k not in ("template", "example_hashes", "train_questions")}
     stats["gate"] = {"evaluated": report["evaluated"], "success": True, "data_docs": report["data_docs"]}
     finish_stage(ws, "build_dataset", stats, start)
     log.info("build_dataset: %s format, %d train / %d eval rows, %d train tokens", fmt, meta["train_rows"],
@@ -129,10 +147,10 @@ def run_train(ws: Layout, params: Params, on_progress: Progress = None) -> dict:
     m = result["metrics"]
     if not is_main_process():  # under a multi-GPU launcher, rank 0 verifies and publishes the adapter
         return m
-    load_tokenizer(params.model).save_pretrained(staging / "adapter")
+    load_tokenizer(params.model, ws.root).save_pretrained(staging / "adapter")
     verification = verify_adapter(staging / "adapter", result["expected_state"])
     if rows["eval"]:
-        reloaded = evaluate_rows(load_with_adapter(params.model, staging / "adapter", meta["label2id"]), rows["eval"],
+        reloaded = evaluate_rows(load_with_adapter(params.model, ws.root, staging / "adapter", meta["label2id"]), rows["eval"],
                                  meta["pad_id"], params.train.batch_size, params.model.task)["eval_loss"]
         tol = 1e-3 if m["precision"] == "fp32" else 3e-2
         if abs(reloaded - m["eval_loss_in_training"]) > tol * max(1.0, abs(m["eval_loss_in_training"])):
@@ -211,10 +229,10 @@ def run_evaluate(ws: Layout, params: Params, on_progress: Progress = None) -> di
         from tasks.dataset import load_tokenizer
         from tasks.qa import read_qa
 
-        qa = (load_tokenizer(params.model), read_qa(resolve_path(ws.root, params.evaluate.qa_file)))
+        qa = (load_tokenizer(params.model, ws.root), read_qa(resolve_path(ws.root, params.evaluate.qa_file)))
 
     def score(adapter_dir: Path) -> dict:
-        model = load_with_adapter(params.model, adapter_dir, meta["label2id"])
+        model = load_with_adapter(params.model, ws.root, adapter_dir, meta["label2id"])
         out = evaluate_rows(model, rows, meta["pad_id"], params.evaluate.batch_size, params.model.task)
         if qa:
             from tasks.qa import score_qa

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 
 from tasks.config import Params
-from tasks.examples import data_version, read_examples
+from tasks.examples import data_version, read_examples, version_files
 from tasks.workspace import Layout, write_json
 
 
@@ -27,7 +27,7 @@ def detect_change(ws: Layout, params: Params) -> dict:
     examples, fmt = read_examples(ws.root, params.dataset.sources, params.dataset.format, params.dataset.system_prompt)
     current = {e.content_hash[:16] for e in examples if not e.problem}
     baseline, production = production_hashes(ws)
-    versions = data_version(ws.root, params.dataset.sources)
+    versions = data_version(ws.root, version_files(ws.root, fmt, params.dataset.sources))
     data_hash = json.dumps(versions, sort_keys=True)
     state = json.loads(ws.watch_state.read_text()) if ws.watch_state.exists() else {}
     new = len(current - baseline)

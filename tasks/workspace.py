@@ -66,6 +66,8 @@ class Layout:
     @property
     def dataset_meta(self) -> Path: return self.train_dir / "dataset.json"
     @property
+    def heldout_qa(self) -> Path: return self.train_dir / "heldout_qa.jsonl"  # qa/raft questions never trained on
+    @property
     def train_quality(self) -> Path: return self.root / "data/quality/train_report.json"
     @property
     def tokenized_cache(self) -> Path: return self.root / "data/cache/tokenized"

@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from .conftest import stop
+from tests.data import INSTRUCTIONS
 
 
 def api(url: str, method: str, path: str, body: dict | None = None):
@@ -49,6 +50,7 @@ def test_schedule_and_event_triggered_retrain(workspace, tiny_causal, prefect_se
     url, env = prefect_server
     params = yaml.safe_load((workspace / "params.yaml").read_text())
     params["model"]["base"] = str(tiny_causal)
+    params["dataset"].update(INSTRUCTIONS)
     params["train"].update(max_steps=4, save_steps=100)
     params["schedule"].update(refresh_cron="30 3 * * *", timezone="Europe/Paris", watch_interval_s=3600)
     (workspace / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))

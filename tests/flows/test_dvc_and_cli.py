@@ -20,6 +20,7 @@ from tasks.config import load_params
 from tests.dvc_repo import GIT_USER, git_dvc_project
 
 from .helpers import stored_points
+from tests.data import INSTRUCTIONS
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = str(Path(sys.executable).parent)
@@ -105,6 +106,7 @@ def test_dvc_repro_and_exp_run_train_the_retrain_stages(workspace, tiny_causal, 
     shutil.copytree(workspace, repo, dirs_exist_ok=True)
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["model"]["base"] = str(tiny_causal)
+    params["dataset"].update(INSTRUCTIONS)
     params["train"].update(max_steps=6, save_steps=3)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     git_dvc_project(repo)

@@ -19,13 +19,14 @@ from tasks.config import load_params
 from tasks.retrain import RETRAIN_STAGES, run_build_dataset
 from tasks.stages import run_stage
 from tasks.workspace import Layout
+from tests.data import INSTRUCTION_OVERRIDES
 
 BIN = str(Path(sys.executable).parent)
 
 
 def causal(model: Path, *extra: str) -> list[str]:
     """A run that memorizes the 24 sample instructions fast enough for a test."""
-    return [f"model.base={model}", "train.epochs=12", "train.learning_rate=0.005", "train.lora.r=16",
+    return [f"model.base={model}", *INSTRUCTION_OVERRIDES, "train.epochs=12", "train.learning_rate=0.005", "train.lora.r=16",
             "train.lora.alpha=32", "train.logging_steps=2", *extra]
 
 
@@ -109,7 +110,8 @@ def test_killed_training_resumes_from_its_last_checkpoint(workspace, tiny_causal
 @pytest.mark.slow
 def test_seq_cls_trains_a_classifier_and_reports_accuracy(workspace, tiny_cls):
     params = load_params(workspace / "params.yaml", [
-        f"model.base={tiny_cls}", "model.task=seq_cls", "dataset.sources=[data/sample/train/tickets.jsonl]",
+        f"model.base={tiny_cls}", "model.task=seq_cls", "dataset.format=auto",
+        "dataset.sources=[data/sample/train/tickets.jsonl]",
         "dataset.eval_share=0.2", "train.epochs=10", "train.learning_rate=0.005"])
     ws = Layout(workspace)
     results = {name: run_stage(name, ws, params) for name in RETRAIN_STAGES}
@@ -129,7 +131,8 @@ def test_bad_training_file_fails_the_gate_and_trains_nothing(workspace, tiny_cau
         {"instruction": f"Question {i}?", "output": f"Answer {i}."} for i in range(4)]
     bad.write_text("".join(json.dumps(r) + "\n" for r in rows))
     result = CliRunner().invoke(app, ["retrain", "--params", str(workspace / "params.yaml"),
-                                      "--base-model", str(tiny_causal), "dataset.sources=[data/bad.jsonl]"])
+                                      "--base-model", str(tiny_causal), "dataset.format=auto",
+                                      "dataset.sources=[data/bad.jsonl]"])
     assert result.exit_code == 1, result.output
     out = " ".join(result.output.split())
     assert "training data gate failed" in out and "nothing was trained" in out
@@ -140,7 +143,8 @@ def test_bad_training_file_fails_the_gate_and_trains_nothing(workspace, tiny_cau
 
     bad.write_text('{"instruction": "a", "output": "b"}\n{not json\n')
     result = CliRunner().invoke(app, ["stage", "build_dataset", "--params", str(workspace / "params.yaml"),
-                                      f"model.base={tiny_causal}", "dataset.sources=[data/bad.jsonl]"])
+                                      f"model.base={tiny_causal}", "dataset.format=auto",
+                                      "dataset.sources=[data/bad.jsonl]"])
     assert result.exit_code == 1 and "bad.jsonl:2: not valid JSON" in " ".join(result.output.split())
 
 
@@ -167,3 +171,15 @@ def test_packed_rows_train_and_the_reloaded_adapter_matches(workspace, tiny_caus
     t = run_stage("train", ws, params)  # raises if the reloaded adapter's eval loss differs
     assert t["verification"]["reloaded_eval_loss"] == pytest.approx(t["eval_loss_in_training"], rel=1e-3)
     assert t["real_tokens"] > 0 and t["tokens_per_s"] > 0
+
+
+def test_retrain_source_replaces_the_training_files(workspace, tiny_causal):
+    params = ["--params", str(workspace / "params.yaml"), "--base-model", str(tiny_causal), "dataset.format=auto",
+              "dataset.max_length=512", "train.deepspeed=none", "train.max_steps=2", "--json"]
+    missing = CliRunner().invoke(app, ["retrain", "--source", str(workspace / "nope.jsonl"), *params])
+    assert missing.exit_code == 1 and "--source" in missing.output and "no such file" in missing.output
+    chat = workspace / "data/sample/train/chat.jsonl"
+    result = CliRunner().invoke(app, ["retrain", "--source", str(chat), *params])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["data"]["format"] == "chat" and report["data"]["examples"] == 13

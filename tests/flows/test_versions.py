@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 from flows.cli import app
 from flows.kb_refresh import kb_refresh
 from tests.dvc_repo import git_dvc_project
+from tests.data import INSTRUCTIONS
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -73,6 +74,7 @@ def test_retrain_is_a_model_version_and_its_adapter_pulls_back_identical(workspa
     root = versioned_project(workspace, tmp_path_factory.mktemp("dvc-remote"))
     params = yaml.safe_load((root / "params.yaml").read_text())
     params["model"]["base"] = str(tiny_causal)
+    params["dataset"].update(INSTRUCTIONS)
     params["train"].update(max_steps=4, save_steps=100)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     report = retrain(root=str(root))

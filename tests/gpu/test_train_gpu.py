@@ -20,11 +20,13 @@ def test_bf16_lora_through_deepspeed_on_gpu(workspace, zero, tmp_path_factory):
     from tasks.workspace import Layout
 
     from ..conftest import REPO
+    from ..data import INSTRUCTION_OVERRIDES
 
     model = tmp_path_factory.mktemp("gpu-model") / "llama"
     build_tiny_model(model, "causal", REPO, hidden_size=512, layers=4, vocab_size=2048)
     params = load_params(workspace / "params.yaml", [
-        f"model.base={model}", f"train.deepspeed=infra/deepspeed/{zero}.json", "train.precision=bf16",
+        f"model.base={model}", *INSTRUCTION_OVERRIDES, f"train.deepspeed=infra/deepspeed/{zero}.json",
+        "train.precision=bf16",
         "train.max_steps=30", "train.learning_rate=0.001"])
     ws = Layout(workspace)
     results = {name: run_stage(name, ws, params) for name in RETRAIN_STAGES}

@@ -122,7 +122,7 @@ def test_training_file_with_missing_fields_or_unknown_labels_fails_the_gate(mess
     from tasks.retrain import run_build_dataset
 
     params = load_params(messy / "params.yaml", [
-        f"model.base={tiny_cls}", "model.task=seq_cls", "dataset.sources=[tickets.jsonl]",
+        f"model.base={tiny_cls}", "model.task=seq_cls", "dataset.format=auto", "dataset.sources=[tickets.jsonl]",
         "dataset.labels=[billing, connectivity]"])
     with pytest.raises(GateFailed) as err:
         run_build_dataset(Layout(messy), params)

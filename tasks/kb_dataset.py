@@ -1,0 +1,137 @@
+"""RAFT examples from the knowledge base (Zhang et al. 2024, "RAFT: Adapting Language Model to Domain Specific RAG").
+
+Each training question gets the passages it would see at answering time: its oracle chunk (the one holding the
+answer) plus dataset.raft.distractors chunks from the index, in a shuffled order, and the short answer as the
+target. In a share (1 - oracle_share) of examples the oracle is replaced by one more distractor, so the model
+also learns to answer when retrieval misses and to rely on the passages when it does not. The prompt is
+qa.context_message, the same function `ask` and `compare` use.
+
+Distractors are the question's own retrieved hits that do not hold the answer ("hard" distractors, like the
+mistakes retrieval makes), topped up with other chunks when retrieval returns too few. Choices are seeded by
+(dataset.seed, question), so the same data and index give the same examples.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from pathlib import Path
+from typing import Callable
+
+from tasks.config import Params, RaftParams
+from tasks.errors import SourceError
+from tasks.examples import Example, question_hash
+from tasks.qa import context_message, normalize_passage
+from tasks.workspace import Layout, file_sha256, read_json, read_jsonl
+
+Search = Callable[[str, int], list[dict]]
+
+
+def holds_answer(text: str, answers: list[str]) -> bool:
+    body = normalize_passage(text)
+    return any(normalize_passage(a) and normalize_passage(a) in body for a in answers)
+
+
+def pick_oracle(qa: dict, hits: list[dict], chunks: list[dict]) -> tuple[dict | None, str]:
+    """The chunk holding the answer: first from the row's doc_ids, then among the hits, then anywhere."""
+    answers, docs = qa["answers"], set(qa["doc_ids"])
+    for where, pool in (("doc_ids", [c for c in chunks if c["doc_id"] in docs]), ("retrieved", hits),
+                        ("corpus", chunks)):
+        found = next((c for c in pool if holds_answer(c["text"], answers)), None)
+        if found is not None:
+            return found, where
+    return None, "none"
+
+
+def pick_distractors(qa: dict, hits: list[dict], chunks: list[dict], n: int, rng: random.Random,
+                     exclude: dict | None) -> list[dict]:
+    """n chunks without the answer: retrieved ones first (in rank order), then random others."""
+    taken = {_key(exclude)} if exclude else set()
+    out = []
+    for c in hits:
+        if len(out) == n:
+            return out
+        if _key(c) not in taken and not holds_answer(c["text"], qa["answers"]):
+            taken.add(_key(c))
+            out.append(c)
+    others = [c for c in chunks if _key(c) not in taken and not holds_answer(c["text"], qa["answers"])]
+    return out + rng.sample(others, min(n - len(out), len(others)))
+
+
+def _key(chunk: dict) -> tuple:
+    return chunk["doc_id"], chunk.get("position")
+
+
+def quote(text: str, answers: list[str]) -> str:
+    """The sentence of a passage that holds the answer (RAFT's quoted evidence)."""
+    sentences = re.split(r"(?<=[.!?])\s+", " ".join(text.split()))
+    return next((s for s in sentences if holds_answer(s, answers)), sentences[0])
+
+
+def raft_example(ex: Example, oracle: dict | None, distractors: list[dict], p: RaftParams, seed: int,
+                 system_prompt: str | None) -> tuple[Example, bool]:
+    """One RAFT example and whether its passages include the oracle."""
+    qa = ex.qa
+    rng = random.Random(f"{seed}:{question_hash(qa['question'])}")
+    keep = oracle is not None and rng.random() < p.oracle_share
+    passages = ([oracle] if keep else []) + distractors[:p.distractors + (0 if keep else 1)]
+    rng.shuffle(passages)
+    target = qa["answers"][0]
+    if keep and p.quote:
+        n = passages.index(oracle) + 1
+        target += f"\n\nEvidence: [{n}] \"{quote(oracle['text'], qa['answers'])}\""
+    user = context_message(qa["question"], passages)
+    messages = ([{"role": "system", "content": system_prompt}] if system_prompt else []) + [
+        {"role": "user", "content": user}, {"role": "assistant", "content": target}]
+    return Example(example_id=ex.example_id, format="raft", messages=messages, qa=qa), keep
+
+
+def build_raft(examples: list[Example], search: Search, chunks: list[dict], p: RaftParams, seed: int,
+               system_prompt: str | None, on_progress: Callable[[int, int], None] | None = None
+               ) -> tuple[list[Example], dict]:
+    """RAFT examples for every usable QA example (unusable ones pass through for the gate to report)."""
+    out, stats = [], {"with_oracle": 0, "without_oracle": 0, "oracle_found": {}}
+    for i, ex in enumerate(examples, 1):
+        if ex.problem:
+            out.append(ex)
+            continue
+        hits = search(ex.qa["question"], p.distractors + 8)
+        oracle, where = pick_oracle(ex.qa, hits, chunks)
+        stats["oracle_found"][where] = stats["oracle_found"].get(where, 0) + 1
+        rng = random.Random(f"{seed}:distractors:{question_hash(ex.qa['question'])}")
+        distractors = pick_distractors(ex.qa, hits, chunks, p.distractors + 1, rng, oracle)
+        made, kept = raft_example(ex, oracle, distractors, p, seed, system_prompt)
+        stats["with_oracle" if kept else "without_oracle"] += 1
+        out.append(made)
+        if on_progress:
+            on_progress(i, len(examples))
+    return out, stats
+
+
+def kb_version(ws: Layout) -> dict:
+    """Which knowledge base an adapter learned from: the index run (tag kb/<run_version>) and content hashes."""
+    if not ws.chunks.is_file():
+        return {}
+    out = {"chunks_sha256": file_sha256(ws.chunks)[:16]}
+    if ws.index_manifest.is_file():
+        out["manifest_sha256"] = file_sha256(ws.index_manifest)[:16]
+    if ws.stage_metrics("index").is_file():
+        run = read_json(ws.stage_metrics("index"), "index").get("run_version")
+        out.update(run_version=run, kb_tag=f"kb/{run}" if run else None)
+    return out
+
+
+def raft_from_index(ws: Layout, params: Params, examples: list[Example],
+                    on_progress: Callable[[int, int], None] | None = None) -> tuple[list[Example], dict]:
+    """RAFT examples with passages from the live index (retrieve: section settings)."""
+    from tasks.retrieval import Retriever
+
+    if not ws.chunks.is_file() or not ws.index_manifest.is_file():
+        raise SourceError(f"dataset.format=raft puts passages from the index into each example, but there is no "
+                          f"index yet ({ws.index_manifest} is missing). Run `ragtune refresh` first, or use "
+                          "dataset.format=qa (questions without passages).")
+    chunks = read_jsonl(ws.chunks, "chunk")
+    with Retriever(Path(ws.root), params) as retriever:
+        retriever.warm()
+        return build_raft(examples, retriever.search, chunks, params.dataset.raft, params.dataset.seed,
+                          params.dataset.system_prompt, on_progress)

