@@ -186,7 +186,7 @@ def ask(
     question: str = typer.Argument(..., help="The question."),
     mode: str = typer.Option("rag", "--mode", help="rag | ft | hybrid | base."),
     adapter: Optional[str] = ADAPTER_OPT,
-    top_k: Optional[int] = typer.Option(None, "--top-k", min=1, help="Passages in the prompt (retrieve.top_k)."),
+    top_k: Optional[int] = typer.Option(None, "--top-k", min=1, help="Passages in the prompt (generate.passages)."),
     overrides: Optional[list[str]] = OVERRIDES_ARG,
     json_out: bool = typer.Option(False, "--json", help="Print answer, sources and timings as JSON."),
     params: Path = PARAMS_OPT,
@@ -229,11 +229,13 @@ def compare(
     """Run the compare flow: base vs rag vs ft vs hybrid on your questions, with costs and a recommendation."""
     with friendly_errors():
         root = _root(params)
+        from tasks.answer import Answerer
+        from tasks.compare import check_heldout
         from tasks.config import load_params
         from tasks.qa import read_qa_set
 
-        load_params(params, list(overrides or []))  # fail fast, before Prefect starts or a model loads
-        read_qa_set(qa)
+        p = load_params(params, list(overrides or []))  # fail fast, before Prefect starts or a model loads
+        check_heldout(Answerer(root, p, adapter).adapter_info, p.compare.modes, read_qa_set(qa), str(qa))
         from flows.compare import compare as compare_flow
 
         with progress_bars(not json_out), redirect_stdout(sys.stderr):
@@ -258,16 +260,25 @@ def compare(
 @app.command()
 def retrain(
     overrides: Optional[list[str]] = OVERRIDES_ARG,
-    base_model: Optional[str] = typer.Option(None, "--base-model", help="HF id or local folder; sets model.base."),
+    source: Optional[list[Path]] = typer.Option(None, "--source", help="Training JSONL file (repeatable); replaces "
+                                                "dataset.sources."),
+    base_model: Optional[str] = typer.Option(None, "--base-model", help="HF id, local folder or .gguf file; sets "
+                                             "model.base."),
     json_out: bool = typer.Option(False, "--json", help="Print the run report as JSON on stdout."),
     params: Path = PARAMS_OPT,
 ) -> None:
     """Run the retrain flow: build_dataset (GX gate), train LoRA (DeepSpeed), evaluate, promote if better."""
     with friendly_errors():
         root = _root(params)
-        from tasks.config import load_params
+        from tasks.config import ConfigError, load_params
 
         extra = list(overrides or []) + ([f"model.base={_local_or_id(base_model)}"] if base_model else [])
+        if source:
+            missing = [str(s) for s in source if not s.is_file()]
+            if missing:
+                raise ConfigError(f"--source {', '.join(missing)}: no such file. Give JSONL training files "
+                                  "(instruction, chat, text, labelled or question/answers rows).")
+            extra.append(f"dataset.sources={json.dumps([str(s.resolve()) for s in source])}")
         p = load_params(params, extra)  # fail fast on bad params, before Prefect starts or a model loads
         from tasks.train import deepspeed_config, precision
 

@@ -20,7 +20,7 @@ from tasks.workspace import Layout, write_json
 
 @stage_task(name="answer_questions", task_run_name="answer_questions[{mode}]")
 def answer_questions(answerer: Answerer, mode: str, rows: list[dict], k: int) -> dict:
-    result = C.evaluate_mode(answerer.answer, mode, rows, k, prefect_progress(f"compare-{mode}"))
+    result = C.evaluate_mode(answerer.answer_many, mode, rows, k, prefect_progress(f"compare-{mode}"))
     get_run_logger().info("%s: %s", mode, {key: v for key, v in result.items() if key != "samples"})
     return result
 
@@ -28,7 +28,7 @@ def answer_questions(answerer: Answerer, mode: str, rows: list[dict], k: int) ->
 @stage_task(name="recommend")
 def recommend(ws: Layout, params: Params, results: list[dict], qa_file: str, seconds: float) -> dict:
     costs = C.lineage_costs(ws, params)
-    report = {"qa_file": qa_file, "questions": results[0]["questions"], "k": params.retrieve.top_k,
+    report = {"qa_file": qa_file, "questions": results[0]["questions"], "k": params.generate.passages,
               "modes": results, "costs": costs, "recommendation": C.recommend(results, costs, params.compare),
               "seconds": round(seconds, 1)}
     write_json(ws.metrics_dir / "compare.json", report)
@@ -47,8 +47,10 @@ def compare(root: str = ".", qa_file: str = "data/sample/questions.jsonl", overr
     params = without_query_cache(load_params(ws.root / "params.yaml", overrides or []))
     rows = read_qa_set(resolve_path(ws.root, qa_file))
     answerer = Answerer(ws.root, params, adapter)
+    C.check_heldout(answerer.adapter_info, params.compare.modes, rows, qa_file)  # before any model loads
     try:
-        results = [answer_questions(answerer, mode, rows, params.retrieve.top_k) for mode in params.compare.modes]
+        k = params.generate.passages  # recall of the passages each answer was given
+        results = [answer_questions(answerer, mode, rows, k) for mode in params.compare.modes]
     finally:
         answerer.close()
     return recommend(ws, params, results, qa_file, time.perf_counter() - started)

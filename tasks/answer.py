@@ -1,28 +1,32 @@
-"""Answers in four modes, from the same base model so they compare fairly:
+"""Answers in four modes:
 
-  base    the base model alone          rag     base model + numbered passages from the index
+  base    a model alone                 rag     a model + numbered passages from the index
   ft      base model + LoRA adapter     hybrid  adapter + numbered passages
 
-Generation is greedy by default (generate.temperature = 0), so an answer is reproducible. With no loadable
-generator, `rag` still returns the best passages (and says why there is no answer) instead of failing.
+base and rag answer with generate.models[mode], else generate.model, else model.base; ft and hybrid with an
+adapter (generate.adapters[mode], else --adapter, else production) on the base it was trained on. So one run
+can pit a fine-tuned small model against RAG on a larger one. Generation is greedy by default
+(generate.temperature = 0), so an answer is reproducible; `answer_many` batches questions (left padding, KV
+cache), one model load per generator. With no loadable generator, `rag` still returns the best passages (and
+says why there is no answer) instead of failing.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from tasks.config import ConfigError, ModelParams, Params
 from tasks.errors import RagtuneError
+from tasks.qa import chat_prompt_ids, context_message, generate_batch
 from tasks.workspace import Layout
 
 MODES = ("rag", "ft", "hybrid", "base")
 RETRIEVING = ("rag", "hybrid")
 ADAPTED = ("ft", "hybrid")
-INSTRUCTION = ("Answer the question using the numbered passages below. Cite the passages you use as [n]. "
-               "If they do not contain the answer, say so.")
 
 
 @dataclass
@@ -31,7 +35,19 @@ class Generator:
     tokenizer: object
     template: str
     base: str
-    adapter: str | None  # version, for ft and hybrid
+    adapter: str | None = None               # version, for ft and hybrid
+    adapter_info: dict = field(default_factory=dict)  # the adapter's ragtune.json
+    parameters: int = 0                       # base + adapter
+    weights_mb: float = 0.0
+    load_seconds: float = 0.0
+
+    def describe(self) -> dict:
+        """What answered: the cost columns of `compare`."""
+        data = self.adapter_info.get("dataset", {})
+        return {"model": self.base, "adapter": self.adapter, "params_m": round(self.parameters / 1e6, 1),
+                "weights_mb": round(self.weights_mb, 1), "load_s": round(self.load_seconds, 1),
+                "adapter_format": data.get("format") if self.adapter else None,
+                "adapter_kb": (data.get("kb") or {}).get("kb_tag") if self.adapter else None}
 
 
 def resolve_adapter(ws: Layout, version: str | None) -> tuple[str, Path, dict]:
@@ -54,68 +70,41 @@ def resolve_adapter(ws: Layout, version: str | None) -> tuple[str, Path, dict]:
     return str(version), folder / "adapter", info
 
 
-def check_reachable(name: str, field: str) -> None:
-    """Fail in seconds, not after the hub client's minute of retries, when a hub id can neither be found in the
-    HF cache nor downloaded (an offline machine)."""
-    import os
-    import socket
-    from urllib.parse import urlsplit
-
-    if Path(name).expanduser().exists() or os.environ.get("HF_HUB_OFFLINE") == "1":
-        return  # a folder, or from_pretrained fails at once by itself
-    from huggingface_hub import try_to_load_from_cache
-
-    if isinstance(try_to_load_from_cache(name, "config.json"), str):
-        return
-    host = urlsplit(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
-    try:
-        socket.create_connection((host, 443), timeout=3).close()
-    except OSError:
-        raise ConfigError(f"{field} '{name}': not a local folder, not in the HF cache, and {host} is unreachable. "
-                          "Set generate.model (or model.base) to a local model folder, e.g. one made by "
-                          "`ragtune tiny-model models/tiny-causal`, or download the model on a machine with "
-                          "network first.") from None
-
-
-def load_generator(params: Params, adapter: tuple[str, Path, dict] | None = None) -> Generator:
-    """The base model by name or path (generate.model, else model.base), or the adapter's own base + adapter."""
+def load_generator(root: Path, params: Params, base: str, field_name: str,
+                   adapter: tuple[str, Path, dict] | None = None) -> Generator:
+    """A base model by name, folder or GGUF file, or an adapter's own base + the adapter, ready to generate."""
+    import torch
     from transformers.utils import logging as hf_logging
 
     from tasks.adapter import load_base, load_with_adapter
     from tasks.dataset import chat_template, load_tokenizer
+    from tasks.lm import check_reachable
 
     hf_logging.disable_progress_bar()  # the weight-loading bar is noise in answers and logs
-
+    start = time.perf_counter()
     if adapter:
         version, folder, info = adapter
         mp = ModelParams(base=info["base_model"], revision=info.get("revision"), task="causal_lm",
                          trust_remote_code=params.model.trust_remote_code)
-        field = f"adapter {version}: base model"
-        check_reachable(mp.base, field)
-        model = load_with_adapter(mp, folder)
+        field_name = f"the base model of adapter {version}"
+        check_reachable(mp.base, field_name)
+        model = load_with_adapter(mp, root, folder)
     else:
-        version = None
-        mp = params.model.model_copy(update={"base": params.generate.model or params.model.base,
-                                             "task": "causal_lm"})
-        field = "generate.model" if params.generate.model else "model.base"
-        check_reachable(mp.base, field)
-        model = load_base(mp, field=field)
-    import torch
-
+        version, info = None, {}
+        mp = params.model.model_copy(update={"base": base, "task": "causal_lm"})
+        check_reachable(mp.base, field_name)
+        model = load_base(mp, root, field=field_name)
     model.to("cuda" if torch.cuda.is_available() else "cpu").eval()
-    tokenizer = load_tokenizer(mp, field)
-    return Generator(model, tokenizer, chat_template(tokenizer, params.dataset.fallback_template), mp.base, version)
-
-
-def context_message(question: str, passages: list[dict]) -> str:
-    blocks = [f"[{i}] ({p['source']}) {' '.join(p['text'].split())}" for i, p in enumerate(passages, 1)]
-    return f"{INSTRUCTION}\n\n" + "\n\n".join(blocks) + f"\n\nQuestion: {question}"
+    tokenizer = load_tokenizer(mp, root, field_name)
+    tensors = list(model.parameters())
+    return Generator(model, tokenizer, chat_template(tokenizer, params.dataset.fallback_template), mp.base, version,
+                     info, parameters=sum(t.numel() for t in tensors),
+                     weights_mb=sum(t.numel() * t.element_size() for t in tensors) / 2 ** 20,
+                     load_seconds=time.perf_counter() - start)
 
 
 def prompt_ids(gen: Generator, question: str, passages: list[dict], params: Params) -> tuple[list[int], int]:
     """Chat-template prompt ids and how many passages fit generate.max_context_tokens (best first)."""
-    from tasks.qa import chat_prompt_ids
-
     system = params.dataset.system_prompt
     if not passages:
         return chat_prompt_ids(gen.tokenizer, gen.template, question, system), 0
@@ -127,13 +116,14 @@ def prompt_ids(gen: Generator, question: str, passages: list[dict], params: Para
 
 
 class Answerer:
-    """Holds the retriever and the (at most two) generators across questions; close() releases the store."""
+    """Holds the retriever and the generators (one per base/adapter pair) across questions; close() releases the
+    store."""
 
     def __init__(self, root: Path, params: Params, adapter_version: str | None = None):
         self.ws, self.params, self.adapter_version = Layout(root), params, adapter_version
         self._retriever = None
-        self._generators: dict[bool, Generator] = {}
-        self._failed: dict[bool, RagtuneError] = {}  # a model that did not load is not retried per question
+        self._generators: dict[tuple, Generator] = {}
+        self._failed: dict[tuple, RagtuneError] = {}  # a model that did not load is not retried per question
 
     def retriever(self):
         if self._retriever is None:
@@ -142,56 +132,91 @@ class Answerer:
             self._retriever = Retriever(self.ws.root, self.params).warm()
         return self._retriever
 
-    def generator(self, adapted: bool) -> Generator:
-        if adapted in self._failed:
-            raise self._failed[adapted]
-        if adapted not in self._generators:
+    def source(self, mode: str) -> tuple[str, str]:
+        """(what answers in this mode, the field that chose it): a model spec, or an adapter version."""
+        g = self.params.generate
+        if mode in ADAPTED:  # --adapter wins over params.yaml
+            version = self.adapter_version or g.adapters.get(mode) or "production"
+            return f"adapter:{version}", "--adapter" if self.adapter_version else f"generate.adapters.{mode}"
+        if mode in g.models:
+            return g.models[mode], f"generate.models.{mode}"
+        return (g.model, "generate.model") if g.model else (self.params.model.base, "model.base")
+
+    def adapter_info(self, mode: str) -> tuple[str, Path, dict]:
+        spec, _ = self.source(mode)
+        version = spec.split(":", 1)[1]
+        return resolve_adapter(self.ws, None if version == "production" else version)
+
+    def generator(self, mode: str) -> Generator:
+        key = self.source(mode)
+        if key in self._failed:
+            raise self._failed[key]
+        if key not in self._generators:
             try:
-                adapter = resolve_adapter(self.ws, self.adapter_version) if adapted else None
-                self._generators[adapted] = load_generator(self.params, adapter)
+                adapter = self.adapter_info(mode) if mode in ADAPTED else None
+                self._generators[key] = load_generator(self.ws.root, self.params, key[0], key[1], adapter)
             except RagtuneError as exc:
-                self._failed[adapted] = exc
+                self._failed[key] = exc
                 raise
-        return self._generators[adapted]
+        return self._generators[key]
 
     def answer(self, question: str, mode: str, top_k: int | None = None) -> dict:
-        from tasks.qa import generate
+        """One question (what `ask` runs)."""
+        return self.answer_many([question], mode, top_k)[0]
 
+    def answer_many(self, questions: list[str], mode: str, top_k: int | None = None,
+                    on_progress: Callable[[int, int], None] | None = None, generate: bool = True) -> list[dict]:
+        """Answers to several questions, generated generate.batch_size at a time. Each answer's timings: its own
+        retrieval, and the generation of its batch (the wall time until its answer existed). generate=False:
+        passages only (retrieving modes)."""
         if mode not in MODES:
             raise ConfigError(f"--mode {mode}: expected one of {', '.join(MODES)}.")
-        out = {"question": question, "mode": mode, "answer": None, "sources": [], "model": None, "adapter": None,
-               "note": None}
+        k = top_k or self.params.generate.passages
         loading = time.perf_counter()  # models load once, outside the per-question timings
-        gen = None
+        gen, note = None, None if generate else "passages only: no answer was generated"
         try:
-            gen = self.generator(mode in ADAPTED)
+            gen = self.generator(mode) if generate else None
         except RagtuneError as exc:
             if mode != "rag":
                 raise
-            out["note"] = f"no generator ({exc}); showing the best passages instead of an answer"
+            note = f"no generator ({exc}); showing the best passages instead of an answer"
         if mode in RETRIEVING:
             self.retriever()
         load_ms = round((time.perf_counter() - loading) * 1000, 1)
-        start = time.perf_counter()
-        passages = self.retriever().search(question, top_k) if mode in RETRIEVING else []
-        retrieved = time.perf_counter()
-        if gen is None:
-            out["sources"] = [{"n": i, **p} for i, p in enumerate(passages, 1)]
-            return {**out, "timings_ms": {**_timings(start, retrieved, retrieved), "load": load_ms}}
-        ids, used = prompt_ids(gen, question, passages, self.params)
-        g = self.params.generate
-        out["answer"] = generate(gen.model, gen.tokenizer, ids, g.max_new_tokens, g.temperature)
-        out.update(model=gen.base, adapter=gen.adapter, prompt_tokens=len(ids),
-                   sources=[{"n": i, **p} for i, p in enumerate(passages[:used], 1)])
-        if used < len(passages):
-            out["note"] = f"{len(passages) - used} passages did not fit generate.max_context_tokens"
-        return {**out, "timings_ms": {**_timings(start, retrieved, time.perf_counter()), "load": load_ms}}
+        who = gen.describe() if gen else {"model": None, "adapter": None}
+        out = []
+        size = self.params.generate.batch_size
+        for i in range(0, len(questions), size):
+            batch = questions[i:i + size]
+            found = []
+            for q in batch:
+                start = time.perf_counter()
+                passages = self.retriever().search(q, k) if mode in RETRIEVING else []
+                found.append((passages, (time.perf_counter() - start) * 1000))
+            rows = [{"question": q, "mode": mode, "answer": None, "note": note, **who,
+                     "sources": [{"n": n, **p} for n, p in enumerate(passages, 1)]}
+                    for q, (passages, _) in zip(batch, found)]
+            gen_ms = 0.0
+            if gen is not None:
+                prompts = [prompt_ids(gen, q, passages, self.params) for q, (passages, _) in zip(batch, found)]
+                start = time.perf_counter()
+                g = self.params.generate
+                texts = generate_batch(gen.model, gen.tokenizer, [ids for ids, _ in prompts], g.max_new_tokens,
+                                       g.temperature)
+                gen_ms = (time.perf_counter() - start) * 1000
+                for row, text, (ids, used), (passages, _) in zip(rows, texts, prompts, found):
+                    row.update(answer=text, prompt_tokens=len(ids), sources=row["sources"][:used])
+                    if used < len(passages):
+                        row["note"] = f"{len(passages) - used} passages did not fit generate.max_context_tokens"
+            for row, (_, ret_ms) in zip(rows, found):
+                row["timings_ms"] = {"retrieve": round(ret_ms, 1), "generate": round(gen_ms, 1),
+                                     "total": round(ret_ms + gen_ms, 1), "load": load_ms,
+                                     "batch": len(batch)}
+            out += rows
+            if on_progress:
+                on_progress(len(out), len(questions))
+        return out
 
     def close(self) -> None:
         if self._retriever is not None:
             self._retriever.close()
-
-
-def _timings(start: float, retrieved: float, end: float) -> dict:
-    return {"retrieve": round((retrieved - start) * 1000, 1), "generate": round((end - retrieved) * 1000, 1),
-            "total": round((end - start) * 1000, 1)}

@@ -1,63 +1,110 @@
 """RAG, fine-tune or both, measured: each mode answers the same QA set; costs come from ragtune's own lineage.
 
-Per mode: exact and contains accuracy (normalized), recall@k of the passages it was given (rag, hybrid),
-latency p50/p95 per question. Costs: index size and refresh time (data/metrics, refresh history), adapter size
-and training time (models/), how often the knowledge changed (refresh history). The recommendation picks,
-among the modes within compare.accuracy_tolerance of the best accuracy (and inside the latency budget), the one
-that is cheapest to keep current, and says so with those numbers.
+Per mode: SQuAD exact match, token F1 and contains (tasks.qa), recall@k of the passages it was given (rag,
+hybrid), latency p50/p95 per question and answers/s, and what answered: model, adapter (with the data format
+and knowledge-base version it learned from), parameters and weight memory. Costs: index size and refresh time
+(data/metrics, refresh history), adapter size and training time (models/), how often the knowledge changed
+(refresh history). The recommendation picks, among the modes within compare.accuracy_tolerance of the best F1
+(and inside the latency budget), the one that is cheapest to keep current, and says so with those numbers.
+
+A QA file with only doc_ids has nothing to score answers against: rag and hybrid are scored on retrieval only,
+base and ft not at all, and the report says so. A question an adapter was trained on (dataset.format qa or
+raft) is refused before anything runs: scoring it would measure memory, not knowledge.
 """
 
 from __future__ import annotations
 
 import json
+import resource
 from datetime import datetime
 from pathlib import Path
 from typing import Callable
 
-from tasks.config import CompareParams, Params, resolve_path
+from tasks.config import CompareParams, ConfigError, Params, resolve_path
 from tasks.errors import RagtuneError
+from tasks.examples import question_hash
+from tasks.qa import squad_scores
 from tasks.retrieval_eval import latency, score_row
 from tasks.workspace import Layout, read_jsonl
+
+SCORES = ("exact", "f1", "contains")
 
 # what keeps each mode current when the knowledge changes
 UPKEEP = {"base": "nothing (it cannot learn new facts)", "rag": "a refresh", "ft": "a retrain",
           "hybrid": "a refresh, plus a retrain when the task or style changes"}
 
 
-def evaluate_mode(answer: Callable[[str, str], dict], mode: str, rows: list[dict], k: int,
-                  on_progress: Callable[[int, int], None] | None = None) -> dict:
-    """Answer every question in one mode; a mode that cannot run (no adapter, no model) is skipped with why."""
-    from tasks.qa import match
+def has_answers(rows: list[dict]) -> bool:
+    return any(r["answers"] for r in rows)
 
-    exact = contains = 0
-    recalls, ms, samples = [], [], []
-    scored = True
-    for i, row in enumerate(rows, 1):
+
+def training_overlap(info: dict, rows: list[dict]) -> int:
+    """How many of the QA rows' questions the adapter (ragtune.json) was trained on."""
+    trained = set(info.get("dataset", {}).get("train_questions") or [])
+    return sum(question_hash(r["question"]) in trained for r in rows)
+
+
+def refuse_trained_questions(version: str, info: dict, rows: list[dict], qa_file: str) -> None:
+    overlap = training_overlap(info, rows)
+    if overlap:
+        data = info.get("dataset", {})
+        held = data.get("heldout_qa")
+        raise ConfigError(
+            f"{qa_file}: {overlap} of {len(rows)} questions were in adapter {version}'s training set "
+            f"(dataset.format={data.get('format')}, {len(data.get('train_questions', []))} training questions); "
+            "scoring them would measure memory, not knowledge. Compare on questions it never saw"
+            + (f", e.g. its held-out split {held} ({data.get('heldout_questions')} questions)" if held else "")
+            + ", or retrain without them.")
+
+
+def check_heldout(adapter_info: Callable[[str], tuple[str, Path, dict]], modes: list[str], rows: list[dict],
+                  qa_file: str) -> None:
+    """No adapter may be scored on questions it was trained on (a missing adapter is reported per mode later)."""
+    for mode in [m for m in modes if m in ("ft", "hybrid")]:
         try:
-            res = answer(row["question"], mode)
-        except RagtuneError as exc:
-            return {"mode": mode, "status": "skipped", "reason": str(exc), "questions": len(rows)}
-        ms.append(res["timings_ms"]["total"])
-        if res["answer"] is None:
-            scored = False
-        elif row["answers"]:
-            e, c = match(res["answer"], row["answers"])
-            exact += e
-            contains += c
-        if mode in ("rag", "hybrid"):
-            recalls.append(score_row(res["sources"], row, k)[0])
-        if len(samples) < 3:
-            samples.append({"question": row["question"], "answer": res["answer"],
-                            "sources": [s["doc_id"] for s in res["sources"]]})
-        if on_progress:
-            on_progress(i, len(rows))
-    with_answers = sum(1 for r in rows if r["answers"]) or 1
-    return {"mode": mode, "status": "ok" if scored else "passages only",
-            "reason": None if scored else res.get("note"), "questions": len(rows),
-            "exact": round(exact / with_answers, 4) if scored else None,
-            "contains": round(contains / with_answers, 4) if scored else None,
-            f"recall_at_{k}": round(sum(recalls) / len(recalls), 4) if recalls else None,
-            **latency(ms), "model": res.get("model"), "adapter": res.get("adapter"), "samples": samples}
+            version, _, info = adapter_info(mode)
+        except RagtuneError:
+            continue
+        refuse_trained_questions(version, info, rows, qa_file)
+
+
+def evaluate_mode(answer_many: Callable[..., list[dict]], mode: str, rows: list[dict], k: int,
+                  on_progress: Callable[[int, int], None] | None = None) -> dict:
+    """Answer every question in one mode (batched); a mode that cannot run (no adapter, no model) is skipped
+    with why. With no answers in the QA file, only modes that retrieve are scored, on retrieval."""
+    if not has_answers(rows) and mode not in ("rag", "hybrid"):
+        return {"mode": mode, "status": "not scored", "questions": len(rows),
+                "reason": "the QA file gives doc_ids only, so there are no answers to score and no passages"}
+    try:
+        results = answer_many([r["question"] for r in rows], mode, on_progress=on_progress,
+                              generate=has_answers(rows))
+    except RagtuneError as exc:
+        return {"mode": mode, "status": "skipped", "reason": str(exc), "questions": len(rows)}
+    scored = [(squad_scores(res["answer"], row["answers"]) if res["answer"] is not None else None)
+              for res, row in zip(results, rows) if row["answers"]]
+    generated = bool(scored) and all(s is not None for s in scored)
+    recalls = [score_row(res["sources"], row, k)[0] for res, row in zip(results, rows)] \
+        if mode in ("rag", "hybrid") else []
+    wall_s = sum(res["timings_ms"]["retrieve"] for res in results) / 1000 + \
+        sum(res["timings_ms"]["generate"] / res["timings_ms"]["batch"] for res in results) / 1000
+    first = results[0]
+    out = {"mode": mode, "questions": len(rows), "answered": len(scored),
+           **{s: round(sum(x[s] for x in scored) / len(scored), 4) if generated else None for s in SCORES},
+           f"recall_at_{k}": round(sum(recalls) / len(recalls), 4) if recalls else None,
+           **latency([res["timings_ms"]["total"] for res in results]),
+           "answers_per_s": round(len(results) / wall_s, 2) if wall_s and generated else None,
+           "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+           **{key: first.get(key) for key in ("model", "adapter", "params_m", "weights_mb", "load_s",
+                                              "adapter_format", "adapter_kb")},
+           "samples": [{"question": row["question"], "expected": row["answers"][:1], "answer": res["answer"],
+                        "sources": [s["doc_id"] for s in res["sources"]]} for res, row in zip(results[:3], rows)]}
+    if generated:
+        out.update(status="ok", reason=None)
+    elif not has_answers(rows):
+        out.update(status="retrieval only", reason="the QA file gives doc_ids only: scored on retrieval alone")
+    else:
+        out.update(status="passages only", reason=first.get("note"))
+    return out
 
 
 def _span_days(times: list[str]) -> float | None:
@@ -122,11 +169,18 @@ def upkeep_seconds(mode: str, costs: dict) -> float:
 
 def recommend(results: list[dict], costs: dict, p: CompareParams) -> dict:
     """The cheapest-to-keep-current mode among the (nearly) most accurate ones, with the numbers behind it."""
-    scored = [r for r in results if r.get("contains") is not None]
+    scored = [r for r in results if r.get("f1") is not None]
     if not scored:
+        if results and all(r["status"] in ("retrieval only", "not scored") for r in results):
+            recall = [f"{r['mode']} recall@{_k(r)} {r[f'recall_at_{_k(r)}']:.2f}" for r in results
+                      if r["status"] == "retrieval only"]
+            return {"choice": None, "why": [
+                "The QA file gives doc_ids but no answers, so answers cannot be scored and no mode can be "
+                f"recommended on accuracy. Retrieval only: {', '.join(recall) or 'no retrieving mode ran'}. Add "
+                "\"answers\" (short strings the right answer contains) to the rows to compare the modes."]}
         return {"choice": None, "why": [
             "No mode produced answers, so accuracy cannot decide. Configure a generator (generate.model or "
-            "model.base: a local folder or a cached hub id) and, for ft/hybrid, promote an adapter "
+            "model.base: a local folder, a .gguf file or a cached hub id) and, for ft/hybrid, promote an adapter "
             "(`ragtune retrain`)."]}
     why = []
     fits = scored
@@ -138,29 +192,32 @@ def recommend(results: list[dict], costs: dict, p: CompareParams) -> dict:
         if not fits:
             why.append("No mode meets the latency budget; choosing on accuracy and upkeep alone.")
             fits = scored
-    best = max(r["contains"] for r in fits)
+    best = max(r["f1"] for r in fits)
     if best == 0:
         recall = [f"{r['mode']} recall {r[f'recall_at_{_k(r)}']:.2f}" for r in scored
                   if r.get(f"recall_at_{_k(r)}") is not None]
         return {"choice": None, "why": why + [
-            "No mode answered a single question correctly (contains 0.00 everywhere), so the numbers cannot "
+            "No mode got a single answer token right (F1 0.00 everywhere), so the numbers cannot "
             "separate them: the generator is too weak for these questions. Use a stronger generate.model / "
             "model.base and retrain the adapter on it." + (f" Retrieval itself works: {', '.join(recall)}."
                                                            if recall else "")]}
-    tied = [r for r in fits if r["contains"] >= best - p.accuracy_tolerance]
+    tied = [r for r in fits if r["f1"] >= best - p.accuracy_tolerance]
     k = costs["knowledge"]
     changing = bool(k["refreshes_with_changes"])
     if changing:  # the base model cannot learn what changed: it only competes when nothing changes
         tied = [r for r in tied if r["mode"] != "base"] or tied
     choice = min(tied, key=lambda r: (upkeep_seconds(r["mode"], costs), r["p50_ms"] or 0))
-    others = ", ".join(f"{r['mode']} {r['contains']:.2f}" for r in scored if r is not choice)
-    why.append(f"Accuracy (contains): {choice['mode']} {choice['contains']:.2f}; {others or 'no other mode ran'}. "
-               f"Modes within {p.accuracy_tolerance:.2f} of the best ({best:.2f}) count as equally accurate: "
-               f"{', '.join(r['mode'] for r in tied)}.")
+    others = ", ".join(f"{r['mode']} {r['f1']:.2f}" for r in scored if r is not choice)
+    why.append(f"Accuracy (SQuAD token F1, the deciding score): {choice['mode']} {choice['f1']:.2f}; "
+               f"{others or 'no other mode ran'}. Modes within {p.accuracy_tolerance:.2f} of the best ({best:.2f}) "
+               f"count as equally accurate: {', '.join(r['mode'] for r in tied)}. Exact match {choice['exact']:.2f}, "
+               f"contains {choice['contains']:.2f}.")
     if choice.get(f"recall_at_{_k(choice)}") is not None:
         why.append(f"Its passages hold the answer for {choice[f'recall_at_{_k(choice)}']:.0%} of questions "
                    f"(recall@{_k(choice)}).")
-    why.append(f"Latency per answer: p50 {choice['p50_ms']:.0f} ms, p95 {choice['p95_ms']:.0f} ms.")
+    why.append(f"Latency per answer: p50 {choice['p50_ms']:.0f} ms, p95 {choice['p95_ms']:.0f} ms, with "
+               f"{choice.get('model') or 'no model'} ({choice.get('params_m')}M parameters"
+               + (f" + adapter {choice['adapter']}" if choice.get("adapter") else "") + ").")
     i, a = costs["index"], costs["adapter"]
     if changing:
         every = f"every {k['days_between_changes']} days" if k["days_between_changes"] else "in the recorded runs"
@@ -186,9 +243,19 @@ def _num(value, unit: str) -> str:
 def comparison_rows(report: dict) -> list[dict]:
     """One row per mode: the table in the CLI and in the Prefect UI."""
     k = report["k"]
-    return [{"mode": r["mode"], "status": r["status"], "exact": r.get("exact"), "contains": r.get("contains"),
-             f"recall@{k}": r.get(f"recall_at_{k}"), "p50_ms": r.get("p50_ms"), "p95_ms": r.get("p95_ms")}
+    return [{"mode": r["mode"], "status": r["status"], "EM": r.get("exact"), "F1": r.get("f1"),
+             "contains": r.get("contains"), f"recall@{k}": r.get(f"recall_at_{k}"), "p50_ms": r.get("p50_ms"),
+             "p95_ms": r.get("p95_ms"), "answers/s": r.get("answers_per_s"), "generator": generator_name(r),
+             "params_m": r.get("params_m"), "weights_mb": r.get("weights_mb"), "peak_mb": r.get("peak_rss_mb")}
             for r in report["modes"]]
+
+
+def generator_name(result: dict) -> str | None:
+    """Short name of what answered: the model's file or folder name, plus the adapter version."""
+    if not result.get("model"):
+        return None
+    name = Path(result["model"].split("/", 1)[-1] if result["model"].startswith("package:") else result["model"]).name
+    return name + (f" + {result['adapter']}" if result.get("adapter") else "")
 
 
 def comparison_markdown(report: dict) -> str:
@@ -206,7 +273,9 @@ def comparison_markdown(report: dict) -> str:
              f"{a['trainings']} trainings recorded.",
              f"**Knowledge changes**: {c['refreshes_with_changes']} of {c['refreshes']} refreshes.", "",
              f"## Recommendation: {rec['choice'] or 'none'}", "", *[f"- {w}" for w in rec["why"]]]
-    models = {r["mode"]: r["model"] + (f" + adapter {r['adapter']}" if r.get("adapter") else "")
+    models = {r["mode"]: r["model"] + (f" + adapter {r['adapter']} (trained on {r.get('adapter_format')}"
+                                       + (f", {r['adapter_kb']}" if r.get("adapter_kb") else "") + ")"
+                                       if r.get("adapter") else "")
               for r in report["modes"] if r.get("model")}
     if models:
         lines += ["", "**Generators**: " + "; ".join(f"{m}: `{g}`" for m, g in models.items())]

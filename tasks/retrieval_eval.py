@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 
-from tasks.qa import normalize
+from tasks.qa import normalize_passage as normalize
 
 
 def relevant(hit: dict, row: dict) -> bool:

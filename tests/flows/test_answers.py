@@ -16,10 +16,12 @@ from flows.kb_refresh import kb_refresh
 from tasks.answer import MODES, Answerer
 from tasks.config import ConfigError, load_params
 from tasks.errors import GateFailed, SourceError
+from tasks.qa import read_qa_set
 from tasks.retrain import RETRAIN_STAGES
 from tasks.retrieval import Retriever
 from tasks.stages import KB_STAGES, run_stage
 from tasks.workspace import Layout
+from tests.data import INSTRUCTION_OVERRIDES
 
 REPO = Path(__file__).resolve().parents[2]
 QA = REPO / "data/sample/questions.jsonl"
@@ -139,7 +141,8 @@ def answering(tmp_path_factory, tiny_causal) -> tuple[Path, list[str]]:
     shutil.copy(REPO / "params.yaml", root / "params.yaml")
     for folder in ("data/sample/corpus", "data/sample/train", "infra/deepspeed"):
         shutil.copytree(REPO / folder, root / folder)
-    overrides = [f"model.base={tiny_causal}", "train.deepspeed=none", "train.max_steps=8", "train.learning_rate=0.005"]
+    overrides = [f"model.base={tiny_causal}", *INSTRUCTION_OVERRIDES, "train.deepspeed=none", "train.max_steps=8",
+                 "train.learning_rate=0.005"]
     index_stages(root)
     params = load_params(root / "params.yaml", overrides)
     for stage in RETRAIN_STAGES:
@@ -155,8 +158,8 @@ def test_every_mode_answers_and_ft_and_hybrid_load_the_adapter(answering):
         res = {mode: answerer.answer("How long does a standard Heron installation take?", mode) for mode in MODES}
         from peft import PeftModel
 
-        assert isinstance(answerer.generator(True).model, PeftModel)
-        assert not isinstance(answerer.generator(False).model, PeftModel)
+        assert isinstance(answerer.generator("ft").model, PeftModel)
+        assert not isinstance(answerer.generator("rag").model, PeftModel)
     finally:
         answerer.close()
     for mode, r in res.items():
@@ -207,7 +210,9 @@ def test_ask_and_compare_from_the_cli_and_the_flow(answering):
     report = compare(root=str(root), qa_file=str(qa), overrides=overrides)
     modes = {r["mode"]: r for r in report["modes"]}
     assert list(modes) == ["base", "rag", "ft", "hybrid"] and all(r["status"] == "ok" for r in modes.values())
-    assert modes["rag"]["recall_at_5"] == 1.0 and modes["ft"]["recall_at_5"] is None
+    assert modes["rag"]["recall_at_3"] == 1.0 and modes["ft"]["recall_at_3"] is None  # generate.passages = 3
+    assert all(0 <= modes[m]["f1"] <= 1 and modes[m]["answers_per_s"] > 0 for m in modes)
+    assert modes["ft"]["adapter_format"] == "instruction" and modes["rag"]["params_m"] > 0
     assert modes["hybrid"]["adapter"] and modes["base"]["adapter"] is None
     costs = report["costs"]
     assert costs["index"]["points"] > 0 and costs["adapter"]["adapter_mb"] > 0 and costs["adapter"]["trainings"] == 1
@@ -223,3 +228,45 @@ def test_ask_and_compare_from_the_cli_and_the_flow(answering):
     assert {a.key for a in found} == {"compare-modes", "compare-summary"}
     summary = next(a for a in found if a.key == "compare-summary").data
     assert "| hybrid |" in summary and "Recommendation" in summary
+
+
+def test_compare_on_a_doc_ids_only_file_scores_retrieval_and_says_so(answering):
+    root, overrides = answering
+    qa = root / "doc_ids_only.jsonl"
+    qa.write_text("".join(json.dumps({"question": json.loads(line)["question"], "doc_ids": json.loads(line)["doc_ids"]})
+                          + "\n" for line in QA.read_text().splitlines()[:3]))
+    report = compare(root=str(root), qa_file=str(qa), overrides=overrides)
+    modes = {r["mode"]: r for r in report["modes"]}
+    assert modes["rag"]["status"] == modes["hybrid"]["status"] == "retrieval only" and modes["rag"]["f1"] is None
+    assert modes["base"]["status"] == modes["ft"]["status"] == "not scored"
+    assert modes["rag"]["recall_at_3"] > 0
+    rec = report["recommendation"]
+    assert rec["choice"] is None and "doc_ids but no answers" in rec["why"][0]
+
+
+@pytest.mark.slow
+def test_compare_refuses_questions_the_adapter_trained_on_and_accepts_its_heldout_split(tmp_path, tiny_causal):
+    root = tmp_path
+    shutil.copy(REPO / "params.yaml", root / "params.yaml")
+    for folder in ("data/sample/corpus", "data/sample/train", "infra/deepspeed"):
+        shutil.copytree(REPO / folder, root / folder)
+    index_stages(root)
+    overrides = [f"model.base={tiny_causal}", "dataset.format=qa", "dataset.max_length=512", "train.deepspeed=none",
+                 "train.max_steps=2"]
+    params = load_params(root / "params.yaml", overrides)
+    stats = {stage: run_stage(stage, Layout(root), params) for stage in RETRAIN_STAGES}
+    assert stats["build_dataset"]["format"] == "qa" and stats["build_dataset"]["heldout_questions"] > 0
+    heldout = Layout(root).heldout_qa
+    trained = stats["build_dataset"]["train_examples"]
+    args = ["--params", str(root / "params.yaml"), *overrides]
+
+    result = CliRunner().invoke(app, ["compare", "--qa", str(root / "data/sample/train/kb_qa.jsonl"), *args])
+    assert result.exit_code == 1, result.output
+    message = " ".join(result.output.split())
+    assert f"{trained} of {trained + len(read_qa_set(heldout))} questions were in adapter" in message
+    assert "Traceback" not in result.output and str(heldout.relative_to(root)) in message
+
+    result = CliRunner().invoke(app, ["compare", "--qa", str(heldout), "--json", *args])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert {r["mode"]: r["status"] for r in report["modes"]}["ft"] == "ok"

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from tasks.compare import recommend
-from tasks.config import CompareParams
+from tasks.compare import evaluate_mode, recommend, refuse_trained_questions, training_overlap
+from tasks.config import CompareParams, ConfigError
 from tasks.errors import SourceError
 from tasks.index import plan_reconcile, vector_kinds
-from tasks.qa import match, read_qa_set
+from tasks.examples import question_hash
+from tasks.qa import normalize, read_qa_set, squad_scores, token_f1
 from tasks.retrieval_eval import evaluate, gate, percentile, score_row
 from tasks.sparse import encode_document, encode_query, term_id, terms
 
@@ -77,9 +78,12 @@ def test_recall_gate_fails_on_a_drop_beyond_the_margin_and_resets_on_a_new_qa_se
     assert gate(base, None, 0.05)[0]
 
 
-def test_answers_match_after_normalizing():
-    assert match("About Thirty minutes.", ["thirty minutes"]) == (False, True)
-    assert match("HX-7734-Q", ["hx-7734-q"]) == (True, True)
+def test_answers_are_scored_like_squad():
+    assert squad_scores("About Thirty minutes.", ["thirty minutes"]) == {"exact": 0.0, "f1": 0.8, "contains": 1.0}
+    assert squad_scores("The HX-7734-Q", ["hx-7734-q"]) == {"exact": 1.0, "f1": 1.0, "contains": 1.0}  # articles go
+    assert round(squad_scores("60 requests.", ["sixty requests", "60 requests per minute"])["f1"], 3) == 0.667
+    assert squad_scores("no idea", ["45 EUR per day"]) == {"exact": 0.0, "f1": 0.0, "contains": 0.0}
+    assert normalize("An apple, the pear!") == "apple pear" and token_f1("", "x") == 0.0
 
 
 def test_qa_file_errors_name_the_line_and_the_fix(tmp_path):
@@ -96,9 +100,9 @@ def test_qa_file_errors_name_the_line_and_the_fix(tmp_path):
     assert read_qa_set(f) == [{"question": "x", "answers": ["one"], "doc_ids": ["d"]}]
 
 
-def _mode(mode, contains, p95=100.0, recall=None):
-    return {"mode": mode, "status": "ok", "exact": 0.0, "contains": contains, "recall_at_5": recall,
-            "p50_ms": p95 / 2, "p95_ms": p95}
+def _mode(mode, f1, p95=100.0, recall=None):
+    return {"mode": mode, "status": "ok", "exact": 0.0, "f1": f1, "contains": f1, "recall_at_5": recall,
+            "p50_ms": p95 / 2, "p95_ms": p95, "model": "m", "params_m": 134.5}
 
 
 def _costs(changes: int, refresh=20.0, retrain=200.0):
@@ -117,6 +121,7 @@ def test_recommendation_prefers_the_cheapest_to_keep_current_among_equally_accur
     assert rec["choice"] == "rag", rec
     text = " ".join(rec["why"])
     assert "rag 0.70" in text and "hybrid 0.72" in text and "3 of 5 refreshes" in text and "20.0 s" in text
+    assert "F1" in text and "134.5M parameters" in text
 
 
 def test_recommendation_follows_accuracy_latency_budget_and_freshness():
@@ -133,3 +138,33 @@ def test_no_recommendation_when_no_mode_answers_anything():
     rec = recommend([_mode("rag", 0.0, recall=0.95), _mode("ft", 0.0)], _costs(1), CompareParams())
     assert rec["choice"] is None and "too weak" in rec["why"][-1] and "rag recall 0.95" in rec["why"][-1]
     assert recommend([{**_mode("rag", None), "contains": None}], _costs(1), CompareParams())["choice"] is None
+
+
+def test_a_qa_file_with_doc_ids_only_is_scored_on_retrieval_and_says_so():
+    rows = [{"question": "q", "answers": [], "doc_ids": ["a.md"]}]
+    calls = []
+
+    def answer_many(questions, mode, on_progress=None, generate=True):
+        calls.append((mode, generate))
+        return [{"answer": None, "note": None, "sources": [{"doc_id": "a.md", "text": "x"}],
+                 "timings_ms": {"retrieve": 5.0, "generate": 0.0, "total": 5.0, "batch": 1}}]
+
+    ft = evaluate_mode(answer_many, "ft", rows, 3)
+    rag = evaluate_mode(answer_many, "rag", rows, 3)
+    assert calls == [("rag", False)], "nothing is generated, and ft does not even run"
+    assert ft["status"] == "not scored" and "doc_ids only" in ft["reason"]
+    assert rag["status"] == "retrieval only" and rag["recall_at_3"] == 1.0 and rag["f1"] is None
+    rec = recommend([ft, rag], _costs(1), CompareParams())
+    assert rec["choice"] is None and "no answers" in rec["why"][0] and "rag recall@3 1.00" in rec["why"][0]
+
+
+def test_an_adapter_is_never_scored_on_questions_it_trained_on():
+    info = {"dataset": {"format": "qa", "train_questions": [question_hash("How long is the warranty?")],
+                        "heldout_qa": "data/train/heldout_qa.jsonl", "heldout_questions": 4}}
+    rows = [{"question": "how long is the  WARRANTY?", "answers": ["5 years"], "doc_ids": []},
+            {"question": "Something else?", "answers": ["x"], "doc_ids": []}]
+    assert training_overlap(info, rows) == 1
+    with pytest.raises(ConfigError, match=r"q.jsonl: 1 of 2 questions were in adapter v7's training set "
+                                          r"\(dataset.format=qa, 1 training questions\).*heldout_qa.jsonl \(4"):
+        refuse_trained_questions("v7", info, rows, "q.jsonl")
+    refuse_trained_questions("v7", info, rows[1:], "q.jsonl")  # disjoint: fine
