@@ -24,6 +24,7 @@ def markdown(r: dict) -> str:
            f"{m['os']}; Python {m['python']}.", f"Libraries: {libs}.", ""]
     out += _refresh(r.get("refresh")) + _bare(r.get("bare")) + _efficiency(r.get("efficiency"))
     out += _overhead(r.get("overhead")) + _training(r.get("training")) + _encoders(r.get("encoders"))
+    out += _knowledge(r.get("knowledge")) + _generation(r.get("generation"))
     out.append(f"Total benchmark time: {r.get('total_seconds')} s.")
     return "\n".join(out) + "\n"
 
@@ -105,12 +106,15 @@ def _training(res: dict | None) -> list[str]:
         return out + [f"Not measured: {_status(res)}", ""]
     rows = []
     for name, t in res["runs"].items():
-        rows.append([name, t["device"], t["precision"], t["steps"], t["ragtune"]["tokens_per_s"],
+        rows.append([name, t["device"], t["precision"], t["steps"], t["batch_size"], t["ragtune"]["tokens_per_s"],
                      t["bare_trainer_peft"]["tokens_per_s"], t["ratio_tokens_per_s"],
+                     t["ragtune"].get("loop_tokens_per_s"),
                      t["ragtune"].get("peak_gpu_mb") or f"{t['ragtune']['peak_rss_mb']} (RSS)",
                      (t.get("mfu_ragtune") or {}).get("lora")])
-    return out + _table(["config", "device", "precision", "steps", "ragtune tok/s", "bare Trainer+PEFT tok/s",
-                         "ratio", "peak MB", "MFU (LoRA)"], rows) + [f"GPU: {res['gpu']}.", ""]
+    return out + _table(["config", "device", "precision", "steps", "batch", "ragtune tok/s", "bare Trainer+PEFT tok/s",
+                         "ratio", "ragtune loop-only tok/s", "peak MB", "MFU (LoRA)"], rows) + [
+        "Both sides are timed over the whole trainer.train() call (DeepSpeed init included on both); the loop-only "
+        f"column starts at on_train_begin. GPU: {res['gpu']}.", ""]
 
 
 def _encoders(res: dict | None) -> list[str]:
@@ -126,3 +130,44 @@ def _encoders(res: dict | None) -> list[str]:
         notes.append(f"ONNX Runtime / OpenVINO {res['skipped_runtimes']}.")
     return out + _table(["backend", "chunks/s", "speed vs PyTorch", "recall@5 %", "MRR@5", "recall loss pts",
                          "min cosine to PyTorch", "meets bar"], rows) + notes + [""]
+
+
+def _modes(rows: list[dict], extra: bool) -> list[str]:
+    k = next((key for key in rows[0] if key.startswith("recall_at_")), "recall_at_3")
+    header = ["mode", "EM", "F1", "contains", f"recall@{k.rsplit('_', 1)[1]}", "p50 ms", "p95 ms"]
+    header += ["train s", "adapter MB"] if extra else []
+    return _table(header, [[r["mode"], r.get("exact"), r.get("f1"), r.get("contains"), r.get(k), r.get("p50_ms"),
+                            r.get("p95_ms")] + ([r.get("train_seconds"), r.get("adapter_mb")] if extra else [])
+                           for r in rows])
+
+
+def _knowledge(res: dict | None) -> list[str]:
+    out = ["#### Knowledge injection: RAG, fine-tune or both (SmolLM2-135M-Instruct, greedy)", ""]
+    if _status(res):
+        return out + [f"Not measured: {_status(res)}", ""]
+    f, s = res["fictional"], res["sample"]
+    c = f["corpus"]
+    out += [f"Fictional corpus: {c['documents']} generated documents, {c['train_questions']} training and "
+            f"{f['eval_questions']} evaluation questions (differently phrased). Every adapter is trained by ragtune's "
+            "stages on this machine; latency is per answer in batches of generate.batch_size.", ""]
+    out += _modes(f["rows"], True)
+    ad = [[name, a["format"], a["train_examples"], a["steps"], a["tokens_per_s"], a["train_seconds"], a["adapter_mb"]]
+          for name, a in f["adapters"].items()]
+    out += _table(["adapter", "format", "train examples", "steps", "tokens/s", "train s", "MB"], ad)
+    a = s["adapter"]
+    out += [f"Sample corpus: {s['questions']} questions from data/sample/questions.jsonl; RAFT adapter trained on "
+            f"data/sample/train/kb_qa.jsonl ({a['train_examples']} examples, {a['steps']} steps, "
+            f"{a['train_seconds']} s).", ""]
+    return out + _modes(s["rows"], False)
+
+
+def _generation(res: dict | None) -> list[str]:
+    out = ["#### Generation: batched vs one question at a time", ""]
+    if _status(res):
+        return out + [f"Not measured: {_status(res)}", ""]
+    return out + _table(["way", "seconds", "answers/s"], [
+        ["one model.generate per question", res["one_at_a_time"]["seconds"], res["one_at_a_time"]["answers_per_s"]],
+        [f"batched ({res['batch_size']} per call)", res["batched"]["seconds"], res["batched"]["answers_per_s"]]]) + [
+        f"{res['questions']} rag prompts from the sample corpus (mean {res['mean_prompt_tokens']} tokens), "
+        f"max_new_tokens {res['max_new_tokens']}; speed-up {res['ratio_answers_per_s']}x; "
+        f"{res['identical_answers']} of {res['questions']} answers identical.", ""]

@@ -5,8 +5,10 @@ Sections (each with its baseline measured in the same run, on the same machine):
   bare        ragtune's embed and index stages vs sentence-transformers encode + qdrant-client upload_points
   efficiency  the same two stages alternating with the bare calls, best of N (targets >= 0.9)
   overhead    fixed orchestration cost: a 1-document refresh, wall minus stage work
-  training    LoRA train stage vs bare HF Trainer + PEFT (benchmarks/train_lora.py)
+  training    LoRA train stage vs bare HF Trainer + PEFT (benchmarks/train_lora.py): tiny Llama and SmolLM2-135M
   encoders    ONNX Runtime / OpenVINO (fp32, int8) vs PyTorch: speed and retrieval quality
+  knowledge   base / rag / ft (kb text) / ft (QA) / hybrid (RAFT) on fictional facts and the sample corpus
+  generation  batched greedy answers vs one model.generate per question (benchmarks/injection.py)
 Results: JSON (--out) and a markdown table beside it (same name, .md), printed at the end.
 """
 
@@ -25,15 +27,20 @@ from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
-from benchmarks import refresh
+from benchmarks import injection, refresh
 from benchmarks.report import markdown
 
 REPO = Path(__file__).resolve().parents[1]
-SECTIONS = ("refresh", "bare", "efficiency", "overhead", "training", "encoders")
-QUICK = dict(docs=40, efficiency_chunks=48, repeats=1, train_steps=8, train_repeats=1, encoder_texts=32,
-             overhead_runs=(2, 1))
+SECTIONS = ("refresh", "bare", "efficiency", "overhead", "training", "encoders", "knowledge", "generation")
+QUICK = dict(docs=40, efficiency_chunks=48, repeats=1, train_steps=8, train_repeats=2, encoder_texts=32,
+             overhead_runs=(2, 1), smollm2_steps=2, entities=4, gen_questions=8, sample_questions=6,
+             train=dict(lr=5e-4, max_steps=2, kb_text_epochs=1, qa_epochs=1, raft_epochs=1, raft_distractors=1,
+                        sample_epochs=1))
+# SmolLM2 trains at ~120 tokens/s on 2 CPU cores: the knowledge section's sizes keep it near half an hour
 FULL = dict(docs=2000, efficiency_chunks=1000, repeats=3, train_steps=60, train_repeats=2, encoder_texts=512,
-            overhead_runs=(3, 2))  # refreshes with Prefect's ephemeral server, then with `ragtune server` running
+            overhead_runs=(3, 2), smollm2_steps=6, entities=50, gen_questions=26, sample_questions=None,
+            train=dict(lr=5e-4, max_steps=-1, kb_text_epochs=10, qa_epochs=3, raft_epochs=2, raft_distractors=1,
+                       sample_epochs=2))  # overhead: Prefect's ephemeral server, then `ragtune server` running
 
 
 def machine() -> dict:
@@ -111,16 +118,18 @@ def training_section(cfg: dict, work: Path) -> dict:
     """benchmarks/train_lora.py in a subprocess per configuration (DeepSpeed state stays out of this one)."""
     import torch
 
-    configs = [("tiny", "zero2", "auto")]
+    configs = [("tiny", "zero2", "auto", cfg["train_steps"], cfg["train_repeats"], 8),
+               ("smollm2", "zero2", "auto", cfg["smollm2_steps"], 2, 4)]  # best of 2, each side first once
     if torch.cuda.is_available():
-        configs += [("small", zero, "bf16") for zero in ("none", "zero2", "zero3")]
+        configs += [("small", zero, "bf16", cfg["train_steps"], cfg["train_repeats"], 8)
+                    for zero in ("none", "zero2", "zero3")]
     runs = {}
-    for size, zero, precision in configs:
+    for size, zero, precision, steps, repeats, batch in configs:
         out = work / f"train-{size}-{zero}.json"
         log(f"training {size} {zero}")
         cmd = [sys.executable, str(REPO / "benchmarks/train_lora.py"), "--size", size, "--zero", zero,
-               "--precision", precision, "--steps", str(cfg["train_steps"]), "--repeats", str(cfg["train_repeats"]),
-               "--out", str(out)]
+               "--precision", precision, "--steps", str(steps), "--repeats", str(repeats),
+               "--batch-size", str(batch), "--out", str(out)]
         proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=refresh.bench_env(work))
         if proc.returncode != 0:
             raise RuntimeError(f"{' '.join(cmd[1:])} failed:\n{proc.stderr[-3000:]}")
@@ -181,6 +190,10 @@ def main(argv: list[str] | None = None) -> int:
         section(results, "training", lambda: training_section(cfg, work))
     if "encoders" in wanted:
         section(results, "encoders", lambda: encoders_section(cfg, results.get("refresh"), work))
+    if "knowledge" in wanted:
+        section(results, "knowledge", lambda: injection.knowledge_section(cfg, work, log))
+    if "generation" in wanted:
+        section(results, "generation", lambda: injection.generation_section(cfg, work, log))
     results["total_seconds"] = round(time.perf_counter() - started, 1)
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(results, indent=2) + "\n")

@@ -68,7 +68,7 @@ def print_table(title: str, columns: tuple[str, ...], rows: list[dict]) -> None:
     for col in columns:
         table.add_column(col)
     for row in rows:
-        table.add_row(*(str(row[c]) for c in columns))
+        table.add_row(*("" if row[c] is None else str(row[c]) for c in columns))
     out.print(table)
 
 
@@ -247,7 +247,11 @@ def compare(
         from tasks.compare import comparison_rows
 
         rows = comparison_rows(report)
-        print_table(f"compare on {qa} ({report['questions']} questions)", tuple(rows[0]), rows)
+        k = f"recall@{report['k']}"
+        print_table(f"compare on {qa} ({report['questions']} questions)",
+                    ("mode", "status", "EM", "F1", "contains", k, "p50_ms", "p95_ms"), rows)
+        print_table("generators", ("mode", "generator", "params_m", "weights_mb", "peak_mb", "answers/s"),
+                    [r for r in rows if r["generator"]])
         rec = report["recommendation"]
         out.print(f"Recommendation: {rec['choice'] or 'none'}", highlight=False)
         for line in rec["why"]:

@@ -51,9 +51,14 @@ def load_base(model: ModelParams, root: Path, label2id: dict[str, int] | None = 
 
 
 def load_with_adapter(model: ModelParams, root: Path, adapter_dir: Path, label2id: dict[str, int] | None = None):
+    import warnings
+
     from peft import PeftModel
 
-    return PeftModel.from_pretrained(load_base(model, root, label2id), str(adapter_dir), is_trainable=False)
+    base = load_base(model, root, label2id)
+    with warnings.catch_warnings():  # peft calls a transformers API deprecated for v6: noise on every load
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        return PeftModel.from_pretrained(base, str(adapter_dir), is_trainable=False)
 
 
 class Collator:

@@ -127,8 +127,9 @@ def convert_gguf(gguf: Path, out: Path, digest: str) -> dict:
 def check_reachable(name: str, field: str) -> None:
     """Fail in seconds, not after the hub client's minute of retries, when a hub id can neither be found in the
     HF cache nor downloaded (an offline machine)."""
-    if Path(name).expanduser().exists() or os.environ.get("HF_HUB_OFFLINE") == "1":
-        return  # a folder, or from_pretrained fails at once by itself
+    if name.startswith(PACKAGED) or name.endswith(".gguf") or Path(name).expanduser().exists() \
+            or os.environ.get("HF_HUB_OFFLINE") == "1":
+        return  # a local file or folder, or from_pretrained fails at once by itself
     from huggingface_hub import try_to_load_from_cache
 
     if isinstance(try_to_load_from_cache(name, "config.json"), str):

@@ -62,7 +62,7 @@ def run_build_dataset(ws: Layout, params: Params, on_progress: Progress = None) 
         raise GateFailed(
             f"training data gate failed ({len(report['failed'])} of {report['evaluated']} expectations); nothing "
             "was trained:\n  - " + "\n  - ".join(report["failed"]) + f"\nReport: {ws.train_quality}\n"
-            f"Data Docs: {report['data_docs']}\nFix the examples in {', '.join(p.sources)}, or loosen the "
+            f"Data Docs: {report['data_docs']}\nFix the examples in {', '.join(version_files(ws.root, fmt, p.sources))}, or loosen the "
             "thresholds in the dataset: section of params.yaml.")
     train, evals = D.split(encoded, p)
     rows = {name: D.to_rows(items, kind, p.max_length, p.packing and fmt != "labelled")

