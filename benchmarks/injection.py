@@ -99,8 +99,9 @@ def knowledge_section(cfg: dict, work: Path, log: Callable[[str], None]) -> dict
     evals = read_qa_set(Path(kb["eval_qa"]))
     train = cfg["train"]
     common = ["train.deepspeed=none", f"train.learning_rate={train['lr']}", "train.save_steps=100000",
-              f"train.max_steps={train['max_steps']}", "dataset.eval_share=0.1", "dataset.min_eval_examples=2",
-              "dataset.min_examples=2"]  # 50 kb_text chunks in full mode; quick mode has four
+              f"train.max_steps={train['max_steps']}", "dataset.min_examples=2",
+              # hold out the minimum (2 examples) for evaluate: every held-out fact is one ft cannot have learned
+              "dataset.eval_share=0.01", "dataset.min_eval_examples=2"]
     adapters = {}
     plans = {  # format, its training overrides
         "ft_kb_text": ["dataset.format=kb_text", "dataset.max_length=256", f"train.epochs={train['kb_text_epochs']}"],

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 
 def _table(header: list[str], rows: list[list]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -171,3 +174,20 @@ def _generation(res: dict | None) -> list[str]:
         f"{res['questions']} rag prompts from the sample corpus (mean {res['mean_prompt_tokens']} tokens), "
         f"max_new_tokens {res['max_new_tokens']}; speed-up {res['ratio_answers_per_s']}x; "
         f"{res['identical_answers']} of {res['questions']} answers identical.", ""]
+
+
+def publish(results: Path, readme: Path) -> None:
+    """Write the markdown of a results JSON beside it and into the README between the RESULTS markers."""
+    text = markdown(json.loads(results.read_text()))
+    results.with_suffix(".md").write_text(text)
+    page = readme.read_text()
+    begin, end = "<!-- RESULTS:BEGIN -->", "<!-- RESULTS:END -->"
+    head, _, rest = page.partition(begin)
+    _, _, tail = rest.partition(end)
+    readme.write_text(f"{head}{begin}\n{text}{end}{tail}")
+
+
+if __name__ == "__main__":  # python -m benchmarks.report benchmarks/RESULTS.json README.md
+    import sys
+
+    publish(Path(sys.argv[1]), Path(sys.argv[2]))

@@ -235,7 +235,7 @@ def compare(
         from tasks.qa import read_qa_set
 
         p = load_params(params, list(overrides or []))  # fail fast, before Prefect starts or a model loads
-        check_heldout(Answerer(root, p, adapter).adapter_info, p.compare.modes, read_qa_set(qa), str(qa))
+        check_heldout(Answerer(root, p, adapter).adapter_for, p.compare.modes, read_qa_set(qa), str(qa))
         from flows.compare import compare as compare_flow
 
         with progress_bars(not json_out), redirect_stdout(sys.stderr):
@@ -250,7 +250,7 @@ def compare(
         k = f"recall@{report['k']}"
         print_table(f"compare on {qa} ({report['questions']} questions)",
                     ("mode", "status", "EM", "F1", "contains", k, "p50_ms", "p95_ms"), rows)
-        print_table("generators", ("mode", "generator", "params_m", "weights_mb", "peak_mb", "answers/s"),
+        print_table("generators", ("mode", "generator", "params_m", "weights_mb", "process_peak_mb", "answers/s"),
                     [r for r in rows if r["generator"]])
         rec = report["recommendation"]
         out.print(f"Recommendation: {rec['choice'] or 'none'}", highlight=False)

@@ -47,7 +47,7 @@ def compare(root: str = ".", qa_file: str = "data/sample/questions.jsonl", overr
     params = without_query_cache(load_params(ws.root / "params.yaml", overrides or []))
     rows = read_qa_set(resolve_path(ws.root, qa_file))
     answerer = Answerer(ws.root, params, adapter)
-    C.check_heldout(answerer.adapter_info, params.compare.modes, rows, qa_file)  # before any model loads
+    C.check_heldout(answerer.adapter_for, params.compare.modes, rows, qa_file)  # before any model loads
     try:
         k = params.generate.passages  # recall of the passages each answer was given
         results = [answer_questions(answerer, mode, rows, k) for mode in params.compare.modes]

@@ -132,33 +132,31 @@ class Answerer:
             self._retriever = Retriever(self.ws.root, self.params).warm()
         return self._retriever
 
-    def source(self, mode: str) -> tuple[str, str]:
-        """(what answers in this mode, the field that chose it): a model spec, or an adapter version."""
+    def model_for(self, mode: str) -> tuple[str, str]:
+        """(model spec, the field that chose it) for base and rag."""
         g = self.params.generate
-        if mode in ADAPTED:  # --adapter wins over params.yaml
-            version = self.adapter_version or g.adapters.get(mode) or "production"
-            return f"adapter:{version}", "--adapter" if self.adapter_version else f"generate.adapters.{mode}"
         if mode in g.models:
             return g.models[mode], f"generate.models.{mode}"
         return (g.model, "generate.model") if g.model else (self.params.model.base, "model.base")
 
-    def adapter_info(self, mode: str) -> tuple[str, Path, dict]:
-        spec, _ = self.source(mode)
-        version = spec.split(":", 1)[1]
+    def adapter_for(self, mode: str) -> tuple[str, Path, dict]:
+        """(version, folder, ragtune.json) of the adapter ft or hybrid uses; --adapter wins over params.yaml."""
+        version = self.adapter_version or self.params.generate.adapters.get(mode)
         return resolve_adapter(self.ws, None if version == "production" else version)
 
     def generator(self, mode: str) -> Generator:
-        key = self.source(mode)
-        if key in self._failed:
-            raise self._failed[key]
-        if key not in self._generators:
+        """One loaded generator per model or adapter version, shared by the modes that use it."""
+        adapter = self.adapter_for(mode) if mode in ADAPTED else None
+        spec, field_name = self.model_for(mode) if adapter is None else (f"adapter:{adapter[0]}", "--adapter")
+        if spec in self._failed:
+            raise self._failed[spec]
+        if spec not in self._generators:
             try:
-                adapter = self.adapter_info(mode) if mode in ADAPTED else None
-                self._generators[key] = load_generator(self.ws.root, self.params, key[0], key[1], adapter)
+                self._generators[spec] = load_generator(self.ws.root, self.params, spec, field_name, adapter)
             except RagtuneError as exc:
-                self._failed[key] = exc
+                self._failed[spec] = exc
                 raise
-        return self._generators[key]
+        return self._generators[spec]
 
     def answer(self, question: str, mode: str, top_k: int | None = None) -> dict:
         """One question (what `ask` runs)."""
@@ -166,9 +164,9 @@ class Answerer:
 
     def answer_many(self, questions: list[str], mode: str, top_k: int | None = None,
                     on_progress: Callable[[int, int], None] | None = None, generate: bool = True) -> list[dict]:
-        """Answers to several questions, generated generate.batch_size at a time. Each answer's timings: its own
-        retrieval, and the generation of its batch (the wall time until its answer existed). generate=False:
-        passages only (retrieving modes)."""
+        """Answers to several questions, generated generate.batch_size at a time (generate=False: passages only).
+        An answer's `generate` time is its share of its batch's generation, so `total` is what the answer cost;
+        `batch_generate` is the batch's whole time, what a caller of that batch waited."""
         if mode not in MODES:
             raise ConfigError(f"--mode {mode}: expected one of {', '.join(MODES)}.")
         k = top_k or self.params.generate.passages
@@ -208,10 +206,11 @@ class Answerer:
                     row.update(answer=text, prompt_tokens=len(ids), sources=row["sources"][:used])
                     if used < len(passages):
                         row["note"] = f"{len(passages) - used} passages did not fit generate.max_context_tokens"
+            share = gen_ms / len(batch)
             for row, (_, ret_ms) in zip(rows, found):
-                row["timings_ms"] = {"retrieve": round(ret_ms, 1), "generate": round(gen_ms, 1),
-                                     "total": round(ret_ms + gen_ms, 1), "load": load_ms,
-                                     "batch": len(batch)}
+                row["timings_ms"] = {"retrieve": round(ret_ms, 1), "generate": round(share, 1),
+                                     "total": round(ret_ms + share, 1), "load": load_ms, "batch": len(batch),
+                                     "batch_generate": round(gen_ms, 1)}
             out += rows
             if on_progress:
                 on_progress(len(out), len(questions))

@@ -57,12 +57,12 @@ def refuse_trained_questions(version: str, info: dict, rows: list[dict], qa_file
             + ", or retrain without them.")
 
 
-def check_heldout(adapter_info: Callable[[str], tuple[str, Path, dict]], modes: list[str], rows: list[dict],
+def check_heldout(adapter_for: Callable[[str], tuple[str, Path, dict]], modes: list[str], rows: list[dict],
                   qa_file: str) -> None:
     """No adapter may be scored on questions it was trained on (a missing adapter is reported per mode later)."""
     for mode in [m for m in modes if m in ("ft", "hybrid")]:
         try:
-            version, _, info = adapter_info(mode)
+            version, _, info = adapter_for(mode)
         except RagtuneError:
             continue
         refuse_trained_questions(version, info, rows, qa_file)
@@ -85,15 +85,14 @@ def evaluate_mode(answer_many: Callable[..., list[dict]], mode: str, rows: list[
     generated = bool(scored) and all(s is not None for s in scored)
     recalls = [score_row(res["sources"], row, k)[0] for res, row in zip(results, rows)] \
         if mode in ("rag", "hybrid") else []
-    wall_s = sum(res["timings_ms"]["retrieve"] for res in results) / 1000 + \
-        sum(res["timings_ms"]["generate"] / res["timings_ms"]["batch"] for res in results) / 1000
+    wall_s = sum(res["timings_ms"]["total"] for res in results) / 1000
     first = results[0]
     out = {"mode": mode, "questions": len(rows), "answered": len(scored),
            **{s: round(sum(x[s] for x in scored) / len(scored), 4) if generated else None for s in SCORES},
            f"recall_at_{k}": round(sum(recalls) / len(recalls), 4) if recalls else None,
            **latency([res["timings_ms"]["total"] for res in results]),
            "answers_per_s": round(len(results) / wall_s, 2) if wall_s and generated else None,
-           "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+           "process_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),  # so far
            **{key: first.get(key) for key in ("model", "adapter", "params_m", "weights_mb", "load_s",
                                               "adapter_format", "adapter_kb")},
            "samples": [{"question": row["question"], "expected": row["answers"][:1], "answer": res["answer"],
@@ -215,7 +214,8 @@ def recommend(results: list[dict], costs: dict, p: CompareParams) -> dict:
     if choice.get(f"recall_at_{_k(choice)}") is not None:
         why.append(f"Its passages hold the answer for {choice[f'recall_at_{_k(choice)}']:.0%} of questions "
                    f"(recall@{_k(choice)}).")
-    why.append(f"Latency per answer: p50 {choice['p50_ms']:.0f} ms, p95 {choice['p95_ms']:.0f} ms, with "
+    why.append(f"Time per answer (its retrieval + its share of a batch's generation): p50 {choice['p50_ms']:.0f} ms, "
+               f"p95 {choice['p95_ms']:.0f} ms, with "
                f"{choice.get('model') or 'no model'} ({choice.get('params_m')}M parameters"
                + (f" + adapter {choice['adapter']}" if choice.get("adapter") else "") + ").")
     i, a = costs["index"], costs["adapter"]
@@ -246,7 +246,8 @@ def comparison_rows(report: dict) -> list[dict]:
     return [{"mode": r["mode"], "status": r["status"], "EM": r.get("exact"), "F1": r.get("f1"),
              "contains": r.get("contains"), f"recall@{k}": r.get(f"recall_at_{k}"), "p50_ms": r.get("p50_ms"),
              "p95_ms": r.get("p95_ms"), "answers/s": r.get("answers_per_s"), "generator": generator_name(r),
-             "params_m": r.get("params_m"), "weights_mb": r.get("weights_mb"), "peak_mb": r.get("peak_rss_mb")}
+             "params_m": r.get("params_m"), "weights_mb": r.get("weights_mb"),
+             "process_peak_mb": r.get("process_peak_rss_mb")}
             for r in report["modes"]]
 
 

@@ -28,8 +28,10 @@ Search = Callable[[str, int], list[dict]]
 
 
 def holds_answer(text: str, answers: list[str]) -> bool:
+    """Whether a passage states an answer, on word boundaries ("71 %" is not in "171 %")."""
     body = normalize_passage(text)
-    return any(normalize_passage(a) and normalize_passage(a) in body for a in answers)
+    return any(re.search(rf"(?<!\w){re.escape(normalize_passage(a))}(?!\w)", body) for a in answers
+               if normalize_passage(a))
 
 
 def pick_oracle(qa: dict, hits: list[dict], chunks: list[dict]) -> tuple[dict | None, str]:

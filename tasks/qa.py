@@ -86,12 +86,12 @@ def token_f1(prediction: str, gold: str) -> float:
 
 
 def squad_scores(prediction: str, golds: list[str]) -> dict:
-    """EM, token F1 and contains of one prediction, each the best over the gold answers."""
+    """EM, token F1 and contains (the gold's tokens appear in a row), each the best over the gold answers."""
     got = normalize(prediction)
     wants = [normalize(g) for g in golds if normalize(g)]
     return {"exact": float(any(got == w for w in wants)),
             "f1": max((token_f1(prediction, g) for g in golds if normalize(g)), default=0.0),
-            "contains": float(any(w in got for w in wants))}
+            "contains": float(any(f" {w} " in f" {got} " for w in wants))}  # whole tokens: "5" is not in "15"
 
 
 def context_message(question: str, passages: list[dict]) -> str:
