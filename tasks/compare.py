@@ -20,6 +20,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Callable
 
+from tasks.answer import ADAPTED, RETRIEVING
 from tasks.config import CompareParams, ConfigError, Params, resolve_path
 from tasks.errors import RagtuneError
 from tasks.examples import question_hash
@@ -60,7 +61,7 @@ def refuse_trained_questions(version: str, info: dict, rows: list[dict], qa_file
 def check_heldout(adapter_for: Callable[[str], tuple[str, Path, dict]], modes: list[str], rows: list[dict],
                   qa_file: str) -> None:
     """No adapter may be scored on questions it was trained on (a missing adapter is reported per mode later)."""
-    for mode in [m for m in modes if m in ("ft", "hybrid")]:
+    for mode in [m for m in modes if m in ADAPTED]:
         try:
             version, _, info = adapter_for(mode)
         except RagtuneError:
@@ -72,7 +73,7 @@ def evaluate_mode(answer_many: Callable[..., list[dict]], mode: str, rows: list[
                   on_progress: Callable[[int, int], None] | None = None) -> dict:
     """Answer every question in one mode (batched); a mode that cannot run (no adapter, no model) is skipped
     with why. With no answers in the QA file, only modes that retrieve are scored, on retrieval."""
-    if not has_answers(rows) and mode not in ("rag", "hybrid"):
+    if not has_answers(rows) and mode not in RETRIEVING:
         return {"mode": mode, "status": "not scored", "questions": len(rows),
                 "reason": "the QA file gives doc_ids only, so there are no answers to score and no passages"}
     try:
@@ -84,10 +85,10 @@ def evaluate_mode(answer_many: Callable[..., list[dict]], mode: str, rows: list[
               for res, row in zip(results, rows) if row["answers"]]
     generated = bool(scored) and all(s is not None for s in scored)
     recalls = [score_row(res["sources"], row, k)[0] for res, row in zip(results, rows)] \
-        if mode in ("rag", "hybrid") else []
+        if mode in RETRIEVING else []
     wall_s = sum(res["timings_ms"]["total"] for res in results) / 1000
     first = results[0]
-    out = {"mode": mode, "questions": len(rows), "answered": len(scored),
+    out = {"mode": mode, "questions": len(rows), "scored_questions": len(scored),
            **{s: round(sum(x[s] for x in scored) / len(scored), 4) if generated else None for s in SCORES},
            f"recall_at_{k}": round(sum(recalls) / len(recalls), 4) if recalls else None,
            **latency([res["timings_ms"]["total"] for res in results]),

@@ -130,7 +130,7 @@ class DatasetParams(_Section):
     system_prompt: str | None = None
     max_length: int = Field(1024, ge=16)
     eval_share: float = Field(0.1, ge=0, lt=1)
-    min_eval_examples: int = Field(1, ge=0)
+    min_eval_examples: int = Field(2, ge=0)
     packing: bool = False
     min_examples: int = Field(8, ge=1)
     min_tokens: int = Field(4, ge=1)

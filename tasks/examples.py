@@ -5,7 +5,7 @@ Formats (one per run; `auto` picks by the fields of the first record):
 - chat:        {"messages": [{"role", "content"}, ...]}  -> trained on assistant turns only
 - text:        {"text"}                                  -> continued pretraining (e.g. data/clean/documents.jsonl)
 - labelled:    {"text", "label"}                         -> sequence classification
-Built from the knowledge base (never picked by `auto`; see tasks/kb_dataset.py):
+Built from the knowledge base (`auto` picks `qa` for rows with a `question`; see tasks/kb_dataset.py):
 - kb_text:     the index's own chunks (data/chunks/chunks.jsonl); dataset.sources is not read
 - qa:          {"question", "answers" (or "answer"), "doc_ids"?} -> question turn + short-answer turn
 - raft:        the same QA rows, each turned into question + oracle and distractor passages -> short answer
@@ -72,7 +72,7 @@ def detect_format(record: dict, path: Path) -> str:
         return "text"
     raise SourceError(
         f"{path}: line 1 has fields {sorted(record)}; cannot tell the format. Expected instruction/output, "
-        "messages, text or text+label, or set dataset.format in params.yaml.")
+        "messages, question/answers, text or text+label, or set dataset.format in params.yaml.")
 
 
 def _fix(value) -> str:
@@ -154,6 +154,11 @@ def read_examples(root: Path, sources: list[str], fmt: str, system_prompt: str |
                     raise SourceError(f"{path}:{lineno}: expected a JSON object, got {type(record).__name__}.")
                 if fmt == "auto":
                     fmt = detect_format(record, path)
+                elif fmt in QA_FORMATS and not examples and "question" not in record:
+                    raise SourceError(
+                        f"{path}:{lineno}: dataset.format={fmt} reads question/answers rows, but this record has "
+                        f"fields {sorted(record)}. Set dataset.format=auto to train on the file's own format "
+                        f"(e.g. `ragtune retrain --source {path.name} dataset.format=auto`), or give a QA file.")
                 examples.append(to_example(record, fmt, f"{path.name}:{lineno}", system_prompt))
     if fmt == "auto":
         raise SourceError(f"dataset.sources {sources}: no records found. Add training examples to the file(s).")
@@ -192,6 +197,9 @@ def data_version(root: Path, sources: list[str]) -> dict[str, str]:
 
     out = {}
     for s in sources:
+        if not resolve_path(root, s).is_file():  # e.g. the index's chunks before the first refresh
+            out[s] = "missing"
+            continue
         h = hashlib.md5()
         with resolve_path(root, s).open("rb") as f:
             for block in iter(lambda: f.read(1 << 20), b""):

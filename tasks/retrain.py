@@ -27,7 +27,7 @@ def run_build_dataset(ws: Layout, params: Params, on_progress: Progress = None) 
     """Read + repair examples (or build them from the knowledge base), tokenize (cached), run the GX gate,
     split, pack, write data/train/."""
     from tasks import dataset as D
-    from tasks.examples import QA_FORMATS, data_version, encoding, question_hash, read_examples, version_files
+    from tasks.examples import QA_FORMATS, data_version, encoding, read_examples, version_files
     from tasks.kb_dataset import kb_version, raft_from_index
     from tasks.validate import run_suites
 
@@ -54,7 +54,7 @@ def run_build_dataset(ws: Layout, params: Params, on_progress: Progress = None) 
         encoded = D.encode(examples, tokenizer, kind, template, label2id)
         write_jsonl(cached_file, (asdict(e) for e in encoded))
     report = run_suites(ws.gx_root, "ragtune_examples",
-                        {"examples": (D.gate_table(examples, encoded, p.max_length), D.expectations(p, kind))},
+                        {"examples": (D.gate_table(examples, encoded, p.max_length), D.expectations(p, kind, fmt))},
                         id_column="example_id")
     report.update(format=fmt, examples=len(examples), sources=p.sources)
     write_json(ws.train_quality, report)
@@ -62,7 +62,8 @@ def run_build_dataset(ws: Layout, params: Params, on_progress: Progress = None) 
         raise GateFailed(
             f"training data gate failed ({len(report['failed'])} of {report['evaluated']} expectations); nothing "
             "was trained:\n  - " + "\n  - ".join(report["failed"]) + f"\nReport: {ws.train_quality}\n"
-            f"Data Docs: {report['data_docs']}\nFix the examples in {', '.join(version_files(ws.root, fmt, p.sources))}, or loosen the "
+            f"Data Docs: {report['data_docs']}\nFix the examples in {', '.join(version_files(ws.root, fmt, p.sources))}, "
+            "or loosen the "
             "thresholds in the dataset: section of params.yaml.")
     train, evals = D.split(encoded, p)
     rows = {name: D.to_rows(items, kind, p.max_length, p.packing and fmt != "labelled")
@@ -78,10 +79,10 @@ def run_build_dataset(ws: Layout, params: Params, on_progress: Progress = None) 
         write_jsonl(ws.train_dir / f"{name}.jsonl", r)
     qa_info = {}
     if fmt in QA_FORMATS:  # questions held out of training, for `compare` and evaluate.qa_file
-        by_id = {e.example_id: e for e in examples}
-        held = [by_id[e.example_id].qa for e in evals]
+        qa_by_key = {e.split_key: e.qa for e in examples if not e.problem}
+        held = [qa_by_key[key] for key in dict.fromkeys(e.split_key for e in evals)]
         write_jsonl(ws.heldout_qa, held)
-        qa_info = {"train_questions": sorted({question_hash(by_id[e.example_id].qa["question"]) for e in train}),
+        qa_info = {"train_questions": sorted({e.split_key for e in train}),
                    "heldout_questions": len(held), "heldout_qa": str(ws.heldout_qa.relative_to(ws.root))}
     else:
         ws.heldout_qa.unlink(missing_ok=True)
@@ -150,8 +151,8 @@ def run_train(ws: Layout, params: Params, on_progress: Progress = None) -> dict:
     load_tokenizer(params.model, ws.root).save_pretrained(staging / "adapter")
     verification = verify_adapter(staging / "adapter", result["expected_state"])
     if rows["eval"]:
-        reloaded = evaluate_rows(load_with_adapter(params.model, ws.root, staging / "adapter", meta["label2id"]), rows["eval"],
-                                 meta["pad_id"], params.train.batch_size, params.model.task)["eval_loss"]
+        reloaded = evaluate_rows(load_with_adapter(params.model, ws.root, staging / "adapter", meta["label2id"]),
+                                 rows["eval"], meta["pad_id"], params.train.batch_size, params.model.task)["eval_loss"]
         tol = 1e-3 if m["precision"] == "fp32" else 3e-2
         if abs(reloaded - m["eval_loss_in_training"]) > tol * max(1.0, abs(m["eval_loss_in_training"])):
             raise VerifyAdapterError(
@@ -229,7 +230,11 @@ def run_evaluate(ws: Layout, params: Params, on_progress: Progress = None) -> di
         from tasks.dataset import load_tokenizer
         from tasks.qa import read_qa
 
-        qa = (load_tokenizer(params.model, ws.root), read_qa(resolve_path(ws.root, params.evaluate.qa_file)))
+        from tasks.dataset import chat_template
+
+        tokenizer = load_tokenizer(params.model, ws.root)  # a text-trained adapter still answers through a template
+        qa = (tokenizer, read_qa(resolve_path(ws.root, params.evaluate.qa_file)),
+              meta["template"] or chat_template(tokenizer, params.dataset.fallback_template))
 
     def score(adapter_dir: Path) -> dict:
         model = load_with_adapter(params.model, ws.root, adapter_dir, meta["label2id"])
@@ -237,7 +242,7 @@ def run_evaluate(ws: Layout, params: Params, on_progress: Progress = None) -> di
         if qa:
             from tasks.qa import score_qa
 
-            out.update(score_qa(model, qa[0], meta["template"], qa[1], params.evaluate.max_new_tokens,
+            out.update(score_qa(model, qa[0], qa[2], qa[1], params.evaluate.max_new_tokens,
                                 params.dataset.system_prompt))
         return out
 

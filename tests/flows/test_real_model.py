@@ -16,12 +16,12 @@ from tasks.config import DEFAULT_LM, ConfigError, load_params
 from tasks.lm import CONVERTED, local_model
 from tasks.qa import read_qa_set
 from tasks.retrieval import without_query_cache
-from tasks.stages import run_stage
+from tasks.retrain import RETRAIN_STAGES as TRAIN_STAGES
+from tasks.stages import KB_STAGES, run_stage
 from tasks.workspace import Layout
 
 REPO = Path(__file__).resolve().parents[2]
-KB_STAGES = ("ingest", "clean", "validate", "chunk", "embed", "index", "verify")
-TRAIN_STAGES = ("build_dataset", "train", "evaluate", "promote")
+KB_STAGES = tuple(s for s in KB_STAGES if s != "eval_retrieval")  # no retrieve.qa_file here
 CRAFTED = {
     "kalvoran.md": "# Kalvoran\n\nThe research vessel Kalvoran is registered under the code QX-4471. She was "
                    "launched on 14 March 2041 and is commanded by Orla Vantrees.",
@@ -117,5 +117,5 @@ def test_a_short_raft_retrain_raises_heldout_f1_over_the_untrained_model(tmp_pat
     train_rows = read_qa_set(Path(kb["train_qa"]))
     answerer = Answerer(root, params, version)
     with pytest.raises(ConfigError, match=r"of 24 questions were in adapter .* training set"):
-        check_heldout(answerer.adapter_info, ["hybrid"], train_rows, "train_qa.jsonl")
-    check_heldout(answerer.adapter_info, ["hybrid"], evals, "eval_qa.jsonl")  # different phrasings: allowed
+        check_heldout(answerer.adapter_for, ["hybrid"], train_rows, "train_qa.jsonl")
+    check_heldout(answerer.adapter_for, ["hybrid"], evals, "eval_qa.jsonl")  # different phrasings: allowed

@@ -84,6 +84,8 @@ def test_answers_are_scored_like_squad():
     assert round(squad_scores("60 requests.", ["sixty requests", "60 requests per minute"])["f1"], 3) == 0.667
     assert squad_scores("no idea", ["45 EUR per day"]) == {"exact": 0.0, "f1": 0.0, "contains": 0.0}
     assert normalize("An apple, the pear!") == "apple pear" and token_f1("", "x") == 0.0
+    assert squad_scores("It lasts 15 years.", ["5 years"])["contains"] == 0.0  # whole tokens only
+    assert squad_scores("The rate fell to 171 %", ["71 %"])["contains"] == 0.0
 
 
 def test_qa_file_errors_name_the_line_and_the_fix(tmp_path):

