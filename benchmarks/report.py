@@ -25,9 +25,14 @@ def markdown(r: dict) -> str:
     out = [f"### ragtune benchmarks ({r['mode']} mode, {m['date_utc']}, commit {m['commit']})", "",
            f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_mb']} MB RAM, GPU: {m['gpu'] or 'none'}; "
            f"{m['os']}; Python {m['python']}.", f"Libraries: {libs}.", ""]
-    out += _refresh(r.get("refresh")) + _bare(r.get("bare")) + _efficiency(r.get("efficiency"))
-    out += _overhead(r.get("overhead")) + _training(r.get("training")) + _encoders(r.get("encoders"))
-    out += _knowledge(r.get("knowledge")) + _generation(r.get("generation"))
+    sections = (("refresh", _refresh), ("bare", _bare), ("efficiency", _efficiency), ("overhead", _overhead),
+                ("training", _training), ("encoders", _encoders), ("knowledge", _knowledge),
+                ("generation", _generation))
+    ran = [name for name, _ in sections if name in r]  # --only runs hold some sections; the rest are left out
+    out += [f"Sections in this run: {', '.join(ran) or 'none'}.", ""]
+    for name, table in sections:
+        if name in r:
+            out += table(r[name])
     out.append(f"Total benchmark time: {r.get('total_seconds')} s.")
     return "\n".join(out) + "\n"
 
