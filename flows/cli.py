@@ -288,6 +288,11 @@ def retrain(
 
         deepspeed_config(root, p.train)
         precision(p.train)
+        if p.versioning.enabled:
+            from tasks.versioning import check_model_versionable
+            from tasks.workspace import Layout
+
+            check_model_versionable(Layout(root))
         from flows.retrain import retrain as retrain_flow
 
         with progress_bars(not json_out), redirect_stdout(sys.stderr):  # DeepSpeed logs to stdout

@@ -14,6 +14,7 @@ from flows.runtime import prefect_progress
 from flows.shared import publish_quality, record_version, stage_task
 from tasks import retrain as stages
 from tasks.config import Params, check_versionable, load_params
+from tasks.versioning import check_model_versionable
 from tasks.workspace import Layout, write_json
 
 @stage_task(name="build_dataset")
@@ -75,6 +76,8 @@ def retrain(root: str = ".", overrides: list[str] | None = None) -> dict:
     ws = Layout(Path(root).resolve())
     params = load_params(ws.root / "params.yaml", overrides)
     check_versionable(params, overrides)
+    if params.versioning.enabled:
+        check_model_versionable(ws)
     get_run_logger().info("resolved params:\n%s", json.dumps(params.as_dict(), indent=2))
     data = build_dataset(ws, params)  # a failed gate raises here: nothing is trained, production is untouched
     trained = train_adapter(ws, params)

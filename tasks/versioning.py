@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from tasks.errors import RagtuneError
-from tasks.workspace import file_lock
+from tasks.workspace import Layout, file_lock
 
 log = logging.getLogger("ragtune")
 KINDS = {
@@ -41,6 +41,16 @@ class VersionError(RagtuneError):
 def _bin(name: str) -> str:
     here = Path(sys.executable).parent / name  # the venv's dvc, even when .venv/bin is not on PATH
     return str(here) if here.exists() else name
+
+
+def check_model_versionable(ws: Layout) -> None:
+    """A model version dvc-commits the build_dataset stage, whose deps include the knowledge base's outputs."""
+    missing = [str(p.relative_to(ws.root)) for p in (ws.chunks, ws.index_manifest) if not p.exists()]
+    if missing:
+        raise VersionError(
+            f"versioning.enabled: a model version records dvc.yaml's build_dataset stage, which depends on the "
+            f"knowledge base ({', '.join(missing)} missing: no refresh has run here). Run `ragtune refresh` once "
+            "first (it records a kb version too), or retrain with versioning.enabled: false. Nothing was trained.")
 
 
 class Repo:

@@ -77,6 +77,10 @@ def test_retrain_is_a_model_version_and_its_adapter_pulls_back_identical(workspa
     params["dataset"].update(INSTRUCTIONS)
     params["train"].update(max_steps=4, save_steps=100)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    refused = CliRunner().invoke(app, ["retrain", "--params", str(root / "params.yaml")])
+    assert refused.exit_code == 1 and "Run `ragtune refresh` once first" in refused.output
+    assert not (root / "models/candidate").exists(), "nothing is trained when the version could not be recorded"
+    kb_refresh(root=str(root))  # build_dataset's knowledge-base deps exist from here on
     report = retrain(root=str(root))
     version = report["version"]["version"]
     assert version == f"model/{report['promotion']['version']}" and report["version"]["pushed"]
