@@ -26,7 +26,7 @@ demo: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/ragtune refresh
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/ragtune search "Which thermostat supports dual-fuel heat pumps?" --top-k 3
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/ragtune eval-retrieval --qa data/sample/questions.jsonl --mode all
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/ragtune ask "How many requests per minute can one Heron Cloud API token make?"
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/ragtune ask "How much is the on-call allowance per week?"
 
 test: install chromium
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q

@@ -8,6 +8,7 @@ tensors, a trained (non-zero) lora_B, and give the same eval loss once loaded ba
 from __future__ import annotations
 
 import math
+import sys
 from pathlib import Path
 
 from tasks.config import ModelParams
@@ -29,12 +30,10 @@ def load_base(model: ModelParams, root: Path, label2id: dict[str, int] | None = 
     from tasks.dataset import model_load_error
     from tasks.lm import local_model
 
-    try:  # a ZeRO-3 run earlier in this process leaves zero.Init armed; evaluation wants whole weights
-        from transformers.integrations.deepspeed import unset_hf_deepspeed_config
+    if "deepspeed" in sys.modules:  # a ZeRO-3 run earlier in this process leaves zero.Init armed; evaluation
+        from transformers.integrations.deepspeed import unset_hf_deepspeed_config  # wants whole weights
 
-        unset_hf_deepspeed_config()
-    except ImportError:
-        pass
+        unset_hf_deepspeed_config()  # (importing deepspeed only to check would cost seconds and a warning)
     kw = {"revision": model.revision, "trust_remote_code": model.trust_remote_code}
     if dtype is not None:
         kw["dtype"] = dtype
