@@ -288,6 +288,9 @@ def retrain(
 
         deepspeed_config(root, p.train)
         precision(p.train)
+        from tasks.examples import read_examples
+
+        read_examples(root, p.dataset.sources, p.dataset.format, p.dataset.system_prompt)  # bad rows: one message
         if p.versioning.enabled:
             from tasks.versioning import check_model_versionable
             from tasks.workspace import Layout
