@@ -18,8 +18,8 @@ from typing import Callable
 
 from benchmarks.knowledge import build_corpus
 from benchmarks.refresh import REPO, new_project
-from tasks.retrain import RETRAIN_STAGES as TRAIN_STAGES
-from tasks.stages import KB_STAGES
+from tasks.train.stages import RETRAIN_STAGES as TRAIN_STAGES
+from tasks.kb.stages import KB_STAGES
 
 KB_STAGES = tuple(s for s in KB_STAGES if s != "eval_retrieval")  # no retrieve.qa_file here
 
@@ -37,15 +37,15 @@ def _project(path: Path, models: Path, corpus: Path) -> Path:
 
 
 def _params(root: Path, corpus: Path, extra: list[str]):
-    from tasks.config import load_params
+    from tasks.core.config import load_params
 
     return load_params(root / "params.yaml", [f"ingest.sources=[{corpus}]", "validate.max_duplicate_share=1.0",
                                               *extra])
 
 
 def _index(root: Path, corpus: Path) -> float:
-    from tasks.stages import run_stage
-    from tasks.workspace import Layout
+    from tasks.kb.stages import run_stage
+    from tasks.core.workspace import Layout
 
     start = time.perf_counter()
     params = _params(root, corpus, [])
@@ -56,8 +56,8 @@ def _index(root: Path, corpus: Path) -> float:
 
 def _train(root: Path, corpus: Path, overrides: list[str]) -> dict:
     """One adapter through build_dataset -> train -> evaluate -> promote; its version, time and size."""
-    from tasks.stages import run_stage
-    from tasks.workspace import Layout
+    from tasks.kb.stages import run_stage
+    from tasks.core.workspace import Layout
 
     params = _params(root, corpus, overrides)
     start = time.perf_counter()
@@ -72,9 +72,9 @@ def _train(root: Path, corpus: Path, overrides: list[str]) -> dict:
 
 
 def _score(root: Path, corpus: Path, rows: list[dict], mode: str, adapter: str | None, extra: list[str]) -> dict:
-    from tasks.answer import Answerer
-    from tasks.compare import evaluate_mode
-    from tasks.retrieval import without_query_cache
+    from tasks.answer.answerer import Answerer
+    from tasks.answer.compare import evaluate_mode
+    from tasks.kb.retrieval import without_query_cache
 
     params = without_query_cache(_params(root, corpus, extra))
     answerer = Answerer(root, params, adapter)
@@ -89,7 +89,7 @@ def _score(root: Path, corpus: Path, rows: list[dict], mode: str, adapter: str |
 
 def knowledge_section(cfg: dict, work: Path, log: Callable[[str], None]) -> dict:
     """The table per mode on the fictional corpus, then on the sample corpus."""
-    from tasks.qa import read_qa_set
+    from tasks.core.qa import read_qa_set
 
     models = work / "models-cache"
     kb = build_corpus(work / "fictional", entities=cfg["entities"], seed=0)
@@ -146,8 +146,8 @@ def knowledge_section(cfg: dict, work: Path, log: Callable[[str], None]) -> dict
 
 def generation_section(cfg: dict, work: Path, log: Callable[[str], None]) -> dict:
     """Batched greedy answers (what compare runs) against one model.generate per question, same prompts."""
-    from tasks.answer import Answerer, prompt_ids
-    from tasks.qa import generate_batch, read_qa_set
+    from tasks.answer.answerer import Answerer, prompt_ids
+    from tasks.core.qa import generate_batch, read_qa_set
 
     sample = REPO / "data/sample/corpus"
     root = _project(work / "generation-project", work / "models-cache", sample)

@@ -35,7 +35,7 @@ class CountingEncoder:
     def __init__(self, model_name: str, batch_size: int):
         from sentence_transformers import SentenceTransformer
 
-        from tasks.embedder import resolve_model_path
+        from tasks.kb.embedder import resolve_model_path
 
         self.model = SentenceTransformer(resolve_model_path(model_name), device="cpu")
         self.batch_size = batch_size
@@ -142,7 +142,7 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     a.state.mkdir(parents=True, exist_ok=True)
-    from tasks.embedder import load_tokenizer, resolve_model_path
+    from tasks.kb.embedder import load_tokenizer, resolve_model_path
 
     enc = CountingEncoder(a.model, a.batch_size)
     docs = load_corpus(a.corpus)

@@ -133,7 +133,7 @@ def bare_refresh(chunks: list[dict], qdrant_path: Path, batch_size: int, points_
     """The minimal script: sentence-transformers `encode` on ragtune's chunks, qdrant-client `upload_points`."""
     from sentence_transformers import SentenceTransformer
 
-    from tasks.embedder import resolve_model_path
+    from tasks.kb.embedder import resolve_model_path
 
     t0 = time.perf_counter()
     model = SentenceTransformer(resolve_model_path(MODEL), device="cpu")
@@ -181,9 +181,9 @@ def stage_efficiency(chunks: list[dict], work: Path, repeats: int, log) -> dict:
     inside the timed span. Index: each round writes into a new local collection; the stage's span includes
     opening the store, scanning it, planning, upserting with acknowledgement and writing the manifest.
     """
-    from tasks import stages
-    from tasks.config import load_params
-    from tasks.workspace import Layout, write_jsonl
+    from tasks.kb import stages
+    from tasks.core.config import load_params
+    from tasks.core.workspace import Layout, write_jsonl
 
     project = new_project(work / "efficiency")
     ws = Layout(project)

@@ -109,7 +109,7 @@ def bare_section(refresh_res: dict, work: Path) -> dict:
 
 
 def _chunks(refresh_res: dict) -> list[dict]:
-    from tasks.workspace import read_jsonl
+    from tasks.core.workspace import read_jsonl
 
     return list(read_jsonl(Path(refresh_res["chunks_file"]), "chunk"))
 
@@ -139,9 +139,9 @@ def training_section(cfg: dict, work: Path) -> dict:
 
 def encoders_section(cfg: dict, refresh_res: dict | None, work: Path) -> dict:
     from benchmarks.encoders import compare_encoders
-    from tasks import stages
-    from tasks.config import load_params
-    from tasks.workspace import Layout, read_jsonl
+    from tasks.kb import stages
+    from tasks.core.config import load_params
+    from tasks.core.workspace import Layout, read_jsonl
 
     project = refresh.new_project(work / "encoders")
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")

@@ -86,12 +86,12 @@ def main() -> None:
     import torch
     from transformers import AutoConfig
 
-    from tasks.config import DEFAULT_LM, load_params
-    from tasks.lm import local_model
-    from tasks.retrain import run_build_dataset, run_train
-    from tasks.tiny import build_tiny_model
-    from tasks.train import precision, single_process_env
-    from tasks.workspace import Layout, read_json, read_jsonl
+    from tasks.core.config import DEFAULT_LM, load_params
+    from tasks.lm.models import local_model
+    from tasks.train.stages import run_build_dataset, run_train
+    from tasks.lm.tiny import build_tiny_model
+    from tasks.train.trainer import precision, single_process_env
+    from tasks.core.workspace import Layout, read_json, read_jsonl
 
     work = Path(tempfile.mkdtemp(prefix="ragtune-bench-"))
     for item in ("params.yaml", "data/sample/train", "infra/deepspeed", "data/sample/corpus"):

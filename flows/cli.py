@@ -16,7 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from flows.runtime import SERVER_FILE, configure_environment, set_console_progress
-from tasks.errors import RagtuneError
+from tasks.core.errors import RagtuneError
 
 app = typer.Typer(help="ragtune: keep an LLM's knowledge current with a Qdrant index and LoRA adapters.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -73,7 +73,7 @@ def print_table(title: str, columns: tuple[str, ...], rows: list[dict]) -> None:
 
 
 def print_report(report: dict) -> None:
-    from tasks.report import report_rows
+    from tasks.kb.report import report_rows
 
     print_table(f"kb_refresh {report['run_version']}", SECTION_METRIC_VALUE, report_rows(report))
     for d in report["drops"]:
@@ -93,7 +93,7 @@ def refresh(
     """Run the kb_refresh flow: ingest, clean, GX gate, chunk, embed (changed chunks only), upsert, verify."""
     with friendly_errors():
         root = _root(params)
-        from tasks.config import load_run_params
+        from tasks.core.config import load_run_params
 
         srcs = [str(s.resolve()) for s in source] if source else None
         load_run_params(params, srcs, overrides)  # fail fast on bad params, before Prefect starts
@@ -126,8 +126,8 @@ def search(
     """Search the index (dense, BM25 sparse, or hybrid RRF) with the options in the retrieve: section."""
     with friendly_errors():
         root = _root(params)
-        from tasks.config import ConfigError, load_params
-        from tasks.retrieval import search_queries
+        from tasks.core.config import ConfigError, load_params
+        from tasks.kb.retrieval import search_queries
 
         queries = [text] if text else []
         if queries_file:
@@ -159,10 +159,10 @@ def eval_retrieval(
     """Retrieval quality on a QA set: recall@k, MRR@k and latency p50/p95 per retrieval mode."""
     with friendly_errors():
         root = _root(params)
-        from tasks.config import load_params
-        from tasks.qa import read_qa_set
-        from tasks.retrieval import MODES
-        from tasks.retrieval_eval import evaluate_modes
+        from tasks.core.config import load_params
+        from tasks.core.qa import read_qa_set
+        from tasks.kb.retrieval import MODES
+        from tasks.kb.retrieval_eval import evaluate_modes
 
         p = load_params(params, list(overrides or []))
         rows = read_qa_set(qa)
@@ -194,8 +194,8 @@ def ask(
     """Answer a question: retrieve (rag, hybrid), prompt with numbered passages, generate (+ adapter for ft, hybrid)."""
     with friendly_errors():
         root = _root(params)
-        from tasks.answer import Answerer
-        from tasks.config import load_params
+        from tasks.answer.answerer import Answerer
+        from tasks.core.config import load_params
 
         answerer = Answerer(root, load_params(params, list(overrides or [])), adapter)
         try:
@@ -229,10 +229,10 @@ def compare(
     """Run the compare flow: base vs rag vs ft vs hybrid on your questions, with costs and a recommendation."""
     with friendly_errors():
         root = _root(params)
-        from tasks.answer import Answerer
-        from tasks.compare import check_heldout
-        from tasks.config import load_params
-        from tasks.qa import read_qa_set
+        from tasks.answer.answerer import Answerer
+        from tasks.answer.compare import check_heldout
+        from tasks.core.config import load_params
+        from tasks.core.qa import read_qa_set
 
         p = load_params(params, list(overrides or []))  # fail fast, before Prefect starts or a model loads
         check_heldout(Answerer(root, p, adapter).adapter_for, p.compare.modes, read_qa_set(qa), str(qa))
@@ -244,7 +244,7 @@ def compare(
         if json_out:
             out.print_json(json.dumps(report))
             return
-        from tasks.compare import comparison_rows
+        from tasks.answer.compare import comparison_rows
 
         rows = comparison_rows(report)
         k = f"recall@{report['k']}"
@@ -274,7 +274,7 @@ def retrain(
     """Run the retrain flow: build_dataset (GX gate), train LoRA (DeepSpeed), evaluate, promote if better."""
     with friendly_errors():
         root = _root(params)
-        from tasks.config import ConfigError, load_params
+        from tasks.core.config import ConfigError, load_params
 
         extra = list(overrides or []) + ([f"model.base={_local_or_id(base_model)}"] if base_model else [])
         if source:
@@ -284,16 +284,16 @@ def retrain(
                                   "(instruction, chat, text, labelled or question/answers rows).")
             extra.append(f"dataset.sources={json.dumps([str(s.resolve()) for s in source])}")
         p = load_params(params, extra)  # fail fast on bad params, before Prefect starts or a model loads
-        from tasks.train import deepspeed_config, precision
+        from tasks.train.trainer import deepspeed_config, precision
 
         deepspeed_config(root, p.train)
         precision(p.train)
-        from tasks.examples import read_examples
+        from tasks.train.examples import read_examples
 
         read_examples(root, p.dataset.sources, p.dataset.format, p.dataset.system_prompt)  # bad rows: one message
         if p.versioning.enabled:
             from tasks.versioning import check_model_versionable
-            from tasks.workspace import Layout
+            from tasks.core.workspace import Layout
 
             check_model_versionable(Layout(root))
         from flows.retrain import retrain as retrain_flow
@@ -324,7 +324,7 @@ def versions(
     """List recorded versions (git tags kb/* and model/*), newest first, with their key metrics."""
     with friendly_errors():
         root = _root(params)
-        from tasks.config import ConfigError
+        from tasks.core.config import ConfigError
         from tasks.versioning import KINDS, Repo
 
         if kind and kind not in KINDS:
@@ -363,7 +363,7 @@ def tiny_model(
     """Build a tiny random model + tokenizer from a config (offline stand-in for a real base model)."""
     with friendly_errors():
         root = _root(params)
-        from tasks.tiny import build_tiny_model
+        from tasks.lm.tiny import build_tiny_model
 
         info = build_tiny_model(path, kind, root, num_labels=num_labels)
         out.print_json(json.dumps(info))
@@ -383,10 +383,10 @@ def stage(
     """Run one pipeline stage without Prefect (this is what dvc.yaml calls)."""
     with friendly_errors():
         root = _root(params)
-        from tasks.config import ConfigError, load_params
-        from tasks.retrain import RETRAIN_STAGES
-        from tasks.stages import KB_STAGES, run_stage
-        from tasks.workspace import Layout
+        from tasks.core.config import ConfigError, load_params
+        from tasks.train.stages import RETRAIN_STAGES
+        from tasks.kb.stages import KB_STAGES, run_stage
+        from tasks.core.workspace import Layout
 
         if name not in KB_STAGES + RETRAIN_STAGES:
             raise ConfigError(f"unknown stage '{name}'. Stages: {', '.join(KB_STAGES + RETRAIN_STAGES)}.")
@@ -399,7 +399,7 @@ def stage(
 
             stats = run_stage(name, Layout(root), p, allow_mass_delete, console_progress(name))
         if name == "verify":
-            from tasks.report import build_report, report_markdown
+            from tasks.kb.report import build_report, report_markdown
 
             err.print(report_markdown(build_report(Layout(root))), highlight=False)
         else:
@@ -414,7 +414,7 @@ def watch(
     """Check the training data once; emit `ragtune.data.changed` if it has new examples (triggers retrain)."""
     with friendly_errors():
         root = _root(params)
-        from tasks.config import load_params
+        from tasks.core.config import load_params
 
         load_params(params)
         from flows.watch import watch as watch_flow
@@ -432,7 +432,7 @@ def serve(params: Path = PARAMS_OPT) -> None:
     """Register and run the deployments: nightly kb_refresh (cron), watch (interval), retrain (on new data)."""
     with friendly_errors():
         root = _root(params)
-        from tasks.config import ConfigError, load_params
+        from tasks.core.config import ConfigError, load_params
 
         p = load_params(params)
         if not os.environ.get("PREFECT_API_URL"):

@@ -10,12 +10,12 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from flows.runtime import prefect_progress
 from flows.shared import stage_task
-from tasks import compare as C
-from tasks.answer import Answerer
-from tasks.config import Params, load_params, resolve_path
-from tasks.qa import read_qa_set
-from tasks.retrieval import without_query_cache
-from tasks.workspace import Layout, write_json
+from tasks.answer import compare as C
+from tasks.answer.answerer import Answerer
+from tasks.core.config import Params, load_params, resolve_path
+from tasks.core.qa import read_qa_set
+from tasks.kb.retrieval import without_query_cache
+from tasks.core.workspace import Layout, write_json
 
 
 @stage_task(name="answer_questions", task_run_name="answer_questions[{mode}]")

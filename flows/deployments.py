@@ -15,7 +15,7 @@ from prefect.schedules import Cron, Interval
 from flows.kb_refresh import kb_refresh
 from flows.retrain import retrain
 from flows.watch import EVENT, dataset_resource, watch
-from tasks.config import Params
+from tasks.core.config import Params
 
 
 def build_deployments(root: Path, params: Params) -> list:

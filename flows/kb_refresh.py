@@ -12,11 +12,11 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from flows.runtime import prefect_progress
 from flows.shared import publish_quality, record_version, stage_task
-from tasks import stages
-from tasks.config import Params, check_versionable, load_run_params, resolve_path
-from tasks.qa import read_qa_set
-from tasks.report import append_history, build_report, report_markdown, report_rows
-from tasks.workspace import Layout, write_json
+from tasks.kb import stages
+from tasks.core.config import Params, check_versionable, load_run_params, resolve_path
+from tasks.core.qa import read_qa_set
+from tasks.kb.report import append_history, build_report, report_markdown, report_rows
+from tasks.core.workspace import Layout, write_json
 
 @stage_task(name="ingest_documents")
 def ingest_documents(ws: Layout, params: Params) -> dict:

@@ -12,10 +12,10 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from flows.runtime import prefect_progress
 from flows.shared import publish_quality, record_version, stage_task
-from tasks import retrain as stages
-from tasks.config import Params, check_versionable, load_params
+from tasks.train import stages
+from tasks.core.config import Params, check_versionable, load_params
 from tasks.versioning import check_model_versionable
-from tasks.workspace import Layout, write_json
+from tasks.core.workspace import Layout, write_json
 
 @stage_task(name="build_dataset")
 def build_dataset(ws: Layout, params: Params) -> dict:

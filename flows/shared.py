@@ -9,8 +9,8 @@ from prefect import task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from tasks.config import Params
-from tasks.workspace import Layout
+from tasks.core.config import Params
+from tasks.core.workspace import Layout
 
 # Stages write files (DVC's unit of caching) and the store; Prefect must always run them, never replay a result.
 stage_task = task(cache_policy=NO_CACHE)

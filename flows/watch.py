@@ -7,9 +7,9 @@ from pathlib import Path
 from prefect import flow, get_run_logger
 from prefect.events import emit_event
 
-from tasks.config import load_params
-from tasks.watch import detect_change, remember_emitted
-from tasks.workspace import Layout
+from tasks.core.config import load_params
+from tasks.train.watch import detect_change, remember_emitted
+from tasks.core.workspace import Layout
 
 EVENT = "ragtune.data.changed"
 

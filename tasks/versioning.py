@@ -17,8 +17,8 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
-from tasks.errors import RagtuneError
-from tasks.workspace import Layout, file_lock
+from tasks.core.errors import RagtuneError
+from tasks.core.workspace import Layout, file_lock
 
 log = logging.getLogger("ragtune")
 KINDS = {

@@ -13,14 +13,14 @@ from typer.testing import CliRunner
 from flows.cli import app
 from flows.compare import compare
 from flows.kb_refresh import kb_refresh
-from tasks.answer import MODES, Answerer
-from tasks.config import ConfigError, load_params
-from tasks.errors import GateFailed, SourceError
-from tasks.qa import read_qa_set
-from tasks.retrain import RETRAIN_STAGES
-from tasks.retrieval import Retriever
-from tasks.stages import KB_STAGES, run_stage
-from tasks.workspace import Layout
+from tasks.answer.answerer import MODES, Answerer
+from tasks.core.config import ConfigError, load_params
+from tasks.core.errors import GateFailed, SourceError
+from tasks.core.qa import read_qa_set
+from tasks.train.stages import RETRAIN_STAGES
+from tasks.kb.retrieval import Retriever
+from tasks.kb.stages import KB_STAGES, run_stage
+from tasks.core.workspace import Layout
 from tests.data import INSTRUCTION_OVERRIDES
 
 REPO = Path(__file__).resolve().parents[2]
@@ -81,7 +81,7 @@ def test_hybrid_finds_a_rare_product_code_that_dense_retrieval_misses(code_index
 
 
 def test_score_threshold_query_cache_and_cross_encoder_rerank(code_index, tmp_path):
-    from tasks.tiny import build_tiny_model
+    from tasks.lm.tiny import build_tiny_model
 
     question = "Why did the firmware update fail on ZX-4471-B?"
     strict = load_params(code_index / "params.yaml", ["retrieve.mode=dense", "retrieve.score_threshold=0.99"])

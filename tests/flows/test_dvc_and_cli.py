@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from flows.cli import app
 from flows.kb_refresh import kb_refresh
-from tasks.config import load_params
+from tasks.core.config import load_params
 
 from tests.dvc_repo import GIT_USER, git_dvc_project
 

@@ -8,7 +8,7 @@ import shutil
 import pytest
 
 from flows.kb_refresh import kb_refresh
-from tasks.errors import GateFailed, IndexError_
+from tasks.core.errors import GateFailed, IndexError_
 
 from .helpers import expected_ids, stored_points
 

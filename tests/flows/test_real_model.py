@@ -10,15 +10,15 @@ from pathlib import Path
 import pytest
 
 from benchmarks.knowledge import build_corpus
-from tasks.answer import Answerer
-from tasks.compare import check_heldout, evaluate_mode
-from tasks.config import DEFAULT_LM, ConfigError, load_params
-from tasks.lm import CONVERTED, local_model
-from tasks.qa import read_qa_set
-from tasks.retrieval import without_query_cache
-from tasks.retrain import RETRAIN_STAGES as TRAIN_STAGES
-from tasks.stages import KB_STAGES, run_stage
-from tasks.workspace import Layout
+from tasks.answer.answerer import Answerer
+from tasks.answer.compare import check_heldout, evaluate_mode
+from tasks.core.config import DEFAULT_LM, ConfigError, load_params
+from tasks.lm.models import CONVERTED, local_model
+from tasks.core.qa import read_qa_set
+from tasks.kb.retrieval import without_query_cache
+from tasks.train.stages import RETRAIN_STAGES as TRAIN_STAGES
+from tasks.kb.stages import KB_STAGES, run_stage
+from tasks.core.workspace import Layout
 
 REPO = Path(__file__).resolve().parents[2]
 KB_STAGES = tuple(s for s in KB_STAGES if s != "eval_retrieval")  # no retrieve.qa_file here

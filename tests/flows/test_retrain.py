@@ -15,10 +15,10 @@ from typer.testing import CliRunner
 
 from flows.cli import app
 from flows.retrain import retrain
-from tasks.config import load_params
-from tasks.retrain import RETRAIN_STAGES, run_build_dataset
-from tasks.stages import run_stage
-from tasks.workspace import Layout
+from tasks.core.config import load_params
+from tasks.train.stages import RETRAIN_STAGES, run_build_dataset
+from tasks.kb.stages import run_stage
+from tasks.core.workspace import Layout
 from tests.data import INSTRUCTION_OVERRIDES
 
 BIN = str(Path(sys.executable).parent)
@@ -83,7 +83,7 @@ def test_killed_training_resumes_from_its_last_checkpoint(workspace, tiny_causal
     env = {**os.environ, "PATH": BIN + os.pathsep + os.environ["PATH"]}
     cmd = ["ragtune", "stage", "train", *overrides]
     proc = subprocess.Popen(cmd, cwd=workspace, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    from tasks.train import complete_checkpoints
+    from tasks.train.trainer import complete_checkpoints
 
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and proc.poll() is None:

@@ -57,7 +57,7 @@ def test_refresh_versions_round_trip_bit_for_bit(workspace, tmp_path_factory):
 
 
 def test_versioning_refuses_overrides_that_params_yaml_does_not_record(workspace):
-    from tasks.config import ConfigError, check_versionable, load_params
+    from tasks.core.config import ConfigError, check_versionable, load_params
 
     params = load_params(workspace / "params.yaml", ["versioning.enabled=true", "chunk.size_tokens=128"])
     with pytest.raises(ConfigError, match="versioning.enabled: this run has overrides"):

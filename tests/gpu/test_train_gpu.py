@@ -13,11 +13,11 @@ pytestmark = [pytest.mark.gpu,
 
 @pytest.mark.parametrize("zero", ["zero2", "zero3"])
 def test_bf16_lora_through_deepspeed_on_gpu(workspace, zero, tmp_path_factory):
-    from tasks.config import load_params
-    from tasks.retrain import RETRAIN_STAGES
-    from tasks.stages import run_stage
-    from tasks.tiny import build_tiny_model
-    from tasks.workspace import Layout
+    from tasks.core.config import load_params
+    from tasks.train.stages import RETRAIN_STAGES
+    from tasks.kb.stages import run_stage
+    from tasks.lm.tiny import build_tiny_model
+    from tasks.core.workspace import Layout
 
     from ..conftest import REPO
     from ..data import INSTRUCTION_OVERRIDES

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from tasks.config import load_params
-from tasks.stages import KB_STAGES, run_stage
-from tasks.workspace import Layout
+from tasks.core.config import load_params
+from tasks.kb.stages import KB_STAGES, run_stage
+from tasks.core.workspace import Layout
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -11,9 +11,9 @@ import pytest
 from typer.testing import CliRunner
 
 from flows.cli import app
-from tasks.config import ConfigError, load_params
-from tasks.errors import GateFailed, SourceError
-from tasks.workspace import Layout
+from tasks.core.config import ConfigError, load_params
+from tasks.core.errors import GateFailed, SourceError
+from tasks.core.workspace import Layout
 
 from .conftest import refresh
 
@@ -59,7 +59,7 @@ def messy(tmp_path) -> Path:
 def test_every_bad_file_gets_a_reason_and_memory_stays_bounded(messy):
     overrides = ("ingest.sources=[docs]", "validate.max_empty_share=1", "validate.max_duplicate_share=1",
                  "validate.max_undecodable_share=1")
-    import tasks.ingest  # noqa: F401  (imports are not what we measure)
+    import tasks.kb.ingest  # noqa: F401  (imports are not what we measure)
 
     tracemalloc.start()
     refresh(messy, *overrides, stages=("ingest",))
@@ -119,7 +119,7 @@ def test_training_file_with_missing_fields_or_unknown_labels_fails_the_gate(mess
     rows += [{"text": f"wifi drops at night {i}", "label": "connectivity"} for i in range(6)]
     rows += [{"text": "the app is purple", "label": "colour"}, {"label": "billing"}]
     train.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    from tasks.retrain import run_build_dataset
+    from tasks.train.stages import run_build_dataset
 
     params = load_params(messy / "params.yaml", [
         f"model.base={tiny_cls}", "model.task=seq_cls", "dataset.format=auto", "dataset.sources=[tickets.jsonl]",

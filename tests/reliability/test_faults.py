@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tasks.errors import IndexError_, RagtuneError
-from tasks.workspace import Layout, file_lock
+from tasks.core.errors import IndexError_, RagtuneError
+from tasks.core.workspace import Layout, file_lock
 from tests.flows.helpers import stored_points
 
 from .conftest import refresh
@@ -72,7 +72,7 @@ def test_two_refreshes_at_once_the_second_refuses(project):
 def test_lock_is_released_when_its_holder_is_killed(project):
     lock = Layout(project).index_lock("ragtune")
     holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; from pathlib import Path; from tasks.workspace import file_lock\n"
+        "import sys, time; from pathlib import Path; from tasks.core.workspace import file_lock\n"
         f"with file_lock(Path({str(lock)!r}), 0, 'busy'):\n    print('held', flush=True); time.sleep(120)")],
         stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])})
     assert holder.stdout.readline().strip() == "held"
@@ -83,7 +83,7 @@ def test_lock_is_released_when_its_holder_is_killed(project):
 
 
 def test_credentials_in_the_server_url_never_reach_messages():
-    from tasks.vector_store import redact
+    from tasks.kb.store import redact
 
     assert redact("https://admin:s3cret@qdrant.example.com:6333") == "https://qdrant.example.com:6333"
     assert redact("http://127.0.0.1:6333") == "http://127.0.0.1:6333"

@@ -19,10 +19,10 @@ from .conftest import refresh
 KILLER = r"""
 import os, signal, sys
 from pathlib import Path
-from tasks import vector_store as vs
-from tasks.config import load_params
-from tasks.stages import run_stage
-from tasks.workspace import Layout
+from tasks.kb import store as vs
+from tasks.core.config import load_params
+from tasks.kb.stages import run_stage
+from tasks.core.workspace import Layout
 
 root, k, when = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 calls = {"n": 0}

@@ -2,10 +2,10 @@ from pathlib import Path
 
 import pytest
 
-from tasks.chunk import chunk_documents, point_id, split_sections
-from tasks.config import ChunkParams
-from tasks.embedder import load_tokenizer
-from tasks.errors import ConfigError
+from tasks.kb.chunk import chunk_documents, point_id, split_sections
+from tasks.core.config import ChunkParams
+from tasks.kb.embedder import load_tokenizer
+from tasks.core.errors import ConfigError
 
 
 def test_sections_keep_heading_paths_and_ignore_code_fences():
@@ -48,9 +48,9 @@ def test_unchanged_documents_reuse_their_chunks_only_when_safe(tmp_path):
     after a chunker change or when chunks.jsonl no longer matches the state written with it."""
     import shutil
 
-    from tasks import stages
-    from tasks.config import load_params
-    from tasks.workspace import Layout, read_json, read_jsonl, write_json, write_jsonl
+    from tasks.kb import stages
+    from tasks.core.config import load_params
+    from tasks.core.workspace import Layout, read_json, read_jsonl, write_json, write_jsonl
 
     repo = Path(__file__).resolve().parents[2]
     shutil.copy(repo / "params.yaml", tmp_path / "params.yaml")

@@ -3,8 +3,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tasks.config import load_params
-from tasks.errors import ConfigError
+from tasks.core.config import load_params
+from tasks.core.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
 

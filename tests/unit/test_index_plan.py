@@ -1,8 +1,8 @@
 import pytest
 
-from tasks.config import IndexParams
-from tasks.errors import IndexError_
-from tasks.index import check_mass_delete, plan_reconcile
+from tasks.core.config import IndexParams
+from tasks.core.errors import IndexError_
+from tasks.kb.index import check_mass_delete, plan_reconcile
 
 
 def chunk(doc, pid, h="h1"):

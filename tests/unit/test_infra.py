@@ -44,7 +44,7 @@ def test_docker_compose_config_validates_when_the_plugin_is_installed():
 
 def test_prefect_yaml_matches_the_served_deployments():
     from flows.deployments import build_deployments
-    from tasks.config import load_params
+    from tasks.core.config import load_params
 
     served = {d.name for d in build_deployments(REPO, load_params(REPO / "params.yaml"))}
     declared = {d["name"] for d in yaml.safe_load((REPO / "infra/prefect.yaml").read_text())["deployments"]}

@@ -3,11 +3,11 @@ import os
 
 import pytest
 
-from tasks.clean import clean_documents, html_to_text, normalize_text
-from tasks.config import CleanParams, IngestParams
-from tasks.errors import SourceError
-from tasks.ingest import ingest_sources, to_record
-from tasks.readers import decode_text, read_jsonl
+from tasks.kb.clean import clean_documents, html_to_text, normalize_text
+from tasks.core.config import CleanParams, IngestParams
+from tasks.core.errors import SourceError
+from tasks.kb.ingest import ingest_sources, to_record
+from tasks.kb.readers import decode_text, read_jsonl
 
 
 def test_decode_utf8_latin1_and_binary():

@@ -7,12 +7,12 @@ import json
 
 import pytest
 
-from tasks.config import ConfigError, DatasetParams, RaftParams
-from tasks.dataset import Encoded, split
-from tasks.errors import SourceError
-from tasks.examples import data_version, encoding, question_hash, read_examples, to_example
-from tasks.kb_dataset import build_raft, holds_answer, pick_distractors, pick_oracle, quote, raft_example
-from tasks.lm import check_reachable, gguf_file, local_model
+from tasks.core.config import ConfigError, DatasetParams, RaftParams
+from tasks.train.dataset import Encoded, split
+from tasks.core.errors import SourceError
+from tasks.train.examples import data_version, encoding, question_hash, read_examples, to_example
+from tasks.train.kb_dataset import build_raft, holds_answer, pick_distractors, pick_oracle, quote, raft_example
+from tasks.lm.models import check_reachable, gguf_file, local_model
 
 CHUNKS = [
     {"doc_id": "api.md", "position": 0, "source": "s", "text": "Tokens expire after one hour. Renew them early."},

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from tasks import dataset as D
-from tasks.adapter import VerifyAdapterError, classification_metrics, verify_adapter
-from tasks.config import ConfigError, DatasetParams, TrainParams, load_params
-from tasks.examples import Example, read_examples
-from tasks.promote import decide, primary_metric
-from tasks.train import complete_checkpoints, deepspeed_config, precision
+from tasks.train import dataset as D
+from tasks.train.adapter import VerifyAdapterError, classification_metrics, verify_adapter
+from tasks.core.config import ConfigError, DatasetParams, TrainParams, load_params
+from tasks.train.examples import Example, read_examples
+from tasks.train.registry import decide, primary_metric
+from tasks.train.trainer import complete_checkpoints, deepspeed_config, precision
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from tasks.config import ConfigError, ModelParams, Params
-from tasks.errors import RagtuneError
-from tasks.qa import chat_prompt_ids, context_message, generate_batch
-from tasks.workspace import Layout
+from tasks.core.config import ConfigError, ModelParams, Params
+from tasks.core.errors import RagtuneError
+from tasks.core.qa import chat_prompt_ids, context_message, generate_batch
+from tasks.core.workspace import Layout
 
 MODES = ("rag", "ft", "hybrid", "base")
 RETRIEVING = ("rag", "hybrid")
@@ -76,9 +76,9 @@ def load_generator(root: Path, params: Params, base: str, field_name: str,
     import torch
     from transformers.utils import logging as hf_logging
 
-    from tasks.adapter import load_base, load_with_adapter
-    from tasks.dataset import chat_template, load_tokenizer
-    from tasks.lm import check_reachable
+    from tasks.train.adapter import load_base, load_with_adapter
+    from tasks.train.dataset import chat_template, load_tokenizer
+    from tasks.lm.models import check_reachable
 
     hf_logging.disable_progress_bar()  # the weight-loading bar is noise in answers and logs
     start = time.perf_counter()
@@ -127,7 +127,7 @@ class Answerer:
 
     def retriever(self):
         if self._retriever is None:
-            from tasks.retrieval import Retriever
+            from tasks.kb.retrieval import Retriever
 
             self._retriever = Retriever(self.ws.root, self.params).warm()
         return self._retriever

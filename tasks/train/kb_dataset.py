@@ -18,11 +18,11 @@ import re
 from pathlib import Path
 from typing import Callable
 
-from tasks.config import Params, RaftParams
-from tasks.errors import SourceError
-from tasks.examples import Example, question_hash
-from tasks.qa import context_message, normalize_passage
-from tasks.workspace import Layout, file_sha256, read_json, read_jsonl
+from tasks.core.config import Params, RaftParams
+from tasks.core.errors import SourceError
+from tasks.train.examples import Example, question_hash
+from tasks.core.qa import context_message, normalize_passage
+from tasks.core.workspace import Layout, file_sha256, read_json, read_jsonl
 
 Search = Callable[[str, int], list[dict]]
 
@@ -126,7 +126,7 @@ def kb_version(ws: Layout) -> dict:
 def raft_from_index(ws: Layout, params: Params, examples: list[Example],
                     on_progress: Callable[[int, int], None] | None = None) -> tuple[list[Example], dict]:
     """RAFT examples with passages from the live index (retrieve: section settings)."""
-    from tasks.retrieval import Retriever
+    from tasks.kb.retrieval import Retriever
 
     if not ws.chunks.is_file() or not ws.index_manifest.is_file():
         raise SourceError(f"dataset.format=raft puts passages from the index into each example, but there is no "

@@ -9,9 +9,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
-from tasks.config import IngestParams, resolve_path
-from tasks.errors import SourceError
-from tasks.readers import FORMATS, read_file
+from tasks.core.config import IngestParams, resolve_path
+from tasks.core.errors import SourceError
+from tasks.kb.readers import FORMATS, read_file
 
 
 @dataclass(frozen=True)

@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Protocol, TypeVar
 
-from tasks.config import IndexParams, resolve_path
-from tasks.errors import IndexError_
-from tasks.sparse import VECTOR_NAME as SPARSE
+from tasks.core.config import IndexParams, resolve_path
+from tasks.core.errors import IndexError_
+from tasks.kb.sparse import VECTOR_NAME as SPARSE
 
 log = logging.getLogger("ragtune")
 T = TypeVar("T")
@@ -25,7 +25,7 @@ class Point:
     id: str
     vector: list[float]
     payload: dict[str, Any]
-    sparse: Sparse | None = None   # BM25 terms (tasks/sparse.py), stored as the named sparse vector "bm25"
+    sparse: Sparse | None = None   # BM25 terms (tasks/kb/sparse.py), stored as the named sparse vector "bm25"
 
 
 @dataclass(frozen=True)

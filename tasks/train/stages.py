@@ -14,10 +14,10 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from tasks.config import Params
-from tasks.errors import ConfigError, GateFailed, RagtuneError
-from tasks.stages import Progress, finish_stage
-from tasks.workspace import Layout, read_json, read_jsonl, write_json, write_jsonl
+from tasks.core.config import Params
+from tasks.core.errors import ConfigError, GateFailed, RagtuneError
+from tasks.kb.stages import Progress, finish_stage
+from tasks.core.workspace import Layout, read_json, read_jsonl, write_json, write_jsonl
 
 log = logging.getLogger("ragtune")
 RETRAIN_STAGES = ("build_dataset", "train", "evaluate", "promote")
@@ -26,10 +26,10 @@ RETRAIN_STAGES = ("build_dataset", "train", "evaluate", "promote")
 def run_build_dataset(ws: Layout, params: Params, on_progress: Progress = None) -> dict:
     """Read + repair examples (or build them from the knowledge base), tokenize (cached), run the GX gate,
     split, pack, write data/train/."""
-    from tasks import dataset as D
-    from tasks.examples import QA_FORMATS, data_version, encoding, read_examples, version_files
-    from tasks.kb_dataset import kb_version, raft_from_index
-    from tasks.validate import run_suites
+    from tasks.train import dataset as D
+    from tasks.train.examples import QA_FORMATS, data_version, encoding, read_examples, version_files
+    from tasks.train.kb_dataset import kb_version, raft_from_index
+    from tasks.kb.validate import run_suites
 
     start = time.perf_counter()
     p, task = params.dataset, params.model.task
@@ -128,9 +128,9 @@ def library_versions() -> dict:
 
 def run_train(ws: Layout, params: Params, on_progress: Progress = None) -> dict:
     """Train the candidate adapter (resuming an interrupted run), verify it, write it to models/candidate."""
-    from tasks.adapter import VerifyAdapterError, evaluate_rows, load_with_adapter, verify_adapter
-    from tasks.dataset import load_tokenizer
-    from tasks.train import deepspeed_config, is_main_process, train_lora
+    from tasks.train.adapter import VerifyAdapterError, evaluate_rows, load_with_adapter, verify_adapter
+    from tasks.train.dataset import load_tokenizer
+    from tasks.train.trainer import deepspeed_config, is_main_process, train_lora
 
     start = time.perf_counter()
     meta = read_json(ws.dataset_meta, "build_dataset")
@@ -215,7 +215,7 @@ def write_loss_plot(ws: Layout, history: list[dict]) -> None:
 
 def run_evaluate(ws: Layout, params: Params, on_progress: Progress = None) -> dict:
     """Candidate and current production adapter, both on this run's held-out split (and the QA file)."""
-    from tasks.adapter import evaluate_rows, load_with_adapter
+    from tasks.train.adapter import evaluate_rows, load_with_adapter
 
     start = time.perf_counter()
     meta = read_json(ws.dataset_meta, "build_dataset")
@@ -226,11 +226,11 @@ def run_evaluate(ws: Layout, params: Params, on_progress: Progress = None) -> di
     cand_info = read_json(ws.candidate / "ragtune.json", "train")
     qa = None  # (tokenizer, questions), read once for both adapters
     if params.evaluate.qa_file and params.model.task == "causal_lm":
-        from tasks.config import resolve_path
-        from tasks.dataset import load_tokenizer
-        from tasks.qa import read_qa
+        from tasks.core.config import resolve_path
+        from tasks.train.dataset import load_tokenizer
+        from tasks.core.qa import read_qa
 
-        from tasks.dataset import chat_template
+        from tasks.train.dataset import chat_template
 
         tokenizer = load_tokenizer(params.model, ws.root)  # a text-trained adapter still answers through a template
         qa = (tokenizer, read_qa(resolve_path(ws.root, params.evaluate.qa_file)),
@@ -240,7 +240,7 @@ def run_evaluate(ws: Layout, params: Params, on_progress: Progress = None) -> di
         model = load_with_adapter(params.model, ws.root, adapter_dir, meta["label2id"])
         out = evaluate_rows(model, rows, meta["pad_id"], params.evaluate.batch_size, params.model.task)
         if qa:
-            from tasks.qa import score_qa
+            from tasks.core.qa import score_qa
 
             out.update(score_qa(model, qa[0], qa[2], qa[1], params.evaluate.max_new_tokens,
                                 params.dataset.system_prompt))
@@ -269,7 +269,7 @@ def run_evaluate(ws: Layout, params: Params, on_progress: Progress = None) -> di
 
 
 def run_promote(ws: Layout, params: Params, on_progress: Progress = None) -> dict:
-    from tasks.promote import decide, new_version, primary_metric, record
+    from tasks.train.registry import decide, new_version, primary_metric, record
 
     start = time.perf_counter()
     ev = read_json(ws.stage_metrics("evaluate"), "evaluate")

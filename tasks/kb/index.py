@@ -9,16 +9,16 @@ from typing import Callable
 
 import numpy as np
 
-from tasks.config import IndexParams
-from tasks.errors import IndexError_, VerifyError
-from tasks.vector_store import Point, VectorStore, batched
+from tasks.core.config import IndexParams
+from tasks.core.errors import IndexError_, VerifyError
+from tasks.kb.store import Point, VectorStore, batched
 
 PAYLOAD_FIELDS = ["doc_id", "doc_hash", "vectors"]
 
 
 def vector_kinds(sparse: bool) -> str:
     """What each point carries, recorded in its payload: turning sparse vectors on rewrites older points."""
-    from tasks.sparse import VERSION
+    from tasks.kb.sparse import VERSION
 
     return f"dense+{VERSION}" if sparse else "dense"
 
@@ -91,7 +91,7 @@ def check_mass_delete(plan: Plan, params: IndexParams, allow: bool, location: st
 
 def build_points(chunks: list[dict], vectors: np.ndarray, ids: set[str], run_version: str, model: str,
                  sparse: bool = False) -> list[Point]:
-    from tasks.sparse import encode_document
+    from tasks.kb.sparse import encode_document
 
     points = []
     kinds = vector_kinds(sparse)

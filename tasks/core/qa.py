@@ -18,7 +18,7 @@ import re
 import string
 from pathlib import Path
 
-from tasks.errors import SourceError
+from tasks.core.errors import SourceError
 
 
 def read_qa_set(path: Path, field: str = "--qa", need_answers: bool = False) -> list[dict]:

@@ -1,6 +1,6 @@
 """RAG, fine-tune or both, measured: each mode answers the same QA set; costs come from ragtune's own lineage.
 
-Per mode: SQuAD exact match, token F1 and contains (tasks.qa), recall@k of the passages it was given (rag,
+Per mode: SQuAD exact match, token F1 and contains (tasks.core.qa), recall@k of the passages it was given (rag,
 hybrid), latency p50/p95 per question and answers/s, and what answered: model, adapter (with the data format
 and knowledge-base version it learned from), parameters and weight memory. Costs: index size and refresh time
 (data/metrics, refresh history), adapter size and training time (models/), how often the knowledge changed
@@ -20,13 +20,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Callable
 
-from tasks.answer import ADAPTED, RETRIEVING
-from tasks.config import CompareParams, ConfigError, Params, resolve_path
-from tasks.errors import RagtuneError
-from tasks.examples import question_hash
-from tasks.qa import squad_scores
-from tasks.retrieval_eval import latency, score_row
-from tasks.workspace import Layout, read_jsonl
+from tasks.answer.answerer import ADAPTED, RETRIEVING
+from tasks.core.config import CompareParams, ConfigError, Params, resolve_path
+from tasks.core.errors import RagtuneError
+from tasks.train.examples import question_hash
+from tasks.core.qa import squad_scores
+from tasks.kb.retrieval_eval import latency, score_row
+from tasks.core.workspace import Layout, read_jsonl
 
 SCORES = ("exact", "f1", "contains")
 

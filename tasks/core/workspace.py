@@ -15,7 +15,7 @@ from typing import Any, Iterable, Iterator
 
 import numpy as np
 
-from tasks.errors import RagtuneError
+from tasks.core.errors import RagtuneError
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ import re
 import time
 from dataclasses import dataclass
 
-from tasks.config import CleanParams
+from tasks.core.config import CleanParams
 
 _SPACES = re.compile(r"[ \t\u00a0\u2000-\u200b\u3000]+")
 _BLANK_LINES = re.compile(r"\n{3,}")

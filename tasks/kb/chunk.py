@@ -9,7 +9,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from tasks.config import ChunkParams
+from tasks.core.config import ChunkParams
 
 CHUNKER_VERSION = 1  # bump when chunk_document gives other chunks for the same inputs (invalidates reuse)
 # Fixed namespace: point ids must be identical on every machine and every run.
@@ -108,7 +108,7 @@ def chunk_documents(docs: list[dict], tokenizer: Any, params: ChunkParams, max_t
     `previous` maps doc_key -> the chunk records an earlier run made with the same chunker_key; an unchanged
     document takes them as they are instead of being split again (the same function of the same inputs).
     """
-    from tasks.errors import ConfigError
+    from tasks.core.errors import ConfigError
 
     if params.size_tokens > max_tokens:
         raise ConfigError(

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import json
 
-from tasks.config import Params
-from tasks.examples import data_version, read_examples, version_files
-from tasks.workspace import Layout, write_json
+from tasks.core.config import Params
+from tasks.train.examples import data_version, read_examples, version_files
+from tasks.core.workspace import Layout, write_json
 
 
 def production_hashes(ws: Layout) -> tuple[set[str], str | None]:

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from tasks.workspace import write_json
+from tasks.core.workspace import write_json
 
 LOWER_IS_BETTER = {"eval_loss", "perplexity"}
 

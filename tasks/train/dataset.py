@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from tasks.config import DEFAULT_LM, DatasetParams, ModelParams
-from tasks.errors import ConfigError, GateFailed, RagtuneError
-from tasks.examples import Example
+from tasks.core.config import DEFAULT_LM, DatasetParams, ModelParams
+from tasks.core.errors import ConfigError, GateFailed, RagtuneError
+from tasks.train.examples import Example
 
 log = logging.getLogger("ragtune")
 IGNORE = -100  # label id the loss skips
@@ -36,7 +36,7 @@ TEMPLATES = {
 def load_tokenizer(model: ModelParams, root: Path, field: str = "model.base"):
     from transformers import AutoTokenizer
 
-    from tasks.lm import local_model
+    from tasks.lm.models import local_model
 
     name = local_model(model.base, root, field)
     try:

@@ -29,9 +29,9 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from tasks.config import DEFAULT_LM, resolve_path
-from tasks.errors import ConfigError
-from tasks.workspace import file_lock, file_sha256
+from tasks.core.config import DEFAULT_LM, resolve_path
+from tasks.core.errors import ConfigError
+from tasks.core.workspace import file_lock, file_sha256
 
 log = logging.getLogger("ragtune")
 PACKAGED = "package:"

@@ -5,7 +5,7 @@ Formats (one per run; `auto` picks by the fields of the first record):
 - chat:        {"messages": [{"role", "content"}, ...]}  -> trained on assistant turns only
 - text:        {"text"}                                  -> continued pretraining (e.g. data/clean/documents.jsonl)
 - labelled:    {"text", "label"}                         -> sequence classification
-Built from the knowledge base (`auto` picks `qa` for rows with a `question`; see tasks/kb_dataset.py):
+Built from the knowledge base (`auto` picks `qa` for rows with a `question`; see tasks/train/kb_dataset.py):
 - kb_text:     the index's own chunks (data/chunks/chunks.jsonl); dataset.sources is not read
 - qa:          {"question", "answers" (or "answer"), "doc_ids"?} -> question turn + short-answer turn
 - raft:        the same QA rows, each turned into question + oracle and distractor passages -> short answer
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import ftfy
 
-from tasks.errors import SourceError
+from tasks.core.errors import SourceError
 
 ROLES = ("system", "user", "assistant")
 QA_FORMATS = ("qa", "raft")
@@ -131,7 +131,7 @@ def to_example(record: dict, fmt: str, example_id: str, system_prompt: str | Non
 
 def read_examples(root: Path, sources: list[str], fmt: str, system_prompt: str | None) -> tuple[list[Example], str]:
     """All records of all source files, in order. Malformed JSON is an error naming file and line."""
-    from tasks.config import resolve_path
+    from tasks.core.config import resolve_path
 
     if fmt == "kb_text":
         return kb_chunk_examples(root), fmt
@@ -167,7 +167,7 @@ def read_examples(root: Path, sources: list[str], fmt: str, system_prompt: str |
 
 def kb_chunk_examples(root: Path) -> list[Example]:
     """Continued pretraining on the knowledge base: one text example per indexed chunk, in index order."""
-    from tasks.workspace import Layout
+    from tasks.core.workspace import Layout
 
     chunks = Layout(root).chunks
     if not chunks.is_file():
@@ -185,7 +185,7 @@ def kb_chunk_examples(root: Path) -> list[Example]:
 
 def version_files(root: Path, fmt: str, sources: list[str]) -> list[str]:
     """The files a format's examples come from: its sources, plus the knowledge base's chunks for kb formats."""
-    from tasks.workspace import Layout
+    from tasks.core.workspace import Layout
 
     chunks = str(Layout(root).chunks.relative_to(root))
     return [chunks] if fmt == "kb_text" else list(sources) + ([chunks] if fmt == "raft" else [])
@@ -193,7 +193,7 @@ def version_files(root: Path, fmt: str, sources: list[str]) -> list[str]:
 
 def data_version(root: Path, sources: list[str]) -> dict[str, str]:
     """md5 of each source file, the hash DVC 3 records for it in dvc.lock (`dvc get` finds it by that)."""
-    from tasks.config import resolve_path
+    from tasks.core.config import resolve_path
 
     out = {}
     for s in sources:

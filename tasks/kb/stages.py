@@ -13,9 +13,9 @@ from dataclasses import asdict
 from datetime import datetime, timezone
 from typing import Callable
 
-from tasks.config import Params
-from tasks.errors import GateFailed, RagtuneError
-from tasks.workspace import (Layout, file_lock, file_sha256, read_json, read_jsonl, read_npy, write_json,
+from tasks.core.config import Params
+from tasks.core.errors import GateFailed, RagtuneError
+from tasks.core.workspace import (Layout, file_lock, file_sha256, read_json, read_jsonl, read_npy, write_json,
                              write_jsonl, write_npy)
 
 log = logging.getLogger("ragtune")
@@ -32,7 +32,7 @@ def finish_stage(ws: Layout, stage: str, stats: dict, start: float) -> dict:
 
 def run_ingest(ws: Layout, params: Params, on_progress: Progress = None) -> dict:
     start = time.perf_counter()
-    from tasks.ingest import ingest_sources, to_record
+    from tasks.kb.ingest import ingest_sources, to_record
 
     docs, stats = ingest_sources(ws.root, params.ingest, on_progress)
     write_jsonl(ws.raw_documents, (to_record(d) for d in docs))
@@ -43,7 +43,7 @@ def run_ingest(ws: Layout, params: Params, on_progress: Progress = None) -> dict
 
 def run_clean(ws: Layout, params: Params, on_progress: Progress = None) -> dict:
     start = time.perf_counter()
-    from tasks.clean import clean_documents
+    from tasks.kb.clean import clean_documents
 
     kept, drops, stats = clean_documents(read_jsonl(ws.raw_documents, "ingest"), params.clean)
     write_jsonl(ws.clean_documents, (asdict(d) for d in kept))
@@ -57,7 +57,7 @@ def run_clean(ws: Layout, params: Params, on_progress: Progress = None) -> dict:
 def run_validate(ws: Layout, params: Params, on_progress: Progress = None) -> dict:
     """Run the GX gate; on failure the report is still written, then GateFailed stops the pipeline."""
     start = time.perf_counter()
-    from tasks.validate import build_tables, run_gate
+    from tasks.kb.validate import build_tables, run_gate
 
     documents, inputs = build_tables(read_jsonl(ws.clean_documents, "clean"), read_jsonl(ws.clean_drops, "clean"))
     report = run_gate(documents, inputs, params.validate_, ws.gx_root)
@@ -78,8 +78,8 @@ def run_validate(ws: Layout, params: Params, on_progress: Progress = None) -> di
 
 def run_chunk(ws: Layout, params: Params, on_progress: Progress = None) -> dict:
     start = time.perf_counter()
-    from tasks.chunk import chunk_documents, chunker_key
-    from tasks.embedder import load_tokenizer
+    from tasks.kb.chunk import chunk_documents, chunker_key
+    from tasks.kb.embedder import load_tokenizer
 
     quality = read_json(ws.quality_report, "validate")
     if not quality.get("success"):
@@ -99,7 +99,7 @@ def run_chunk(ws: Layout, params: Params, on_progress: Progress = None) -> dict:
 
 def previous_chunks(ws: Layout, key: str) -> dict[tuple, list[dict]]:
     """The last run's chunks by document, if that run used the same chunker and its file is intact."""
-    from tasks.chunk import doc_key
+    from tasks.kb.chunk import doc_key
 
     if not ws.chunks.exists() or not ws.chunk_state.exists():
         return {}
@@ -117,8 +117,8 @@ def previous_chunks(ws: Layout, key: str) -> dict[tuple, list[dict]]:
 
 def run_embed(ws: Layout, params: Params, on_progress: Progress = None) -> dict:
     start = time.perf_counter()
-    from tasks.embed import EmbeddingCache, embed_chunks
-    from tasks.embedder import SentenceTransformerEmbedder, model_fingerprint
+    from tasks.kb.embed import EmbeddingCache, embed_chunks
+    from tasks.kb.embedder import SentenceTransformerEmbedder, model_fingerprint
 
     chunks = read_jsonl(ws.chunks, "chunk")
     p = params.embed
@@ -155,8 +155,8 @@ def run_index(ws: Layout, params: Params, allow_mass_delete: bool = False, on_pr
 
 def _index_locked(ws: Layout, params: Params, chunks: list[dict], vectors, embed_stats: dict, run_version: str,
                   allow_mass_delete: bool, on_progress: Progress, start: float) -> dict:
-    from tasks.index import PAYLOAD_FIELDS, apply_plan, plan_reconcile, vector_kinds
-    from tasks.vector_store import open_store
+    from tasks.kb.index import PAYLOAD_FIELDS, apply_plan, plan_reconcile, vector_kinds
+    from tasks.kb.store import open_store
 
     store = open_store(ws.root, params.index)
     try:
@@ -181,8 +181,8 @@ def _index_locked(ws: Layout, params: Params, chunks: list[dict], vectors, embed
 
 def run_verify(ws: Layout, params: Params, on_progress: Progress = None) -> dict:
     """The collection holds exactly the manifest's points (count + a sample of ids)."""
-    from tasks.index import verify_index
-    from tasks.vector_store import open_store
+    from tasks.kb.index import verify_index
+    from tasks.kb.store import open_store
 
     start = time.perf_counter()
     expected = [pid for doc in read_json(ws.index_manifest, "index")["docs"].values() for pid in doc["points"]]
@@ -199,9 +199,9 @@ def run_verify(ws: Layout, params: Params, on_progress: Progress = None) -> dict
 def run_eval_retrieval(ws: Layout, params: Params, on_progress: Progress = None) -> dict:
     """Optional gate after verify: recall@top_k on retrieve.qa_file must not fall more than retrieve.max_recall_drop
     below the last passing run's. A failing run keeps the old baseline, so repeated drops cannot creep in."""
-    from tasks.config import resolve_path
-    from tasks.qa import read_qa_set
-    from tasks.retrieval_eval import evaluate_modes, gate
+    from tasks.core.config import resolve_path
+    from tasks.core.qa import read_qa_set
+    from tasks.kb.retrieval_eval import evaluate_modes, gate
 
     start = time.perf_counter()
     p = params.retrieve
@@ -243,7 +243,7 @@ def manifest(chunks: list[dict], params: Params, embed_stats: dict, location: st
 
 def run_stage(name: str, ws: Layout, params: Params, allow_mass_delete: bool = False,
               on_progress: Progress = None) -> dict:
-    from tasks import retrain
+    from tasks.train import stages
 
     if name in retrain.RETRAIN_STAGES:
         return getattr(retrain, f"run_{name}")(ws, params, on_progress)

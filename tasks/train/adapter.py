@@ -11,8 +11,8 @@ import math
 import sys
 from pathlib import Path
 
-from tasks.config import ModelParams
-from tasks.errors import RagtuneError
+from tasks.core.config import ModelParams
+from tasks.core.errors import RagtuneError
 
 IGNORE = -100
 ADAPTER_FILE = "adapter_model.safetensors"
@@ -24,11 +24,11 @@ class VerifyAdapterError(RagtuneError):
 
 def load_base(model: ModelParams, root: Path, label2id: dict[str, int] | None = None, dtype=None,
               field: str = "model.base"):
-    """The base model by name, folder or GGUF file (tasks.lm); tests give a tiny local model."""
+    """The base model by name, folder or GGUF file (tasks.lm.models); tests give a tiny local model."""
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
-    from tasks.dataset import model_load_error
-    from tasks.lm import local_model
+    from tasks.train.dataset import model_load_error
+    from tasks.lm.models import local_model
 
     if "deepspeed" in sys.modules:  # a ZeRO-3 run earlier in this process leaves zero.Init armed; evaluation
         from transformers.integrations.deepspeed import unset_hf_deepspeed_config  # wants whole weights

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from datetime import datetime, timezone
 
-from tasks.workspace import Layout, read_json, write_json
+from tasks.core.workspace import Layout, read_json, write_json
 
 STAGES = ("ingest", "clean", "validate", "chunk", "embed", "index", "verify")
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from tasks.config import ValidateParams
+from tasks.core.config import ValidateParams
 
 log = logging.getLogger("ragtune")
 

@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Iterable
 
-from tasks.errors import ConfigError
+from tasks.core.errors import ConfigError
 
 CHATML = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"

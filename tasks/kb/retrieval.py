@@ -11,16 +11,16 @@ import hashlib
 import time
 from pathlib import Path
 
-from tasks.config import ConfigError, Params
-from tasks.errors import IndexError_
-from tasks.workspace import Layout
+from tasks.core.config import ConfigError, Params
+from tasks.core.errors import IndexError_
+from tasks.core.workspace import Layout
 
 MODES = ("dense", "sparse", "hybrid")
 
 
 class Retriever:
     def __init__(self, root: Path, params: Params, mode: str | None = None):
-        from tasks.vector_store import open_store
+        from tasks.kb.store import open_store
 
         self.params, self.p = params, params.retrieve
         self.mode = mode or self.p.mode
@@ -45,8 +45,8 @@ class Retriever:
             raise
         self.cache = None
         if self.p.query_cache and self.mode != "sparse":
-            from tasks.embed import EmbeddingCache
-            from tasks.embedder import model_fingerprint
+            from tasks.kb.embed import EmbeddingCache
+            from tasks.kb.embedder import model_fingerprint
 
             self.cache = EmbeddingCache(Layout(root).query_cache)
             self.model_key = model_fingerprint(params.embed.model, params.embed.normalize)
@@ -74,7 +74,7 @@ class Retriever:
 
     def _load_embedder(self):
         if self._embedder is None:
-            from tasks.embedder import SentenceTransformerEmbedder
+            from tasks.kb.embedder import SentenceTransformerEmbedder
 
             e = self.params.embed
             self._embedder = SentenceTransformerEmbedder(e.model, e.batch_size, e.device, e.normalize)
@@ -92,7 +92,7 @@ class Retriever:
         if self._reranker is None:
             from sentence_transformers import CrossEncoder
 
-            from tasks.embedder import pick_device
+            from tasks.kb.embedder import pick_device
 
             try:
                 self._reranker = CrossEncoder(self.p.rerank_model, device=pick_device(self.params.embed.device))
@@ -109,7 +109,7 @@ class Retriever:
 
     def search(self, query: str, top_k: int | None = None) -> list[dict]:
         """The best chunks for one query: doc_id, source, path, position, score, text."""
-        from tasks.sparse import encode_query
+        from tasks.kb.sparse import encode_query
 
         k = top_k or self.p.top_k
         limit = max(k, self.p.candidates) if self.p.rerank_model else k

@@ -10,7 +10,7 @@ from typing import Callable
 
 import numpy as np
 
-from tasks.embedder import Embedder
+from tasks.kb.embedder import Embedder
 
 
 class EmbeddingCache:
