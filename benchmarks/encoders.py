@@ -20,6 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
+from tasks.core.qa import read_qa_set
+from tasks.kb.embedder import resolve_model_path
+from tasks.kb.retrieval_eval import score_row
+
 QA_FILE = Path(__file__).parents[1] / "data/sample/questions.jsonl"
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 SPEEDUP_BAR, QUALITY_BAR_PTS = 2.0, 1.0
@@ -97,7 +101,6 @@ def openvino_encoder(path: Path, tokenizer, max_len: int) -> RuntimeEncoder:
 def retrieval_quality(vectors: np.ndarray, chunks: list[dict], queries: np.ndarray, qa: list[dict], k: int = 5):
     """recall@k and MRR@k (a hit = a retrieved chunk containing one of the row's answer strings), scored by
     eval-retrieval's own score_row on the in-memory ranking."""
-    from tasks.kb.retrieval_eval import score_row
 
     recall = mrr = 0.0
     for q, row in zip(queries, qa):
@@ -112,8 +115,6 @@ def compare_encoders(speed_texts: list[str], qa_chunks: list[dict], model_name: 
                      work: Path, log) -> dict:
     from sentence_transformers import SentenceTransformer
 
-    from tasks.kb.embedder import resolve_model_path
-    from tasks.core.qa import read_qa_set
 
     qa = read_qa_set(QA_FILE)
     st = SentenceTransformer(resolve_model_path(model_name), device="cpu")

@@ -13,15 +13,23 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from benchmarks.knowledge import build_corpus
 from benchmarks.refresh import REPO, new_project
-from tasks.train.stages import RETRAIN_STAGES as TRAIN_STAGES
-from tasks.kb.stages import KB_STAGES
+from tasks.answer.answerer import Answerer, prompt_ids
+from tasks.answer.compare import evaluate_mode
+from tasks.core.config import load_params
+from tasks.core.qa import read_qa_set
+from tasks.core.stage import StageContext
+from tasks.core.workspace import Layout
+from tasks.kb.retrieval import without_query_cache
+from tasks.lm.generate import generate_batch
+from tasks.pipeline import run_stage, stage_names
 
-KB_STAGES = tuple(s for s in KB_STAGES if s != "eval_retrieval")  # no retrieve.qa_file here
+KB_STAGES = stage_names("kb", optional=False)  # no retrieve.qa_file here
+TRAIN_STAGES = stage_names("model")
 
 
 def _project(path: Path, models: Path, corpus: Path) -> Path:
@@ -37,31 +45,26 @@ def _project(path: Path, models: Path, corpus: Path) -> Path:
 
 
 def _params(root: Path, corpus: Path, extra: list[str]):
-    from tasks.core.config import load_params
 
     return load_params(root / "params.yaml", [f"ingest.sources=[{corpus}]", "validate.max_duplicate_share=1.0",
                                               *extra])
 
 
 def _index(root: Path, corpus: Path) -> float:
-    from tasks.kb.stages import run_stage
-    from tasks.core.workspace import Layout
 
     start = time.perf_counter()
     params = _params(root, corpus, [])
     for stage in KB_STAGES:
-        run_stage(stage, Layout(root), params)
+        run_stage(stage, StageContext(Layout(root), params))
     return time.perf_counter() - start
 
 
 def _train(root: Path, corpus: Path, overrides: list[str]) -> dict:
     """One adapter through build_dataset -> train -> evaluate -> promote; its version, time and size."""
-    from tasks.kb.stages import run_stage
-    from tasks.core.workspace import Layout
 
     params = _params(root, corpus, overrides)
     start = time.perf_counter()
-    out = {stage: run_stage(stage, Layout(root), params) for stage in TRAIN_STAGES}
+    out = {stage: run_stage(stage, StageContext(Layout(root), params)) for stage in TRAIN_STAGES}
     version = out["promote"]["version"]
     weights = root / "models/versions" / version / "adapter/adapter_model.safetensors"
     return {"version": version, "retrain_seconds": round(time.perf_counter() - start, 1),
@@ -72,9 +75,6 @@ def _train(root: Path, corpus: Path, overrides: list[str]) -> dict:
 
 
 def _score(root: Path, corpus: Path, rows: list[dict], mode: str, adapter: str | None, extra: list[str]) -> dict:
-    from tasks.answer.answerer import Answerer
-    from tasks.answer.compare import evaluate_mode
-    from tasks.kb.retrieval import without_query_cache
 
     params = without_query_cache(_params(root, corpus, extra))
     answerer = Answerer(root, params, adapter)
@@ -89,7 +89,6 @@ def _score(root: Path, corpus: Path, rows: list[dict], mode: str, adapter: str |
 
 def knowledge_section(cfg: dict, work: Path, log: Callable[[str], None]) -> dict:
     """The table per mode on the fictional corpus, then on the sample corpus."""
-    from tasks.core.qa import read_qa_set
 
     models = work / "models-cache"
     kb = build_corpus(work / "fictional", entities=cfg["entities"], seed=0)
@@ -146,8 +145,6 @@ def knowledge_section(cfg: dict, work: Path, log: Callable[[str], None]) -> dict
 
 def generation_section(cfg: dict, work: Path, log: Callable[[str], None]) -> dict:
     """Batched greedy answers (what compare runs) against one model.generate per question, same prompts."""
-    from tasks.answer.answerer import Answerer, prompt_ids
-    from tasks.core.qa import generate_batch, read_qa_set
 
     sample = REPO / "data/sample/corpus"
     root = _project(work / "generation-project", work / "models-cache", sample)

@@ -20,6 +20,8 @@ import os
 import time
 from pathlib import Path
 
+from tasks.kb.embedder import load_embedding_tokenizer, resolve_model_path
+
 COLLECTION = "bench"
 DIM = 384
 
@@ -35,7 +37,6 @@ class CountingEncoder:
     def __init__(self, model_name: str, batch_size: int):
         from sentence_transformers import SentenceTransformer
 
-        from tasks.kb.embedder import resolve_model_path
 
         self.model = SentenceTransformer(resolve_model_path(model_name), device="cpu")
         self.batch_size = batch_size
@@ -142,14 +143,13 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     a.state.mkdir(parents=True, exist_ok=True)
-    from tasks.kb.embedder import load_tokenizer, resolve_model_path
 
     enc = CountingEncoder(a.model, a.batch_size)
     docs = load_corpus(a.corpus)
     setup = time.perf_counter() - start
     t0 = time.perf_counter()
     if a.peer == "llamaindex":
-        tokenizer, _ = load_tokenizer(a.model)
+        tokenizer, _ = load_embedding_tokenizer(a.model)
         out = run_llamaindex(docs, a.state, enc, tokenizer, a.chunk_size, a.overlap, a.points_batch)
     else:
         out = run_langchain(docs, a.state, enc, resolve_model_path(a.model), a.chunk_size, a.overlap,

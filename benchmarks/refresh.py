@@ -15,6 +15,11 @@ import time
 from pathlib import Path
 
 from benchmarks.corpus import churn, generate
+from tasks.core.config import load_params
+from tasks.core.stage import StageContext
+from tasks.core.workspace import Layout, write_jsonl
+from tasks.kb import stages
+from tasks.kb.embedder import resolve_model_path
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = "sentence-transformers/all-MiniLM-L6-v2"
@@ -118,7 +123,7 @@ def refresh_scenarios(work: Path, n_docs: int, seed: int, size: int, overlap: in
                 systems[name] = {"status": "error", "error": str(exc)[-2000:]}
                 runners = {k: v for k, v in runners.items() if k != name}
                 break
-    for name, res in systems.items():
+    for res in systems.values():
         if "full" in res and "status" not in res:
             full = res["full"]["wall_seconds"]
             for scenario in ("unchanged", "churn_1pct"):
@@ -133,7 +138,6 @@ def bare_refresh(chunks: list[dict], qdrant_path: Path, batch_size: int, points_
     """The minimal script: sentence-transformers `encode` on ragtune's chunks, qdrant-client `upload_points`."""
     from sentence_transformers import SentenceTransformer
 
-    from tasks.kb.embedder import resolve_model_path
 
     t0 = time.perf_counter()
     model = SentenceTransformer(resolve_model_path(MODEL), device="cpu")
@@ -181,9 +185,6 @@ def stage_efficiency(chunks: list[dict], work: Path, repeats: int, log) -> dict:
     inside the timed span. Index: each round writes into a new local collection; the stage's span includes
     opening the store, scanning it, planning, upserting with acknowledgement and writing the manifest.
     """
-    from tasks.kb import stages
-    from tasks.core.config import load_params
-    from tasks.core.workspace import Layout, write_jsonl
 
     project = new_project(work / "efficiency")
     ws = Layout(project)
@@ -194,10 +195,10 @@ def stage_efficiency(chunks: list[dict], work: Path, repeats: int, log) -> dict:
         log(f"efficiency round {r + 1}/{repeats}")
         params = load_params(project / "params.yaml", [f"index.local_path=data/qdrant-{r}", *DENSE_ONLY])
         shutil.rmtree(ws.embedding_cache.parent, ignore_errors=True)
-        runs["ragtune_embed"].append(stages.run_embed(ws, params))
+        runs["ragtune_embed"].append(stages.run_embed(StageContext(ws, params)))
         bare = bare_refresh(chunks, work / "bare-qdrant", params.embed.batch_size, params.index.batch_size)
         runs["bare_embed"].append(bare)
-        runs["ragtune_index"].append(stages.run_index(ws, params))
+        runs["ragtune_index"].append(stages.run_index(StageContext(ws, params)))
         runs["bare_index"].append(bare)
     n = len(chunks)
     best = {k: min(v, key=lambda x: x.get("seconds", x.get("encode_seconds"))) for k, v in runs.items()}

@@ -23,12 +23,17 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 
 from benchmarks import injection, refresh
+from benchmarks.encoders import compare_encoders
 from benchmarks.report import markdown
+from tasks.core.config import load_params
+from tasks.core.stage import StageContext
+from tasks.core.workspace import Layout, read_jsonl
+from tasks.pipeline import run_stage
 
 REPO = Path(__file__).resolve().parents[1]
 SECTIONS = ("refresh", "bare", "efficiency", "overhead", "training", "encoders", "knowledge", "generation")
@@ -65,7 +70,7 @@ def machine() -> dict:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)
     return {"cpu": cpu, "cores": os.cpu_count(), "memory_mb": mem, "os": platform.platform(),
             "python": platform.python_version(), "gpu": gpu, "libraries": libs,
-            "commit": commit.stdout.strip() or None, "date_utc": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+            "commit": commit.stdout.strip() or None, "date_utc": datetime.now(UTC).isoformat(timespec="seconds")}
 
 
 def _read(path: str) -> str:
@@ -109,7 +114,6 @@ def bare_section(refresh_res: dict, work: Path) -> dict:
 
 
 def _chunks(refresh_res: dict) -> list[dict]:
-    from tasks.core.workspace import read_jsonl
 
     return list(read_jsonl(Path(refresh_res["chunks_file"]), "chunk"))
 
@@ -138,17 +142,13 @@ def training_section(cfg: dict, work: Path) -> dict:
 
 
 def encoders_section(cfg: dict, refresh_res: dict | None, work: Path) -> dict:
-    from benchmarks.encoders import compare_encoders
-    from tasks.kb import stages
-    from tasks.core.config import load_params
-    from tasks.core.workspace import Layout, read_jsonl
 
     project = refresh.new_project(work / "encoders")
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     params = load_params(project / "params.yaml", [f"ingest.sources=[{REPO / 'data/sample/corpus'}]"])
     ws = Layout(project)
     for stage in ("ingest", "clean", "validate", "chunk"):
-        stages.run_stage(stage, ws, params)
+        run_stage(stage, StageContext(ws, params))
     qa_chunks = list(read_jsonl(ws.chunks, "chunk"))
     pool = _chunks(refresh_res) if refresh_res and refresh_res.get("status") == "ok" else qa_chunks
     texts = [c["text"] for c in pool][: cfg["encoder_texts"]]

@@ -22,6 +22,14 @@ import tempfile
 import time
 from pathlib import Path
 
+from tasks.core.config import DEFAULT_LM, load_params
+from tasks.core.stage import StageContext
+from tasks.core.workspace import Layout, read_json, read_jsonl
+from tasks.lm.models import local_model
+from tasks.lm.tiny import build_tiny_model
+from tasks.train.stages import run_build_dataset, run_train
+from tasks.train.trainer import precision, single_process_env
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 SIZES = {"tiny": dict(hidden_size=64, layers=2, vocab_size=1024),
@@ -45,8 +53,7 @@ def bare_trainer(model_dir: Path, rows: list[dict], pad_id: int, args_kw: dict, 
     """What a user would write without ragtune: Trainer + PEFT + DataCollatorForSeq2Seq."""
     import torch
     from peft import LoraConfig, get_peft_model
-    from transformers import (AutoModelForCausalLM, AutoTokenizer, DataCollatorForSeq2Seq, Trainer,
-                              TrainingArguments)
+    from transformers import AutoModelForCausalLM, AutoTokenizer, DataCollatorForSeq2Seq, Trainer, TrainingArguments
 
     tok = AutoTokenizer.from_pretrained(model_dir)
     model = get_peft_model(AutoModelForCausalLM.from_pretrained(model_dir), LoraConfig(task_type="CAUSAL_LM", **lora_kw))
@@ -86,12 +93,6 @@ def main() -> None:
     import torch
     from transformers import AutoConfig
 
-    from tasks.core.config import DEFAULT_LM, load_params
-    from tasks.lm.models import local_model
-    from tasks.train.stages import run_build_dataset, run_train
-    from tasks.lm.tiny import build_tiny_model
-    from tasks.train.trainer import precision, single_process_env
-    from tasks.core.workspace import Layout, read_json, read_jsonl
 
     work = Path(tempfile.mkdtemp(prefix="ragtune-bench-"))
     for item in ("params.yaml", "data/sample/train", "infra/deepspeed", "data/sample/corpus"):
@@ -109,7 +110,7 @@ def main() -> None:
                  "train.logging_steps=10", "dataset.max_length=256"]
     params = load_params(work / "params.yaml", overrides)
     ws = Layout(work)
-    run_build_dataset(ws, params)
+    run_build_dataset(StageContext(ws, params))
     meta = read_json(ws.dataset_meta, "build_dataset")
     rows = read_jsonl(ws.train_dir / "train.jsonl", "build_dataset")
 
@@ -123,7 +124,7 @@ def main() -> None:
     runs = {"ragtune": [], "bare": []}
     def ragtune_side() -> None:
         start = time.perf_counter()
-        ours = run_train(ws, params)
+        ours = run_train(StageContext(ws, params))
         ours["stage_seconds"] = round(time.perf_counter() - start, 2)
         runs["ragtune"].append(ours)
 

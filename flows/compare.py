@@ -14,8 +14,8 @@ from tasks.answer import compare as C
 from tasks.answer.answerer import Answerer
 from tasks.core.config import Params, load_params, resolve_path
 from tasks.core.qa import read_qa_set
-from tasks.kb.retrieval import without_query_cache
 from tasks.core.workspace import Layout, write_json
+from tasks.kb.retrieval import without_query_cache
 
 
 @stage_task(name="answer_questions", task_run_name="answer_questions[{mode}]")

@@ -12,53 +12,56 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from flows.runtime import prefect_progress
 from flows.shared import publish_quality, record_version, stage_task
-from tasks.kb import stages
+from tasks.core.clock import utc_stamp
 from tasks.core.config import Params, check_versionable, load_run_params, resolve_path
 from tasks.core.qa import read_qa_set
-from tasks.kb.report import append_history, build_report, report_markdown, report_rows
+from tasks.core.stage import StageContext
 from tasks.core.workspace import Layout, write_json
+from tasks.kb import stages
+from tasks.kb.report import append_history, build_report, report_markdown, report_rows
+
 
 @stage_task(name="ingest_documents")
 def ingest_documents(ws: Layout, params: Params) -> dict:
-    return stages.run_ingest(ws, params, prefect_progress("ingest"))
+    return stages.run_ingest(StageContext(ws, params, prefect_progress("ingest")))
 
 
 @stage_task(name="clean_documents")
 def clean_documents(ws: Layout, params: Params) -> dict:
-    return stages.run_clean(ws, params)
+    return stages.run_clean(StageContext(ws, params))
 
 
 @stage_task(name="validate_documents")
 def validate_documents(ws: Layout, params: Params) -> dict:
     try:
-        return stages.run_validate(ws, params)
+        return stages.run_validate(StageContext(ws, params))
     finally:
         publish_quality(ws.quality_report, "kb", "GX gate")
 
 
 @stage_task(name="chunk_documents")
 def chunk_documents(ws: Layout, params: Params) -> dict:
-    return stages.run_chunk(ws, params, prefect_progress("chunk"))
+    return stages.run_chunk(StageContext(ws, params, prefect_progress("chunk")))
 
 
 @stage_task(name="embed_chunks")
 def embed_chunks(ws: Layout, params: Params) -> dict:
-    return stages.run_embed(ws, params, prefect_progress("embed"))
+    return stages.run_embed(StageContext(ws, params, prefect_progress("embed")))
 
 
 @stage_task(name="upsert_points")
 def upsert_points(ws: Layout, params: Params, allow_mass_delete: bool) -> dict:
-    return stages.run_index(ws, params, allow_mass_delete, prefect_progress("index"))
+    return stages.run_index(StageContext(ws, params, prefect_progress("index"), allow_mass_delete))
 
 
 @stage_task(name="verify_index")
 def verify_index(ws: Layout, params: Params) -> dict:
-    return stages.run_verify(ws, params)
+    return stages.run_verify(StageContext(ws, params))
 
 
 @stage_task(name="evaluate_retrieval")
 def evaluate_retrieval(ws: Layout, params: Params) -> dict:
-    return stages.run_eval_retrieval(ws, params)
+    return stages.run_eval_retrieval(StageContext(ws, params))
 
 
 @stage_task(name="publish_report")
@@ -98,10 +101,9 @@ def kb_refresh(root: str = ".", sources: list[str] | None = None, overrides: lis
     verify_index(ws, params)
     evaluate_retrieval(ws, params)  # optional gate (retrieve.qa_file): a recall drop fails the run, unrecorded
     report = publish_report(ws, time.perf_counter() - started)
-    from tasks.versioning import timestamp
 
     summary = {"points": report["points"]["in_index"], "chunks": report["chunks"]["total"],
                "embedded": report["chunks"]["embedded"], **{f"docs_{k}": v for k, v in report["documents"].items()},
                **{k: v for k, v in report.get("retrieval", {}).items() if k.startswith(("recall", "mrr"))}}
-    report["version"] = record_version(ws, params, "kb", timestamp(), summary)
+    report["version"] = record_version(ws, params, "kb", utc_stamp(), summary)
     return report

@@ -12,22 +12,24 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from flows.runtime import prefect_progress
 from flows.shared import publish_quality, record_version, stage_task
-from tasks.train import stages
 from tasks.core.config import Params, check_versionable, load_params
-from tasks.versioning import check_model_versionable
+from tasks.core.stage import StageContext
 from tasks.core.workspace import Layout, write_json
+from tasks.train import stages
+from tasks.versioning import check_model_versionable
+
 
 @stage_task(name="build_dataset")
 def build_dataset(ws: Layout, params: Params) -> dict:
     try:
-        return stages.run_build_dataset(ws, params)
+        return stages.run_build_dataset(StageContext(ws, params))
     finally:
         publish_quality(ws.train_quality, "train", "training data gate")
 
 
 @stage_task(name="train_adapter")
 def train_adapter(ws: Layout, params: Params) -> dict:
-    metrics = stages.run_train(ws, params, prefect_progress("train"))
+    metrics = stages.run_train(StageContext(ws, params, prefect_progress("train")))
     if ws.loss_png.exists():
         png = base64.b64encode(ws.loss_png.read_bytes()).decode()
         create_markdown_artifact(key="train-loss", markdown=f"![loss curve](data:image/png;base64,{png})",
@@ -37,12 +39,12 @@ def train_adapter(ws: Layout, params: Params) -> dict:
 
 @stage_task(name="evaluate_adapter")
 def evaluate_adapter(ws: Layout, params: Params) -> dict:
-    return stages.run_evaluate(ws, params)
+    return stages.run_evaluate(StageContext(ws, params))
 
 
 @stage_task(name="promote_adapter")
 def promote_adapter(ws: Layout, params: Params) -> dict:
-    return stages.run_promote(ws, params)
+    return stages.run_promote(StageContext(ws, params))
 
 
 @stage_task(name="publish_report")

@@ -6,8 +6,8 @@ import json
 import os
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 SERVER_FILE = "ragtune-server.json"  # written by `ragtune server` under PREFECT_HOME
 

@@ -11,6 +11,7 @@ from prefect.cache_policies import NO_CACHE
 
 from tasks.core.config import Params
 from tasks.core.workspace import Layout
+from tasks.versioning import Repo, VersionError
 
 # Stages write files (DVC's unit of caching) and the store; Prefect must always run them, never replay a result.
 stage_task = task(cache_policy=NO_CACHE)
@@ -19,7 +20,6 @@ stage_task = task(cache_policy=NO_CACHE)
 @stage_task(name="record_version")
 def record_version(ws: Layout, params: Params, kind: str, name: str, summary: dict) -> dict | None:
     """Commit, tag and push this run's outputs as version `<kind>/<name>` (when versioning is enabled)."""
-    from tasks.versioning import Repo, VersionError
 
     if not params.versioning.enabled:
         return None

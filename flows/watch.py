@@ -8,8 +8,8 @@ from prefect import flow, get_run_logger
 from prefect.events import emit_event
 
 from tasks.core.config import load_params
-from tasks.train.watch import detect_change, remember_emitted
 from tasks.core.workspace import Layout
+from tasks.train.watch import detect_change, remember_emitted
 
 EVENT = "ragtune.data.changed"
 

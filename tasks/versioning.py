@@ -14,24 +14,33 @@ import json
 import logging
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from tasks.core.errors import RagtuneError
+from tasks.core.stage import rel
 from tasks.core.workspace import Layout, file_lock
+from tasks.pipeline import GROUPS, STAGES, stage_names
 
 log = logging.getLogger("ragtune")
+L = Layout(Path())  # paths relative to the project root
+
+
+def _git_files(kind: str) -> list[str]:
+    """What a version commits to git: the small files DVC leaves to git (metrics, plots, cache: false outs) of the
+    kind's stages, plus the run report."""
+    stages = [s for s in STAGES.values() if s.group == kind]
+    report = [rel(L.refresh_report)] if kind == "kb" else []
+    return [*report, *(f for s in stages for f in (*s.metrics_files, *s.plots, *s.git_outs))]
+
+
 KINDS = {
-    "kb": {"stages": ["ingest", "clean", "validate", "chunk", "embed", "index", "verify", "eval_retrieval"],
-           "git": ["data/metrics/refresh.json", "data/quality/report.json", "data/metrics/index.json",
-                   "data/metrics/eval_retrieval.json"],
-           "pull": ["data/index/manifest.json", "data/metrics/refresh.json", "data/quality/report.json"]},
-    "model": {"stages": ["build_dataset", "train", "evaluate", "promote"],
-              "git": ["data/metrics/train.json", "data/metrics/evaluate.json", "data/metrics/promote.json",
-                      "data/plots/train_loss.csv", "models/production.json", "models/lineage.jsonl"],
-              "pull": ["models/candidate", "data/metrics/train.json", "data/metrics/evaluate.json",
-                       "data/metrics/promote.json"]},
+    kind: {"stages": list(stage_names(kind)), "git": _git_files(kind)}
+    for kind in GROUPS
 }
+# What `ragtune pull` fetches: the artifacts a version is about, with their metrics.
+KINDS["kb"]["pull"] = [rel(L.index_manifest), rel(L.refresh_report), rel(L.quality_report)]
+KINDS["model"]["pull"] = [rel(L.candidate), *(rel(L.stage_metrics(s)) for s in ("train", "evaluate", "promote"))]
 
 
 class VersionError(RagtuneError):
@@ -91,7 +100,7 @@ class Repo:
             has_identity = self.run("git", "config", "user.email", check=False).stdout.strip()
             self.run("git", *([] if has_identity else env_user), "commit", "-q", "--allow-empty",
                      "-m", f"{kind} version {name}", "--", *files)
-            entry = {"version": tag, "kind": kind, "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            entry = {"version": tag, "kind": kind, "at": datetime.now(UTC).isoformat(timespec="seconds"),
                      "metrics": summary}
             self.run("git", *([] if has_identity else env_user), "tag", "-a", tag, "-m", json.dumps(entry))
             pushed = self.push() if push else False
@@ -143,15 +152,15 @@ class Repo:
             known = ", ".join(v["version"] for v in self.versions()[:5]) or "none yet"
             raise VersionError(f"no version '{version}'. Recent versions: {known} (see `ragtune versions`).")
         fetched = []
-        for rel in KINDS[kind]["pull"]:
-            target = Path(out) / rel
+        for path in KINDS[kind]["pull"]:
+            target = Path(out) / path
             if target.exists():
                 raise VersionError(f"{target} exists; pull into an empty --out folder so nothing is overwritten.")
             target.parent.mkdir(parents=True, exist_ok=True)
-            if self.run("git", "cat-file", "-e", f"{version}:{rel}", check=False).returncode == 0:
-                target.write_bytes(self.run_bytes("git", "show", f"{version}:{rel}"))  # git-tracked: exact bytes
+            if self.run("git", "cat-file", "-e", f"{version}:{path}", check=False).returncode == 0:
+                target.write_bytes(self.run_bytes("git", "show", f"{version}:{path}"))  # git-tracked: exact bytes
             else:
-                self.run("dvc", "get", ".", rel, "--rev", version, "-o", str(target.resolve()), "-q")
+                self.run("dvc", "get", ".", path, "--rev", version, "-o", str(target.resolve()), "-q")
             fetched.append(target)
         return fetched
 
@@ -160,7 +169,3 @@ class Repo:
         if proc.returncode != 0:
             raise VersionError(f"`{' '.join(cmd)}` failed: {proc.stderr.decode(errors='replace').strip()}")
         return proc.stdout
-
-
-def timestamp() -> str:
-    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")

@@ -13,18 +13,21 @@ says why there is no answer) instead of failing.
 
 from __future__ import annotations
 
-import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
-from tasks.core.config import ConfigError, ModelParams, Params
+from tasks.core.config import ANSWER_MODES, ConfigError, ModelParams, Params
 from tasks.core.errors import RagtuneError
-from tasks.core.qa import chat_prompt_ids, context_message, generate_batch
 from tasks.core.workspace import Layout
+from tasks.kb.retrieval import Retriever
+from tasks.lm.generate import context_message, generate_batch
+from tasks.lm.models import check_reachable, load_base, load_lm_tokenizer
+from tasks.lm.templates import chat_prompt_ids, chat_template
+from tasks.train.adapter import load_with_adapter
+from tasks.train.registry import ModelRegistry
 
-MODES = ("rag", "ft", "hybrid", "base")
 RETRIEVING = ("rag", "hybrid")
 ADAPTED = ("ft", "hybrid")
 
@@ -52,18 +55,17 @@ class Generator:
 
 def resolve_adapter(ws: Layout, version: str | None) -> tuple[str, Path, dict]:
     """(version, adapter folder, ragtune.json) of the given version, or of production when None."""
-    versions = ws.models / "versions"
-    known = sorted(p.name for p in versions.iterdir() if (p / "adapter").is_dir()) if versions.is_dir() else []
+    registry = ModelRegistry(ws)
     if version in (None, "production"):
-        if not ws.production.exists():
+        version = registry.production_version()
+        if version is None:
             raise ConfigError(f"{ws.production}: no promoted adapter, which modes ft and hybrid need. Run "
                               "`ragtune retrain` first, or pass --adapter VERSION (`ragtune versions --kind model`).")
-        version = json.loads(ws.production.read_text())["version"]
-    folder = versions / str(version)
+    folder = registry.folder(str(version))
     if not (folder / "adapter").is_dir():
-        raise ConfigError(f"--adapter {version}: no such adapter under {versions}. Known versions: "
-                          f"{', '.join(known) or 'none (run `ragtune retrain`)'}.")
-    info = json.loads((folder / "ragtune.json").read_text())
+        raise ConfigError(f"--adapter {version}: no such adapter under {ws.versions}. Known versions: "
+                          f"{', '.join(registry.known()) or 'none (run `ragtune retrain`)'}.")
+    info = registry.info(str(version))
     if info.get("task", "causal_lm") != "causal_lm":
         raise ConfigError(f"--adapter {version}: a {info['task']} adapter classifies, it cannot answer questions; "
                           "pick a causal_lm version.")
@@ -76,9 +78,6 @@ def load_generator(root: Path, params: Params, base: str, field_name: str,
     import torch
     from transformers.utils import logging as hf_logging
 
-    from tasks.train.adapter import load_base, load_with_adapter
-    from tasks.train.dataset import chat_template, load_tokenizer
-    from tasks.lm.models import check_reachable
 
     hf_logging.disable_progress_bar()  # the weight-loading bar is noise in answers and logs
     start = time.perf_counter()
@@ -95,7 +94,7 @@ def load_generator(root: Path, params: Params, base: str, field_name: str,
         check_reachable(mp.base, field_name)
         model = load_base(mp, root, field=field_name)
     model.to("cuda" if torch.cuda.is_available() else "cpu").eval()
-    tokenizer = load_tokenizer(mp, root, field_name)
+    tokenizer = load_lm_tokenizer(mp, root, field_name)
     tensors = list(model.parameters())
     return Generator(model, tokenizer, chat_template(tokenizer, params.dataset.fallback_template), mp.base, version,
                      info, parameters=sum(t.numel() for t in tensors),
@@ -127,7 +126,6 @@ class Answerer:
 
     def retriever(self):
         if self._retriever is None:
-            from tasks.kb.retrieval import Retriever
 
             self._retriever = Retriever(self.ws.root, self.params).warm()
         return self._retriever
@@ -167,8 +165,8 @@ class Answerer:
         """Answers to several questions, generated generate.batch_size at a time (generate=False: passages only).
         An answer's `generate` time is its share of its batch's generation, so `total` is what the answer cost;
         `batch_generate` is the batch's whole time, what a caller of that batch waited."""
-        if mode not in MODES:
-            raise ConfigError(f"--mode {mode}: expected one of {', '.join(MODES)}.")
+        if mode not in ANSWER_MODES:
+            raise ConfigError(f"--mode {mode}: expected one of {', '.join(ANSWER_MODES)}.")
         k = top_k or self.params.generate.passages
         loading = time.perf_counter()  # models load once, outside the per-question timings
         gen, note = None, None if generate else "passages only: no answer was generated"

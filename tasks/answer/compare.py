@@ -16,17 +16,20 @@ from __future__ import annotations
 
 import json
 import resource
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Callable
 
 from tasks.answer.answerer import ADAPTED, RETRIEVING
 from tasks.core.config import CompareParams, ConfigError, Params, resolve_path
 from tasks.core.errors import RagtuneError
-from tasks.train.examples import question_hash
 from tasks.core.qa import squad_scores
-from tasks.kb.retrieval_eval import latency, score_row
 from tasks.core.workspace import Layout, read_jsonl
+from tasks.kb.retrieval_eval import latency, score_row
+from tasks.pipeline import stage_names
+from tasks.train.adapter import ADAPTER_FILE
+from tasks.train.examples import question_hash
+from tasks.train.registry import ModelRegistry
 
 SCORES = ("exact", "f1", "contains")
 
@@ -125,7 +128,7 @@ def lineage_costs(ws: Layout, params: Params) -> dict:
     store = resolve_path(ws.root, params.index.local_path)
     if store.is_dir():
         index["store_mb"] = round(sum(f.stat().st_size for f in store.rglob("*") if f.is_file()) / 1e6, 2)
-    index["refresh_seconds"] = _stage_seconds(ws, ("ingest", "clean", "validate", "chunk", "embed", "index", "verify"))
+    index["refresh_seconds"] = _stage_seconds(ws, stage_names("kb", gates=False))
     history = _read_jsonl(ws.refresh_history)
     changes = [h for h in history if h.get("changed_documents")]
     span = _span_days([h.get("at") for h in history])
@@ -135,16 +138,16 @@ def lineage_costs(ws: Layout, params: Params) -> dict:
                  if changes else None}
     adapter: dict = {"version": None, "adapter_mb": None, "train_seconds": None, "retrain_seconds": None,
                      "trainings": None}
-    if ws.production.exists():
-        prod = json.loads(ws.production.read_text())
-        folder = ws.models / prod["path"]
-        weights = folder / "adapter/adapter_model.safetensors"
-        info = json.loads((folder / "ragtune.json").read_text()) if (folder / "ragtune.json").exists() else {}
-        adapter.update(version=prod["version"], adapter_mb=round(weights.stat().st_size / 1e6, 3)
+    registry = ModelRegistry(ws)
+    version = registry.production_version()
+    if version:
+        weights = registry.folder(version) / "adapter" / ADAPTER_FILE
+        info = registry.info(version) if (registry.folder(version) / "ragtune.json").exists() else {}
+        adapter.update(version=version, adapter_mb=round(weights.stat().st_size / 1e6, 3)
                        if weights.exists() else None,
                        train_seconds=info.get("train_metrics", {}).get("train_seconds"),
-                       retrain_seconds=_stage_seconds(ws, ("build_dataset", "train", "evaluate", "promote")))
-    lineage = _read_jsonl(ws.models / "lineage.jsonl")
+                       retrain_seconds=_stage_seconds(ws, stage_names("model")))
+    lineage = registry.lineage()
     adapter["trainings"] = len(lineage)
     adapter["span_days"] = _span_days([e.get("at") for e in lineage])
     return {"index": index, "knowledge": knowledge, "adapter": adapter}

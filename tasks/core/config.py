@@ -43,7 +43,7 @@ class ChunkParams(_Section):
     overlap_tokens: int = Field(32, ge=0)
 
     @model_validator(mode="after")
-    def _overlap_below_size(self) -> "ChunkParams":
+    def _overlap_below_size(self) -> ChunkParams:
         if self.overlap_tokens >= self.size_tokens:
             raise ValueError(
                 f"overlap_tokens ({self.overlap_tokens}) must be smaller than size_tokens ({self.size_tokens})"

@@ -17,7 +17,7 @@ class GateFailed(RagtuneError):
     """The data quality gate failed; nothing downstream ran."""
 
 
-class IndexError_(RagtuneError):
+class StoreError(RagtuneError):
     """The vector store refused, could not be reached, or a guard stopped the write."""
 
 

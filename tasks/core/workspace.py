@@ -8,10 +8,11 @@ import json
 import os
 import tempfile
 import time
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -33,13 +34,19 @@ class Layout:
     @property
     def gx_root(self) -> Path: return self.root / "data/quality"  # GX keeps its project in data/quality/gx
     @property
-    def chunks(self) -> Path: return self.root / "data/chunks/chunks.jsonl"
+    def gx_project(self) -> Path: return self.gx_root / "gx"  # suites, validation results, Data Docs HTML
+    @property
+    def chunks_dir(self) -> Path: return self.root / "data/chunks"
+    @property
+    def chunks(self) -> Path: return self.chunks_dir / "chunks.jsonl"
     @property
     def chunk_state(self) -> Path: return self.root / "data/cache/chunker.json"  # what chunks.jsonl was made with
     @property
-    def vectors(self) -> Path: return self.root / "data/embeddings/vectors.npy"
+    def embeddings_dir(self) -> Path: return self.root / "data/embeddings"
     @property
-    def vector_ids(self) -> Path: return self.root / "data/embeddings/ids.json"
+    def vectors(self) -> Path: return self.embeddings_dir / "vectors.npy"
+    @property
+    def vector_ids(self) -> Path: return self.embeddings_dir / "ids.json"
     @property
     def embedding_cache(self) -> Path: return self.root / "data/cache/embeddings.sqlite"
     @property
@@ -78,7 +85,11 @@ class Layout:
     @property
     def checkpoints(self) -> Path: return self.models / "checkpoints/run"
     @property
+    def versions(self) -> Path: return self.models / "versions"          # every candidate, promoted or not
+    @property
     def production(self) -> Path: return self.models / "production.json"
+    @property
+    def lineage(self) -> Path: return self.models / "lineage.jsonl"
     @property
     def watch_state(self) -> Path: return self.models / "watch.json"           # last data state `watch` emitted for
     @property
@@ -149,12 +160,10 @@ def _require(path: Path, stage: str) -> None:
                            "dvc repro, or ragtune refresh).")
 
 
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
+def file_digest(path: Path, algorithm: str = "sha256") -> str:
+    """Hex digest of a file's bytes, streamed (md5 is what DVC 3 records in dvc.lock)."""
     with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+        return hashlib.file_digest(f, algorithm).hexdigest()
 
 
 def read_json(path: Path, stage: str) -> Any:

@@ -6,10 +6,12 @@ import hashlib
 import re
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from tasks.core.config import ChunkParams
+from tasks.core.errors import ConfigError
 
 CHUNKER_VERSION = 1  # bump when chunk_document gives other chunks for the same inputs (invalidates reuse)
 # Fixed namespace: point ids must be identical on every machine and every run.
@@ -50,13 +52,13 @@ def split_sections(text: str) -> list[tuple[list[str], str]]:
             in_fence = not in_fence
         m = None if in_fence else _HEADING.match(line)
         if m:
-            if any(l.strip() and not _HEADING.match(l) for l in current):
+            if any(ln.strip() and not _HEADING.match(ln) for ln in current):
                 sections.append(([t for _, t in path], current))
                 current = []
             level = len(m.group(1))
             path = [(lv, t) for lv, t in path if lv < level] + [(level, m.group(2).strip())]
         current.append(line)
-    if any(l.strip() for l in current):
+    if any(ln.strip() for ln in current):
         sections.append(([t for _, t in path], current))
     return [(heads, "\n".join(lines).strip()) for heads, lines in sections]
 
@@ -108,7 +110,6 @@ def chunk_documents(docs: list[dict], tokenizer: Any, params: ChunkParams, max_t
     `previous` maps doc_key -> the chunk records an earlier run made with the same chunker_key; an unchanged
     document takes them as they are instead of being split again (the same function of the same inputs).
     """
-    from tasks.core.errors import ConfigError
 
     if params.size_tokens > max_tokens:
         raise ConfigError(

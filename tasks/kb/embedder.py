@@ -69,7 +69,7 @@ def model_fingerprint(name: str, normalize: bool) -> str:
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
 
-def load_tokenizer(name: str):
+def load_embedding_tokenizer(name: str):
     """(tokenizers.Tokenizer, max_seq_length) of a sentence-transformers model without loading its weights."""
     path = Path(resolve_model_path(name))
     if (path / "tokenizer.json").exists():  # fast path: no transformers import

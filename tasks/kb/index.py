@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 
 from tasks.core.config import IndexParams
-from tasks.core.errors import IndexError_, VerifyError
+from tasks.core.errors import StoreError, VerifyError
+from tasks.kb.sparse import VERSION, encode_document
 from tasks.kb.store import Point, VectorStore, batched
 
 PAYLOAD_FIELDS = ["doc_id", "doc_hash", "vectors"]
@@ -18,7 +19,6 @@ PAYLOAD_FIELDS = ["doc_id", "doc_hash", "vectors"]
 
 def vector_kinds(sparse: bool) -> str:
     """What each point carries, recorded in its payload: turning sparse vectors on rewrites older points."""
-    from tasks.kb.sparse import VERSION
 
     return f"dense+{VERSION}" if sparse else "dense"
 
@@ -80,7 +80,7 @@ def check_mass_delete(plan: Plan, params: IndexParams, allow: bool, location: st
         return
     share = len(plan.delete_ids) / plan.store_points
     if share > params.max_delete_share and not allow:
-        raise IndexError_(
+        raise StoreError(
             f"mass-deletion guard: this run would delete {len(plan.delete_ids)} of {plan.store_points} points "
             f"({share:.0%}) from collection '{params.collection}' at {location} ({len(plan.removed)} documents "
             f"vanished, {len(plan.changed)} changed), above index.max_delete_share={params.max_delete_share}. "
@@ -91,7 +91,6 @@ def check_mass_delete(plan: Plan, params: IndexParams, allow: bool, location: st
 
 def build_points(chunks: list[dict], vectors: np.ndarray, ids: set[str], run_version: str, model: str,
                  sparse: bool = False) -> list[Point]:
-    from tasks.kb.sparse import encode_document
 
     points = []
     kinds = vector_kinds(sparse)

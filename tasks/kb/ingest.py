@@ -5,9 +5,9 @@ from __future__ import annotations
 import hashlib
 import os
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
 from tasks.core.config import IngestParams, resolve_path
 from tasks.core.errors import SourceError

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
 
+from tasks.core.clock import utc_iso
 from tasks.core.workspace import Layout, read_json, write_json
+from tasks.kb import stages as kb_stages
 
-STAGES = ("ingest", "clean", "validate", "chunk", "embed", "index", "verify")
+STAGES = tuple(s.name for s in kb_stages.STAGES if not s.optional)  # the optional gate is reported on its own
 
 
 def build_report(ws: Layout, total_seconds: float | None = None) -> dict:
@@ -45,7 +46,7 @@ def build_report(ws: Layout, total_seconds: float | None = None) -> dict:
 def append_history(ws: Layout, report: dict) -> None:
     """One line per refresh (when, what changed, how long): `compare` reads how often the knowledge changes."""
     d = report["documents"]
-    line = {"run_version": report["run_version"], "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    line = {"run_version": report["run_version"], "at": utc_iso(),
             "changed_documents": d["added"] + d["changed"] + d["removed"], "documents": d,
             "points": report["points"]["in_index"], "seconds": report["seconds"].get("total")}
     ws.refresh_history.parent.mkdir(parents=True, exist_ok=True)

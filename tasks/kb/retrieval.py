@@ -12,20 +12,23 @@ import time
 from pathlib import Path
 
 from tasks.core.config import ConfigError, Params
-from tasks.core.errors import IndexError_
+from tasks.core.errors import StoreError
 from tasks.core.workspace import Layout
+from tasks.kb.embed import EmbeddingCache
+from tasks.kb.embedder import SentenceTransformerEmbedder, model_fingerprint, pick_device
+from tasks.kb.sparse import encode_query
+from tasks.kb.store import open_store
 
-MODES = ("dense", "sparse", "hybrid")
+RETRIEVAL_MODES = ("dense", "sparse", "hybrid")
 
 
 class Retriever:
     def __init__(self, root: Path, params: Params, mode: str | None = None):
-        from tasks.kb.store import open_store
 
         self.params, self.p = params, params.retrieve
         self.mode = mode or self.p.mode
-        if self.mode not in MODES:
-            raise ConfigError(f"retrieval mode '{self.mode}': expected one of {', '.join(MODES)}.")
+        if self.mode not in RETRIEVAL_MODES:
+            raise ConfigError(f"retrieval mode '{self.mode}': expected one of {', '.join(RETRIEVAL_MODES)}.")
         if self.mode != "dense" and not params.index.sparse:
             raise ConfigError(f"retrieve.mode={self.mode} needs BM25 vectors, but index.sparse is false. Set "
                               "index.sparse=true and refresh, or use retrieve.mode=dense.")
@@ -34,10 +37,10 @@ class Retriever:
         self.store = open_store(root, params.index)
         try:
             if not self.store.has_collection():
-                raise IndexError_(f"collection '{params.index.collection}' does not exist at {self.store.location}. "
+                raise StoreError(f"collection '{params.index.collection}' does not exist at {self.store.location}. "
                                   "Run `ragtune refresh` first.")
             if self.mode != "dense" and not self.store.has_sparse():
-                raise IndexError_(
+                raise StoreError(
                     f"retrieve.mode={self.mode}: collection '{params.index.collection}' has no BM25 sparse vectors. "
                     "Set index.sparse=true and refresh into a new index.collection, or use retrieve.mode=dense.")
         except BaseException:
@@ -45,13 +48,11 @@ class Retriever:
             raise
         self.cache = None
         if self.p.query_cache and self.mode != "sparse":
-            from tasks.kb.embed import EmbeddingCache
-            from tasks.kb.embedder import model_fingerprint
 
             self.cache = EmbeddingCache(Layout(root).query_cache)
             self.model_key = model_fingerprint(params.embed.model, params.embed.normalize)
 
-    def __enter__(self) -> "Retriever":
+    def __enter__(self) -> Retriever:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -74,13 +75,12 @@ class Retriever:
 
     def _load_embedder(self):
         if self._embedder is None:
-            from tasks.kb.embedder import SentenceTransformerEmbedder
 
             e = self.params.embed
             self._embedder = SentenceTransformerEmbedder(e.model, e.batch_size, e.device, e.normalize)
         return self._embedder
 
-    def warm(self) -> "Retriever":
+    def warm(self) -> Retriever:
         """Load the models this mode uses now, so that query latencies exclude loading."""
         if self.mode != "sparse":
             self._load_embedder()
@@ -92,7 +92,6 @@ class Retriever:
         if self._reranker is None:
             from sentence_transformers import CrossEncoder
 
-            from tasks.kb.embedder import pick_device
 
             try:
                 self._reranker = CrossEncoder(self.p.rerank_model, device=pick_device(self.params.embed.device))
@@ -109,7 +108,6 @@ class Retriever:
 
     def search(self, query: str, top_k: int | None = None) -> list[dict]:
         """The best chunks for one query: doc_id, source, path, position, score, text."""
-        from tasks.kb.sparse import encode_query
 
         k = top_k or self.p.top_k
         limit = max(k, self.p.candidates) if self.p.rerank_model else k

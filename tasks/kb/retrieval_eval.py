@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 
 from tasks.core.qa import normalize_passage as normalize
+from tasks.kb.retrieval import Retriever, without_query_cache
 
 
 def relevant(hit: dict, row: dict) -> bool:
@@ -67,7 +68,6 @@ def evaluate(search, rows: list[dict], k: int, on_progress=None) -> dict:
 
 def evaluate_modes(root, params, rows: list[dict], modes: list[str], k: int, progress=None) -> list[dict]:
     """Each retrieval mode on the QA rows with warm models and no query cache, so latencies compare across modes."""
-    from tasks.kb.retrieval import Retriever, without_query_cache
 
     uncached = without_query_cache(params)
     results = []

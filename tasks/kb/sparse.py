@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import hashlib
 import re
-from functools import lru_cache
 import unicodedata
 from collections import Counter
+from functools import lru_cache
 
 VECTOR_NAME = "bm25"
 VERSION = "bm25-v1"          # recorded on every point; a change here makes refresh rewrite the sparse vectors

@@ -1,7 +1,7 @@
-"""One function per pipeline stage: read inputs from the workspace, run the pure logic, write outputs.
+"""The knowledge-base stages: read inputs from the workspace, run the pure logic, write outputs.
 
-`ragtune stage NAME` (what dvc.yaml runs) and the Prefect tasks in flows/ both call these, so `dvc repro` and
-`ragtune refresh` produce the same files and the same index.
+`ragtune stage NAME` (what dvc.yaml runs) and the Prefect tasks in flows/ both call these through the stage
+registry (tasks/pipeline.py), so `dvc repro` and `ragtune refresh` produce the same files and the same index.
 """
 
 from __future__ import annotations
@@ -10,29 +10,42 @@ import logging
 import os
 import time
 from dataclasses import asdict
-from datetime import datetime, timezone
-from typing import Callable
+from pathlib import Path
 
-from tasks.core.config import Params
+import numpy as np
+
+from tasks.core.clock import utc_stamp
+from tasks.core.config import Params, resolve_path
 from tasks.core.errors import GateFailed, RagtuneError
-from tasks.core.workspace import (Layout, file_lock, file_sha256, read_json, read_jsonl, read_npy, write_json,
-                             write_jsonl, write_npy)
+from tasks.core.qa import read_qa_set
+from tasks.core.stage import OnProgress, Stage, StageContext, finish_stage, rel
+from tasks.core.workspace import (
+    Layout,
+    file_digest,
+    file_lock,
+    read_json,
+    read_jsonl,
+    read_npy,
+    write_json,
+    write_jsonl,
+    write_npy,
+)
+from tasks.kb.chunk import chunk_documents, chunker_key, doc_key
+from tasks.kb.clean import clean_documents
+from tasks.kb.embed import EmbeddingCache, embed_chunks
+from tasks.kb.embedder import SentenceTransformerEmbedder, load_embedding_tokenizer, model_fingerprint
+from tasks.kb.index import PAYLOAD_FIELDS, apply_plan, plan_reconcile, vector_kinds, verify_index
+from tasks.kb.ingest import ingest_sources, to_record
+from tasks.kb.retrieval_eval import evaluate_modes, gate
+from tasks.kb.store import open_store
+from tasks.kb.validate import build_tables, run_gate
 
 log = logging.getLogger("ragtune")
-Progress = Callable[[int, int], None] | None
-KB_STAGES = ("ingest", "clean", "validate", "chunk", "embed", "index", "verify", "eval_retrieval")
 
 
-def finish_stage(ws: Layout, stage: str, stats: dict, start: float) -> dict:
-    """Stage wall time (imports and model loading included), then the stage's DVC metrics file."""
-    stats["seconds"] = round(time.perf_counter() - start, 3)
-    write_json(ws.stage_metrics(stage), stats)
-    return stats
-
-
-def run_ingest(ws: Layout, params: Params, on_progress: Progress = None) -> dict:
+def run_ingest(ctx: StageContext) -> dict:
+    ws, params, on_progress = ctx.ws, ctx.params, ctx.on_progress
     start = time.perf_counter()
-    from tasks.kb.ingest import ingest_sources, to_record
 
     docs, stats = ingest_sources(ws.root, params.ingest, on_progress)
     write_jsonl(ws.raw_documents, (to_record(d) for d in docs))
@@ -41,9 +54,9 @@ def run_ingest(ws: Layout, params: Params, on_progress: Progress = None) -> dict
     return stats
 
 
-def run_clean(ws: Layout, params: Params, on_progress: Progress = None) -> dict:
+def run_clean(ctx: StageContext) -> dict:
+    ws, params = ctx.ws, ctx.params
     start = time.perf_counter()
-    from tasks.kb.clean import clean_documents
 
     kept, drops, stats = clean_documents(read_jsonl(ws.raw_documents, "ingest"), params.clean)
     write_jsonl(ws.clean_documents, (asdict(d) for d in kept))
@@ -54,10 +67,10 @@ def run_clean(ws: Layout, params: Params, on_progress: Progress = None) -> dict:
     return stats
 
 
-def run_validate(ws: Layout, params: Params, on_progress: Progress = None) -> dict:
+def run_validate(ctx: StageContext) -> dict:
     """Run the GX gate; on failure the report is still written, then GateFailed stops the pipeline."""
+    ws, params = ctx.ws, ctx.params
     start = time.perf_counter()
-    from tasks.kb.validate import build_tables, run_gate
 
     documents, inputs = build_tables(read_jsonl(ws.clean_documents, "clean"), read_jsonl(ws.clean_drops, "clean"))
     report = run_gate(documents, inputs, params.validate_, ws.gx_root)
@@ -76,21 +89,20 @@ def run_validate(ws: Layout, params: Params, on_progress: Progress = None) -> di
     return summary
 
 
-def run_chunk(ws: Layout, params: Params, on_progress: Progress = None) -> dict:
+def run_chunk(ctx: StageContext) -> dict:
+    ws, params, on_progress = ctx.ws, ctx.params, ctx.on_progress
     start = time.perf_counter()
-    from tasks.kb.chunk import chunk_documents, chunker_key
-    from tasks.kb.embedder import load_tokenizer
 
     quality = read_json(ws.quality_report, "validate")
     if not quality.get("success"):
         raise GateFailed(f"{ws.quality_report}: the last quality gate failed; fix the data and re-run validate.")
-    tokenizer, max_tokens = load_tokenizer(params.embed.model)
+    tokenizer, max_tokens = load_embedding_tokenizer(params.embed.model)
     key = chunker_key(tokenizer, params.chunk)
     chunks, stats = chunk_documents(read_jsonl(ws.clean_documents, "clean"), tokenizer, params.chunk, max_tokens,
                                     on_progress, previous_chunks(ws, key))
     ws.chunk_state.unlink(missing_ok=True)  # never describes a chunks file it was not written for
     write_jsonl(ws.chunks, (asdict(c) for c in chunks))
-    write_json(ws.chunk_state, {"chunker_key": key, "sha256": file_sha256(ws.chunks)})
+    write_json(ws.chunk_state, {"chunker_key": key, "sha256": file_digest(ws.chunks)})
     finish_stage(ws, "chunk", stats, start)
     log.info("chunk: %d chunks from %d documents (%d unchanged documents reused, mean %s tokens)",
              stats["chunks"], stats["documents"], stats["documents_reused"], stats["tokens_mean"])
@@ -99,7 +111,6 @@ def run_chunk(ws: Layout, params: Params, on_progress: Progress = None) -> dict:
 
 def previous_chunks(ws: Layout, key: str) -> dict[tuple, list[dict]]:
     """The last run's chunks by document, if that run used the same chunker and its file is intact."""
-    from tasks.kb.chunk import doc_key
 
     if not ws.chunks.exists() or not ws.chunk_state.exists():
         return {}
@@ -107,7 +118,7 @@ def previous_chunks(ws: Layout, key: str) -> dict[tuple, list[dict]]:
         state = read_json(ws.chunk_state, "chunk")
     except (RagtuneError, ValueError):  # a damaged state file only costs a full re-split
         return {}
-    if state.get("chunker_key") != key or state.get("sha256") != file_sha256(ws.chunks):
+    if state.get("chunker_key") != key or state.get("sha256") != file_digest(ws.chunks):
         return {}
     by_doc: dict[tuple, list[dict]] = {}
     for c in read_jsonl(ws.chunks, "chunk"):
@@ -115,10 +126,9 @@ def previous_chunks(ws: Layout, key: str) -> dict[tuple, list[dict]]:
     return by_doc
 
 
-def run_embed(ws: Layout, params: Params, on_progress: Progress = None) -> dict:
+def run_embed(ctx: StageContext) -> dict:
+    ws, params, on_progress = ctx.ws, ctx.params, ctx.on_progress
     start = time.perf_counter()
-    from tasks.kb.embed import EmbeddingCache, embed_chunks
-    from tasks.kb.embedder import SentenceTransformerEmbedder, model_fingerprint
 
     chunks = read_jsonl(ws.chunks, "chunk")
     p = params.embed
@@ -134,9 +144,10 @@ def run_embed(ws: Layout, params: Params, on_progress: Progress = None) -> dict:
     return stats
 
 
-def run_index(ws: Layout, params: Params, allow_mass_delete: bool = False, on_progress: Progress = None) -> dict:
+def run_index(ctx: StageContext) -> dict:
     """Reconcile the collection with the chunks and write the manifest. The guard runs before any write.
     One writer per collection: a second run refuses at once (the lock dies with its process)."""
+    ws, params, on_progress = ctx.ws, ctx.params, ctx.on_progress
     start = time.perf_counter()
     chunks = read_jsonl(ws.chunks, "chunk")
     vectors = read_npy(ws.vectors, "embed")
@@ -144,19 +155,17 @@ def run_index(ws: Layout, params: Params, allow_mass_delete: bool = False, on_pr
     if ids != [c["point_id"] for c in chunks]:
         raise RagtuneError(f"{ws.vectors} was computed for other chunks than {ws.chunks}; run the embed stage again.")
     embed_stats = read_json(ws.stage_metrics("embed"), "embed")
-    run_version = os.environ.get("RAGTUNE_RUN_VERSION") or datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    run_version = os.environ.get("RAGTUNE_RUN_VERSION") or utc_stamp()
     lock = ws.index_lock(params.index.collection)
     busy = (f"another refresh is writing collection '{params.index.collection}' (lock {lock}); this run refuses "
             "rather than write the index from two runs. Run again when it has finished.")
     with file_lock(lock, 0, busy):
-        return _index_locked(ws, params, chunks, vectors, embed_stats, run_version, allow_mass_delete, on_progress,
-                             start)
+        return _index_locked(ws, params, chunks, vectors, embed_stats, run_version, ctx.allow_mass_delete,
+                             on_progress, start)
 
 
-def _index_locked(ws: Layout, params: Params, chunks: list[dict], vectors, embed_stats: dict, run_version: str,
-                  allow_mass_delete: bool, on_progress: Progress, start: float) -> dict:
-    from tasks.kb.index import PAYLOAD_FIELDS, apply_plan, plan_reconcile, vector_kinds
-    from tasks.kb.store import open_store
+def _index_locked(ws: Layout, params: Params, chunks: list[dict], vectors: np.ndarray, embed_stats: dict, run_version: str,
+                  allow_mass_delete: bool, on_progress: OnProgress, start: float) -> dict:
 
     store = open_store(ws.root, params.index)
     try:
@@ -179,10 +188,9 @@ def _index_locked(ws: Layout, params: Params, chunks: list[dict], vectors, embed
     return stats
 
 
-def run_verify(ws: Layout, params: Params, on_progress: Progress = None) -> dict:
+def run_verify(ctx: StageContext) -> dict:
     """The collection holds exactly the manifest's points (count + a sample of ids)."""
-    from tasks.kb.index import verify_index
-    from tasks.kb.store import open_store
+    ws, params = ctx.ws, ctx.params
 
     start = time.perf_counter()
     expected = [pid for doc in read_json(ws.index_manifest, "index")["docs"].values() for pid in doc["points"]]
@@ -196,12 +204,10 @@ def run_verify(ws: Layout, params: Params, on_progress: Progress = None) -> dict
     return stats
 
 
-def run_eval_retrieval(ws: Layout, params: Params, on_progress: Progress = None) -> dict:
+def run_eval_retrieval(ctx: StageContext) -> dict:
     """Optional gate after verify: recall@top_k on retrieve.qa_file must not fall more than retrieve.max_recall_drop
     below the last passing run's. A failing run keeps the old baseline, so repeated drops cannot creep in."""
-    from tasks.core.config import resolve_path
-    from tasks.core.qa import read_qa_set
-    from tasks.kb.retrieval_eval import evaluate_modes, gate
+    ws, params = ctx.ws, ctx.params
 
     start = time.perf_counter()
     p = params.retrieve
@@ -214,7 +220,7 @@ def run_eval_retrieval(ws: Layout, params: Params, on_progress: Progress = None)
     qa_path = resolve_path(ws.root, p.qa_file)
     rows = read_qa_set(qa_path, "retrieve.qa_file")
     result = evaluate_modes(ws.root, params, rows, [p.mode], p.top_k)[0]
-    result.update(qa_file=p.qa_file, qa_sha256=file_sha256(qa_path),
+    result.update(qa_file=p.qa_file, qa_sha256=file_digest(qa_path),
                   run_version=read_json(ws.stage_metrics("index"), "index").get("run_version"))
     passed, reason = gate(result, baseline, p.max_recall_drop)
     stats = {**result, "passed": passed, "reason": reason,
@@ -241,14 +247,25 @@ def manifest(chunks: list[dict], params: Params, embed_stats: dict, location: st
             "documents": len(docs), "docs": docs}
 
 
-def run_stage(name: str, ws: Layout, params: Params, allow_mass_delete: bool = False,
-              on_progress: Progress = None) -> dict:
-    from tasks.train import stages
-
-    if name in retrain.RETRAIN_STAGES:
-        return getattr(retrain, f"run_{name}")(ws, params, on_progress)
-    runners = {"ingest": run_ingest, "clean": run_clean, "validate": run_validate, "chunk": run_chunk,
-               "embed": run_embed, "verify": run_verify, "eval_retrieval": run_eval_retrieval}
-    if name == "index":
-        return run_index(ws, params, allow_mass_delete, on_progress)
-    return runners[name](ws, params, on_progress)
+L = Layout(Path())  # paths relative to the project root, as dvc.yaml writes them
+STORE_CONNECTION = ("index.collection", "index.local_path", "index.timeout_s", "index.retries", "index.retry_backoff_s")
+STAGES = (
+    Stage("ingest", "kb", run_ingest, params=("ingest",), source_param="ingest.sources",
+          code=("tasks/kb/ingest.py", "tasks/kb/readers.py"), outs=(rel(L.raw_documents),)),
+    Stage("clean", "kb", run_clean, params=("clean",), deps=(rel(L.raw_documents),), code=("tasks/kb/clean.py",),
+          outs=(rel(L.clean_documents), rel(L.clean_drops))),
+    Stage("validate", "kb", run_validate, params=("validate",), deps=(rel(L.clean_documents), rel(L.clean_drops)),
+          code=("tasks/kb/validate.py", "tasks/core/quality.py"), outs=(rel(L.gx_project),),
+          metrics=(rel(L.quality_report),)),
+    Stage("chunk", "kb", run_chunk, params=("chunk", "embed.model"),
+          deps=(rel(L.clean_documents), rel(L.quality_report)), code=("tasks/kb/chunk.py",), outs=(rel(L.chunks),)),
+    Stage("embed", "kb", run_embed, params=("embed",), deps=(rel(L.chunks),),
+          code=("tasks/kb/embed.py", "tasks/kb/embedder.py"), outs=(rel(L.embeddings_dir),)),
+    Stage("index", "kb", run_index, params=("index",), deps=(rel(L.chunks), rel(L.embeddings_dir)),
+          code=("tasks/kb/index.py", "tasks/kb/sparse.py", "tasks/kb/store.py"), outs=(rel(L.index_manifest),),
+          always_changed=True),
+    Stage("verify", "kb", run_verify, params=(*STORE_CONNECTION[:2], "index.verify_sample", *STORE_CONNECTION[2:]),
+          deps=(rel(L.index_manifest),), always_changed=True),
+    Stage("eval_retrieval", "kb", run_eval_retrieval, params=("retrieve", "embed", *STORE_CONNECTION),
+          deps=(rel(L.index_manifest),), optional=True, always_changed=True),
+)

@@ -5,12 +5,13 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from tasks.core.config import IndexParams, resolve_path
-from tasks.core.errors import IndexError_
+from tasks.core.errors import StoreError
 from tasks.kb.sparse import VECTOR_NAME as SPARSE
 
 log = logging.getLogger("ragtune")
@@ -73,7 +74,7 @@ class QdrantStore:
                 return fn()
             except Exception as exc:  # qdrant-client raises several transport types; all are retried alike
                 if attempt == attempts or not _is_transient(exc):
-                    raise IndexError_(
+                    raise StoreError(
                         f"Qdrant at {self.location}: {what} failed after {attempt} attempt(s): "
                         f"{type(exc).__name__}: {_short(exc)}. Check that the server is up and QDRANT_URL / "
                         "QDRANT_API_KEY are right; the index was not changed by this step."
@@ -94,13 +95,13 @@ class QdrantStore:
             size = getattr(vectors, "size", None)
             distance = getattr(vectors, "distance", None)
             if size != dim or distance != _distance(self.params.distance):
-                raise IndexError_(
+                raise StoreError(
                     f"collection '{name}' at {self.location} holds {size}-dim {distance} vectors, but this run "
                     f"makes {dim}-dim {_distance(self.params.distance)} vectors (embed.model / index.distance). "
                     "Use a new index.collection name, or delete the old collection to rebuild it."
                 )
             if self.params.sparse and SPARSE not in (info.config.params.sparse_vectors or {}):
-                raise IndexError_(
+                raise StoreError(
                     f"index.sparse: collection '{name}' at {self.location} was created without sparse vectors, so "
                     "BM25 vectors cannot be added to it. Set index.sparse=false (dense retrieval only), or use a new "
                     "index.collection name (a full rebuild from the embedding cache, no re-embedding); the existing "
@@ -195,7 +196,7 @@ def _require_completed(result, what: str, location: str) -> None:
 
     status = getattr(result, "status", None)
     if status not in (models.UpdateStatus.COMPLETED, "completed"):
-        raise IndexError_(f"Qdrant at {location}: {what} was not acknowledged (status={status}); the run stops here.")
+        raise StoreError(f"Qdrant at {location}: {what} was not acknowledged (status={status}); the run stops here.")
 
 
 def _is_transient(exc: Exception) -> bool:
@@ -225,7 +226,7 @@ def open_store(root: Path, params: IndexParams) -> QdrantStore:
         client = QdrantClient(path=str(path))
     except RuntimeError as exc:
         if "already accessed" in str(exc):
-            raise IndexError_(
+            raise StoreError(
                 f"local Qdrant store {path} is in use by another process (another refresh or a search). "
                 "Wait for it to finish and run again, or use a Qdrant server (QDRANT_URL) for concurrent access."
             ) from None

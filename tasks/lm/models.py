@@ -25,13 +25,14 @@ import os
 import re
 import shutil
 import socket
+import sys
 import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from tasks.core.config import DEFAULT_LM, resolve_path
-from tasks.core.errors import ConfigError
-from tasks.core.workspace import file_lock, file_sha256
+from tasks.core.config import DEFAULT_LM, ModelParams, resolve_path
+from tasks.core.errors import ConfigError, RagtuneError
+from tasks.core.workspace import file_digest, file_lock
 
 log = logging.getLogger("ragtune")
 PACKAGED = "package:"
@@ -93,7 +94,7 @@ def _sha256(path: Path) -> str:
     st = path.stat()
     key = (str(path), st.st_size, st.st_mtime_ns)
     if key not in _DIGESTS:
-        _DIGESTS[key] = file_sha256(path)
+        _DIGESTS[key] = file_digest(path)
     return _DIGESTS[key]
 
 
@@ -154,3 +155,52 @@ def check_reachable(name: str, field: str) -> None:
         raise ConfigError(f"{field} '{name}': not a local folder, not in the HF cache, and {host} is unreachable. "
                           f"Set {field} to a local model folder or .gguf file (the default {DEFAULT_LM} works "
                           "offline), or download the model on a machine with network first.") from None
+
+
+def load_lm_tokenizer(model: ModelParams, root: Path, field: str = "model.base"):
+    from transformers import AutoTokenizer
+
+
+    name = local_model(model.base, root, field)
+    try:
+        tok = AutoTokenizer.from_pretrained(name, revision=model.revision,
+                                            trust_remote_code=model.trust_remote_code)
+    except (OSError, ValueError) as exc:
+        raise model_load_error(model, exc, field) from None
+    if tok.pad_token is None:  # many causal LMs ship without one; padding is masked out of the loss anyway
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def model_load_error(model: ModelParams, exc: Exception, field: str = "model.base") -> RagtuneError:
+    first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+    how = "pass --base-model PATH" if field == "model.base" else f"set {field}=PATH"
+    return ConfigError(
+        f"{field} '{model.base}': cannot load it ({first}). Without hub access only local folders, .gguf files "
+        f"and the HF cache work: {how}, or use the packaged default {DEFAULT_LM}, or download the model into the "
+        "HF cache on a machine with network first.")
+
+
+def load_base(model: ModelParams, root: Path, label2id: dict[str, int] | None = None, dtype=None,
+              field: str = "model.base"):
+    """The base model by name, folder or GGUF file (tasks.lm.models); tests give a tiny local model."""
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+
+    if "deepspeed" in sys.modules:  # a ZeRO-3 run earlier in this process leaves zero.Init armed; evaluation
+        from transformers.integrations.deepspeed import unset_hf_deepspeed_config  # wants whole weights
+
+        unset_hf_deepspeed_config()  # (importing deepspeed only to check would cost seconds and a warning)
+    kw = {"revision": model.revision, "trust_remote_code": model.trust_remote_code}
+    if dtype is not None:
+        kw["dtype"] = dtype
+    name = local_model(model.base, root, field)
+    try:
+        if model.task == "seq_cls":
+            label2id = label2id or {}
+            return AutoModelForSequenceClassification.from_pretrained(
+                name, num_labels=len(label2id), label2id=label2id,
+                id2label={i: lab for lab, i in label2id.items()}, ignore_mismatched_sizes=True, **kw)
+        return AutoModelForCausalLM.from_pretrained(name, **kw)
+    except (OSError, ValueError) as exc:
+        raise model_load_error(model, exc, field) from None

@@ -8,8 +8,8 @@ classification head. Both get a small tokenizer trained on the shipped sample te
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from tasks.core.errors import ConfigError
 

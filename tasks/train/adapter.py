@@ -8,11 +8,11 @@ tensors, a trained (non-zero) lora_B, and give the same eval loss once loaded ba
 from __future__ import annotations
 
 import math
-import sys
 from pathlib import Path
 
 from tasks.core.config import ModelParams
 from tasks.core.errors import RagtuneError
+from tasks.lm.models import load_base
 
 IGNORE = -100
 ADAPTER_FILE = "adapter_model.safetensors"
@@ -20,33 +20,6 @@ ADAPTER_FILE = "adapter_model.safetensors"
 
 class VerifyAdapterError(RagtuneError):
     """A saved adapter is empty, incomplete, or does not reproduce the training run's eval loss."""
-
-
-def load_base(model: ModelParams, root: Path, label2id: dict[str, int] | None = None, dtype=None,
-              field: str = "model.base"):
-    """The base model by name, folder or GGUF file (tasks.lm.models); tests give a tiny local model."""
-    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
-
-    from tasks.train.dataset import model_load_error
-    from tasks.lm.models import local_model
-
-    if "deepspeed" in sys.modules:  # a ZeRO-3 run earlier in this process leaves zero.Init armed; evaluation
-        from transformers.integrations.deepspeed import unset_hf_deepspeed_config  # wants whole weights
-
-        unset_hf_deepspeed_config()  # (importing deepspeed only to check would cost seconds and a warning)
-    kw = {"revision": model.revision, "trust_remote_code": model.trust_remote_code}
-    if dtype is not None:
-        kw["dtype"] = dtype
-    name = local_model(model.base, root, field)
-    try:
-        if model.task == "seq_cls":
-            label2id = label2id or {}
-            return AutoModelForSequenceClassification.from_pretrained(
-                name, num_labels=len(label2id), label2id=label2id,
-                id2label={i: lab for lab, i in label2id.items()}, ignore_mismatched_sizes=True, **kw)
-        return AutoModelForCausalLM.from_pretrained(name, **kw)
-    except (OSError, ValueError) as exc:
-        raise model_load_error(model, exc, field) from None
 
 
 def load_with_adapter(model: ModelParams, root: Path, adapter_dir: Path, label2id: dict[str, int] | None = None):

@@ -18,56 +18,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from tasks.core.config import DEFAULT_LM, DatasetParams, ModelParams
-from tasks.core.errors import ConfigError, GateFailed, RagtuneError
+from tasks.core.config import DatasetParams
+from tasks.core.errors import ConfigError, GateFailed
 from tasks.train.examples import Example
 
 log = logging.getLogger("ragtune")
 IGNORE = -100  # label id the loss skips
-TEMPLATES = {
-    "chatml": ("{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
-               "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"),
-    "plain": ("{% for message in messages %}{% if message['role'] == 'assistant' %}{{ message['content'] }}"
-              "{{ eos_token }}\n{% else %}### {{ message['role'] | capitalize }}:\n{{ message['content'] }}\n"
-              "{% endif %}{% endfor %}{% if add_generation_prompt %}### Assistant:\n{% endif %}"),
-}
-
-
-def load_tokenizer(model: ModelParams, root: Path, field: str = "model.base"):
-    from transformers import AutoTokenizer
-
-    from tasks.lm.models import local_model
-
-    name = local_model(model.base, root, field)
-    try:
-        tok = AutoTokenizer.from_pretrained(name, revision=model.revision,
-                                            trust_remote_code=model.trust_remote_code)
-    except (OSError, ValueError) as exc:
-        raise model_load_error(model, exc, field) from None
-    if tok.pad_token is None:  # many causal LMs ship without one; padding is masked out of the loss anyway
-        tok.pad_token = tok.eos_token
-    return tok
-
-
-def model_load_error(model: ModelParams, exc: Exception, field: str = "model.base") -> RagtuneError:
-    first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-    how = "pass --base-model PATH" if field == "model.base" else f"set {field}=PATH"
-    return ConfigError(
-        f"{field} '{model.base}': cannot load it ({first}). Without hub access only local folders, .gguf files "
-        f"and the HF cache work: {how}, or use the packaged default {DEFAULT_LM}, or download the model into the "
-        "HF cache on a machine with network first.")
-
-
-def chat_template(tokenizer, fallback: str) -> str:
-    """The tokenizer's own template when it has one, else a named fallback or a literal Jinja template."""
-    if getattr(tokenizer, "chat_template", None):
-        return tokenizer.chat_template
-    if fallback in TEMPLATES:
-        return TEMPLATES[fallback]
-    if "{%" in fallback or "{{" in fallback:
-        return fallback
-    raise ConfigError(f"dataset.fallback_template: '{fallback}' is neither a known template "
-                      f"({', '.join(TEMPLATES)}) nor a Jinja template string.")
 
 
 def tokenizer_fingerprint(tokenizer) -> str:

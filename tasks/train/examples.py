@@ -21,7 +21,9 @@ from pathlib import Path
 
 import ftfy
 
+from tasks.core.config import resolve_path
 from tasks.core.errors import SourceError
+from tasks.core.workspace import Layout
 
 ROLES = ("system", "user", "assistant")
 QA_FORMATS = ("qa", "raft")
@@ -131,7 +133,6 @@ def to_example(record: dict, fmt: str, example_id: str, system_prompt: str | Non
 
 def read_examples(root: Path, sources: list[str], fmt: str, system_prompt: str | None) -> tuple[list[Example], str]:
     """All records of all source files, in order. Malformed JSON is an error naming file and line."""
-    from tasks.core.config import resolve_path
 
     if fmt == "kb_text":
         return kb_chunk_examples(root), fmt
@@ -167,7 +168,6 @@ def read_examples(root: Path, sources: list[str], fmt: str, system_prompt: str |
 
 def kb_chunk_examples(root: Path) -> list[Example]:
     """Continued pretraining on the knowledge base: one text example per indexed chunk, in index order."""
-    from tasks.core.workspace import Layout
 
     chunks = Layout(root).chunks
     if not chunks.is_file():
@@ -185,7 +185,6 @@ def kb_chunk_examples(root: Path) -> list[Example]:
 
 def version_files(root: Path, fmt: str, sources: list[str]) -> list[str]:
     """The files a format's examples come from: its sources, plus the knowledge base's chunks for kb formats."""
-    from tasks.core.workspace import Layout
 
     chunks = str(Layout(root).chunks.relative_to(root))
     return [chunks] if fmt == "kb_text" else list(sources) + ([chunks] if fmt == "raft" else [])
@@ -193,7 +192,6 @@ def version_files(root: Path, fmt: str, sources: list[str]) -> list[str]:
 
 def data_version(root: Path, sources: list[str]) -> dict[str, str]:
     """md5 of each source file, the hash DVC 3 records for it in dvc.lock (`dvc get` finds it by that)."""
-    from tasks.core.config import resolve_path
 
     out = {}
     for s in sources:

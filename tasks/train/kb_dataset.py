@@ -15,14 +15,16 @@ from __future__ import annotations
 
 import random
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from tasks.core.config import Params, RaftParams
 from tasks.core.errors import SourceError
+from tasks.core.qa import normalize_passage
+from tasks.core.workspace import Layout, file_digest, read_json, read_jsonl
+from tasks.kb.retrieval import Retriever
+from tasks.lm.generate import context_message
 from tasks.train.examples import Example, question_hash
-from tasks.core.qa import context_message, normalize_passage
-from tasks.core.workspace import Layout, file_sha256, read_json, read_jsonl
 
 Search = Callable[[str, int], list[dict]]
 
@@ -114,9 +116,9 @@ def kb_version(ws: Layout) -> dict:
     """Which knowledge base an adapter learned from: the index run (tag kb/<run_version>) and content hashes."""
     if not ws.chunks.is_file():
         return {}
-    out = {"chunks_sha256": file_sha256(ws.chunks)[:16]}
+    out = {"chunks_sha256": file_digest(ws.chunks)[:16]}
     if ws.index_manifest.is_file():
-        out["manifest_sha256"] = file_sha256(ws.index_manifest)[:16]
+        out["manifest_sha256"] = file_digest(ws.index_manifest)[:16]
     if ws.stage_metrics("index").is_file():
         run = read_json(ws.stage_metrics("index"), "index").get("run_version")
         out.update(run_version=run, kb_tag=f"kb/{run}" if run else None)
@@ -126,7 +128,6 @@ def kb_version(ws: Layout) -> dict:
 def raft_from_index(ws: Layout, params: Params, examples: list[Example],
                     on_progress: Callable[[int, int], None] | None = None) -> tuple[list[Example], dict]:
     """RAFT examples with passages from the live index (retrieve: section settings)."""
-    from tasks.kb.retrieval import Retriever
 
     if not ws.chunks.is_file() or not ws.index_manifest.is_file():
         raise SourceError(f"dataset.format=raft puts passages from the index into each example, but there is no "

@@ -1,4 +1,5 @@
-"""promote: keep every candidate as a version; point production at it only when it beats the current one.
+"""The model registry: every candidate kept as a version, production pointed at one only when it beats the current
+one. Everything that reads or moves the production pointer goes through ModelRegistry.
 
 models/
   production.json        the production pointer: version, metric, value, when, why
@@ -11,10 +12,11 @@ from __future__ import annotations
 import json
 import shutil
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
-from tasks.core.workspace import write_json
+from tasks.core.clock import utc_iso
+from tasks.core.workspace import Layout, read_json, read_jsonl, write_json
 
 LOWER_IS_BETTER = {"eval_loss", "perplexity"}
 
@@ -60,30 +62,57 @@ def decide(candidate: dict, production: dict | None, metric: str, min_delta: flo
 
 
 def new_version() -> str:
-    return datetime.now(timezone.utc).strftime("v%Y%m%d-%H%M%S-%f")[:-3]
+    return datetime.now(UTC).strftime("v%Y%m%d-%H%M%S-%f")[:-3]
 
 
-def record(models: Path, candidate_dir: Path, version: str, decision: Decision, metrics: dict,
-           parent: str | None) -> dict:
-    """Copy the candidate to versions/<version>, append lineage, and move the pointer if promoted.
+class ModelRegistry:
+    """models/ of one workspace: the production pointer, the version folders, their info and the lineage."""
 
-    The version folder is complete (copied under a temp name, then renamed) before the pointer names it.
-    """
-    versions = models / "versions"
-    versions.mkdir(parents=True, exist_ok=True)
-    tmp = versions / f".{version}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(candidate_dir, tmp)
-    write_json(tmp / "evaluation.json", {"metrics": metrics, "decision": asdict(decision)})
-    tmp.rename(versions / version)
-    entry = {"version": version, "parent": parent, "promoted": decision.promote, "reason": decision.reason,
-             "metric": decision.metric, "value": decision.candidate, "production_value": decision.production,
-             "at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    with (models / "lineage.jsonl").open("a", encoding="utf-8") as f:
-        f.write(json.dumps(entry) + "\n")
-    if decision.promote:
-        write_json(models / "production.json", {"version": version, "path": f"versions/{version}",
-                                                "metric": decision.metric, "value": decision.candidate,
-                                                "metrics": metrics, "promoted_at": entry["at"],
-                                                "reason": decision.reason, "previous": parent})
-    return entry
+    def __init__(self, ws: Layout):
+        self.ws = ws
+
+    def production(self) -> dict | None:
+        """The pointer (version, path, metric, value, metrics, promoted_at, reason, previous), or None."""
+        return json.loads(self.ws.production.read_text()) if self.ws.production.exists() else None
+
+    def production_version(self) -> str | None:
+        pointer = self.production()
+        return pointer["version"] if pointer else None
+
+    def folder(self, version: str) -> Path:
+        return self.ws.versions / version
+
+    def info(self, version: str) -> dict:
+        """The version's ragtune.json: config, base model, dataset (format, hashes, kb), libraries, metrics."""
+        return read_json(self.folder(version) / "ragtune.json", "train")
+
+    def known(self) -> list[str]:
+        """Versions that hold an adapter, oldest first."""
+        versions = self.ws.versions
+        return sorted(p.name for p in versions.iterdir() if (p / "adapter").is_dir()) if versions.is_dir() else []
+
+    def lineage(self) -> list[dict]:
+        return read_jsonl(self.ws.lineage, "promote") if self.ws.lineage.exists() else []
+
+    def record(self, candidate_dir: Path, version: str, decision: Decision, metrics: dict, parent: str | None) -> dict:
+        """Copy the candidate to versions/<version>, append lineage, and move the pointer if promoted.
+
+        The version folder is complete (copied under a temp name, then renamed) before the pointer names it.
+        """
+        self.ws.versions.mkdir(parents=True, exist_ok=True)
+        tmp = self.ws.versions / f".{version}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(candidate_dir, tmp)
+        write_json(tmp / "evaluation.json", {"metrics": metrics, "decision": asdict(decision)})
+        tmp.rename(self.folder(version))
+        entry = {"version": version, "parent": parent, "promoted": decision.promote, "reason": decision.reason,
+                 "metric": decision.metric, "value": decision.candidate, "production_value": decision.production,
+                 "at": utc_iso()}
+        with self.ws.lineage.open("a", encoding="utf-8") as f:
+            f.write(json.dumps(entry) + "\n")
+        if decision.promote:
+            write_json(self.ws.production, {"version": version, "path": f"versions/{version}",
+                                            "metric": decision.metric, "value": decision.candidate,
+                                            "metrics": metrics, "promoted_at": entry["at"],
+                                            "reason": decision.reason, "previous": parent})
+        return entry

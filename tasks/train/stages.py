@@ -6,7 +6,10 @@ the previous candidate, production pointer and versions as they were.
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import importlib.metadata
+import io
 import json
 import logging
 import shutil
@@ -14,24 +17,30 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from tasks.core.config import Params
+from tasks.core.config import DatasetParams, Params, resolve_path
 from tasks.core.errors import ConfigError, GateFailed, RagtuneError
-from tasks.kb.stages import Progress, finish_stage
+from tasks.core.qa import read_qa
+from tasks.core.quality import run_suites
+from tasks.core.stage import Stage, StageContext, finish_stage, rel
 from tasks.core.workspace import Layout, read_json, read_jsonl, write_json, write_jsonl
+from tasks.lm.generate import score_qa
+from tasks.lm.models import load_lm_tokenizer
+from tasks.lm.templates import chat_template
+from tasks.train import dataset as D
+from tasks.train.adapter import VerifyAdapterError, evaluate_rows, load_with_adapter, verify_adapter
+from tasks.train.examples import QA_FORMATS, Example, data_version, encoding, read_examples, version_files
+from tasks.train.kb_dataset import kb_version, raft_from_index
+from tasks.train.registry import ModelRegistry, decide, new_version, primary_metric
+from tasks.train.trainer import deepspeed_config, is_main_process, train_lora
 
 log = logging.getLogger("ragtune")
-RETRAIN_STAGES = ("build_dataset", "train", "evaluate", "promote")
 
 
-def run_build_dataset(ws: Layout, params: Params, on_progress: Progress = None) -> dict:
+def run_build_dataset(ctx: StageContext) -> dict:
     """Read + repair examples (or build them from the knowledge base), tokenize (cached), run the GX gate,
     split, pack, write data/train/."""
-    from tasks.train import dataset as D
-    from tasks.train.examples import QA_FORMATS, data_version, encoding, read_examples, version_files
-    from tasks.train.kb_dataset import kb_version, raft_from_index
-    from tasks.kb.validate import run_suites
-
     start = time.perf_counter()
+    ws, params = ctx.ws, ctx.params
     p, task = params.dataset, params.model.task
     examples, fmt = read_examples(ws.root, p.sources, p.format, p.system_prompt)
     if (task == "seq_cls") != (fmt == "labelled"):
@@ -40,57 +49,27 @@ def run_build_dataset(ws: Layout, params: Params, on_progress: Progress = None) 
     source_hashes = sorted({e.content_hash[:16] for e in examples if not e.problem})  # what `watch` diffs against
     raft = None
     if fmt == "raft":
-        examples, raft = raft_from_index(ws, params, examples, on_progress)
+        examples, raft = raft_from_index(ws, params, examples, ctx.on_progress)
     kind = encoding(fmt)
-    tokenizer = D.load_tokenizer(params.model, ws.root)
-    template = D.chat_template(tokenizer, p.fallback_template) if kind in ("instruction", "chat") else ""
+    tokenizer = load_lm_tokenizer(params.model, ws.root)
+    template = chat_template(tokenizer, p.fallback_template) if kind in ("instruction", "chat") else ""
     labels = list(p.labels) or sorted({e.label for e in examples if e.label})
     label2id = {lab: i for i, lab in enumerate(labels)} if fmt == "labelled" else {}
     key = D.cache_key(examples, D.tokenizer_fingerprint(tokenizer), template, fmt, p, task)
-    cached_file = ws.tokenized_cache / key / "encoded.jsonl"
-    encoded = D.load_cached(cached_file)
-    reused = encoded is not None
-    if encoded is None:
-        encoded = D.encode(examples, tokenizer, kind, template, label2id)
-        write_jsonl(cached_file, (asdict(e) for e in encoded))
-    report = run_suites(ws.gx_root, "ragtune_examples",
-                        {"examples": (D.gate_table(examples, encoded, p.max_length), D.expectations(p, kind, fmt))},
-                        id_column="example_id")
-    report.update(format=fmt, examples=len(examples), sources=p.sources)
-    write_json(ws.train_quality, report)
-    if not report["success"]:
-        raise GateFailed(
-            f"training data gate failed ({len(report['failed'])} of {report['evaluated']} expectations); nothing "
-            "was trained:\n  - " + "\n  - ".join(report["failed"]) + f"\nReport: {ws.train_quality}\n"
-            f"Data Docs: {report['data_docs']}\nFix the examples in {', '.join(version_files(ws.root, fmt, p.sources))}, "
-            "or loosen the "
-            "thresholds in the dataset: section of params.yaml.")
+    encoded, reused = encode_cached(ws, key, examples, tokenizer, kind, template, label2id)
+    report = gate_examples(ws, p, examples, encoded, kind, fmt)
     train, evals = D.split(encoded, p)
     rows = {name: D.to_rows(items, kind, p.max_length, p.packing and fmt != "labelled")
             for name, items in (("train", train), ("eval", evals))}
-    if kind in ("instruction", "chat") and not any(tokenizer.eos_token_id in r["labels"] for r in rows["train"]):
-        raise GateFailed(
-            f"no trained span contains the tokenizer's eos token {tokenizer.eos_token!r}, so the model would "
-            "never learn to stop. Use a template whose turns end with eos (dataset.fallback_template=chatml for "
-            "<|im_end|> tokenizers, or plain), or a tokenizer whose eos_token matches its chat template.")
-    if not rows["train"]:
-        raise GateFailed(f"dataset: no training rows left after truncation to dataset.max_length={p.max_length}.")
+    check_rows(rows, kind, tokenizer, p.max_length)
     for name, r in rows.items():
         write_jsonl(ws.train_dir / f"{name}.jsonl", r)
-    qa_info = {}
-    if fmt in QA_FORMATS:  # questions held out of training, for `compare` and evaluate.qa_file
-        qa_by_key = {e.split_key: e.qa for e in examples if not e.problem}
-        held = [qa_by_key[key] for key in dict.fromkeys(e.split_key for e in evals)]
-        write_jsonl(ws.heldout_qa, held)
-        qa_info = {"train_questions": sorted({e.split_key for e in train}),
-                   "heldout_questions": len(held), "heldout_qa": str(ws.heldout_qa.relative_to(ws.root))}
-    else:
-        ws.heldout_qa.unlink(missing_ok=True)
-    files = version_files(ws.root, fmt, p.sources)
     meta = {"format": fmt, "encoding": kind, "task": task, "cache_key": key, "base_model": params.model.base,
             "template": template, "label2id": label2id, "pad_id": tokenizer.pad_token_id,
-            "eos_id": tokenizer.eos_token_id, "data_version": data_version(ws.root, files),
-            "kb": kb_version(ws) if fmt in ("kb_text", "raft") else None, "raft": raft, **qa_info,
+            "eos_id": tokenizer.eos_token_id,
+            "data_version": data_version(ws.root, version_files(ws.root, fmt, p.sources)),
+            "kb": kb_version(ws) if fmt in ("kb_text", "raft") else None, "raft": raft,
+            **write_heldout_qa(ws, fmt, examples, train, evals),
             "examples": len(examples), "unique_examples": len(train) + len(evals),
             "train_examples": len(train), "eval_examples": len(evals),
             "train_rows": len(rows["train"]), "eval_rows": len(rows["eval"]),
@@ -108,6 +87,60 @@ def run_build_dataset(ws: Layout, params: Params, on_progress: Progress = None) 
     return stats
 
 
+def encode_cached(ws: Layout, key: str, examples: list[Example], tokenizer, kind: str, template: str,
+                  label2id: dict[str, int]) -> tuple[list[D.Encoded], bool]:
+    """Token ids for the examples, from data/cache/tokenized/<key> when an identical encoding was made before."""
+    cached_file = ws.tokenized_cache / key / "encoded.jsonl"
+    encoded = D.load_cached(cached_file)
+    if encoded is not None:
+        return encoded, True
+    encoded = D.encode(examples, tokenizer, kind, template, label2id)
+    write_jsonl(cached_file, (asdict(e) for e in encoded))
+    return encoded, False
+
+
+def gate_examples(ws: Layout, p: DatasetParams, examples: list[Example], encoded: list[D.Encoded], kind: str,
+                  fmt: str) -> dict:
+    """The training-data GX gate; its report is written whether it passes or not, and a failure stops here."""
+    report = run_suites(ws.gx_root, "ragtune_examples",
+                        {"examples": (D.gate_table(examples, encoded, p.max_length), D.expectations(p, kind, fmt))},
+                        id_column="example_id")
+    report.update(format=fmt, examples=len(examples), sources=p.sources)
+    write_json(ws.train_quality, report)
+    if not report["success"]:
+        raise GateFailed(
+            f"training data gate failed ({len(report['failed'])} of {report['evaluated']} expectations); nothing "
+            "was trained:\n  - " + "\n  - ".join(report["failed"]) + f"\nReport: {ws.train_quality}\n"
+            f"Data Docs: {report['data_docs']}\n"
+            f"Fix the examples in {', '.join(version_files(ws.root, fmt, p.sources))}, "
+            "or loosen the thresholds in the dataset: section of params.yaml.")
+    return report
+
+
+def check_rows(rows: dict[str, list[dict]], kind: str, tokenizer, max_length: int) -> None:
+    """Refuse rows a model cannot learn from: none left, or chat rows that never teach the stop token."""
+    if kind in ("instruction", "chat") and not any(tokenizer.eos_token_id in r["labels"] for r in rows["train"]):
+        raise GateFailed(
+            f"no trained span contains the tokenizer's eos token {tokenizer.eos_token!r}, so the model would "
+            "never learn to stop. Use a template whose turns end with eos (dataset.fallback_template=chatml for "
+            "<|im_end|> tokenizers, or plain), or a tokenizer whose eos_token matches its chat template.")
+    if not rows["train"]:
+        raise GateFailed(f"dataset: no training rows left after truncation to dataset.max_length={max_length}.")
+
+
+def write_heldout_qa(ws: Layout, fmt: str, examples: list[Example], train: list[D.Encoded],
+                     evals: list[D.Encoded]) -> dict:
+    """For QA formats, the questions held out of training (for `compare` and evaluate.qa_file)."""
+    if fmt not in QA_FORMATS:
+        ws.heldout_qa.unlink(missing_ok=True)
+        return {}
+    qa_by_key = {e.split_key: e.qa for e in examples if not e.problem}
+    held = [qa_by_key[key] for key in dict.fromkeys(e.split_key for e in evals)]
+    write_jsonl(ws.heldout_qa, held)
+    return {"train_questions": sorted({e.split_key for e in train}),
+            "heldout_questions": len(held), "heldout_qa": str(ws.heldout_qa.relative_to(ws.root))}
+
+
 def run_key(params: Params, meta: dict, ds_text: str) -> str:
     body = json.dumps({"data": meta["cache_key"], "model": params.model.model_dump(mode="json"),
                        "train": params.train.model_dump(mode="json"), "deepspeed": ds_text}, sort_keys=True)
@@ -115,24 +148,19 @@ def run_key(params: Params, meta: dict, ds_text: str) -> str:
 
 
 def library_versions() -> dict:
-    import importlib.metadata as md
-
     out = {}
     for name in ("torch", "transformers", "peft", "deepspeed", "accelerate", "ragtune"):
         try:
-            out[name] = md.version(name)
-        except md.PackageNotFoundError:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
             out[name] = None
     return out
 
 
-def run_train(ws: Layout, params: Params, on_progress: Progress = None) -> dict:
+def run_train(ctx: StageContext) -> dict:
     """Train the candidate adapter (resuming an interrupted run), verify it, write it to models/candidate."""
-    from tasks.train.adapter import VerifyAdapterError, evaluate_rows, load_with_adapter, verify_adapter
-    from tasks.train.dataset import load_tokenizer
-    from tasks.train.trainer import deepspeed_config, is_main_process, train_lora
-
     start = time.perf_counter()
+    ws, params = ctx.ws, ctx.params
     meta = read_json(ws.dataset_meta, "build_dataset")
     if meta["task"] != params.model.task or meta["base_model"] != params.model.base:
         raise RagtuneError(f"{ws.dataset_meta} was built for {meta['base_model']} ({meta['task']}), not "
@@ -144,11 +172,11 @@ def run_train(ws: Layout, params: Params, on_progress: Progress = None) -> dict:
     if is_main_process():
         shutil.rmtree(staging, ignore_errors=True)
     result = train_lora(ws.root, rows, meta, params.model, params.train, ws.checkpoints, key, staging / "adapter",
-                        on_progress)
+                        ctx.on_progress)
     m = result["metrics"]
     if not is_main_process():  # under a multi-GPU launcher, rank 0 verifies and publishes the adapter
         return m
-    load_tokenizer(params.model, ws.root).save_pretrained(staging / "adapter")
+    load_lm_tokenizer(params.model, ws.root).save_pretrained(staging / "adapter")
     verification = verify_adapter(staging / "adapter", result["expected_state"])
     if rows["eval"]:
         reloaded = evaluate_rows(load_with_adapter(params.model, ws.root, staging / "adapter", meta["label2id"]),
@@ -182,9 +210,6 @@ def run_train(ws: Layout, params: Params, on_progress: Progress = None) -> dict:
 
 def write_loss_plot(ws: Layout, history: list[dict]) -> None:
     """data/plots/train_loss.csv (a DVC plots file) and a PNG for the Prefect UI."""
-    import csv
-    import io
-
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(["step", "loss", "eval_loss"])
@@ -213,11 +238,10 @@ def write_loss_plot(ws: Layout, history: list[dict]) -> None:
     plt.close(fig)
 
 
-def run_evaluate(ws: Layout, params: Params, on_progress: Progress = None) -> dict:
+def run_evaluate(ctx: StageContext) -> dict:
     """Candidate and current production adapter, both on this run's held-out split (and the QA file)."""
-    from tasks.train.adapter import evaluate_rows, load_with_adapter
-
     start = time.perf_counter()
+    ws, params = ctx.ws, ctx.params
     meta = read_json(ws.dataset_meta, "build_dataset")
     rows = read_jsonl(ws.train_dir / "eval.jsonl", "build_dataset")
     if not rows:
@@ -226,13 +250,9 @@ def run_evaluate(ws: Layout, params: Params, on_progress: Progress = None) -> di
     cand_info = read_json(ws.candidate / "ragtune.json", "train")
     qa = None  # (tokenizer, questions), read once for both adapters
     if params.evaluate.qa_file and params.model.task == "causal_lm":
-        from tasks.core.config import resolve_path
-        from tasks.train.dataset import load_tokenizer
-        from tasks.core.qa import read_qa
 
-        from tasks.train.dataset import chat_template
 
-        tokenizer = load_tokenizer(params.model, ws.root)  # a text-trained adapter still answers through a template
+        tokenizer = load_lm_tokenizer(params.model, ws.root)  # a text-trained adapter still answers through a template
         qa = (tokenizer, read_qa(resolve_path(ws.root, params.evaluate.qa_file)),
               meta["template"] or chat_template(tokenizer, params.dataset.fallback_template))
 
@@ -240,7 +260,6 @@ def run_evaluate(ws: Layout, params: Params, on_progress: Progress = None) -> di
         model = load_with_adapter(params.model, ws.root, adapter_dir, meta["label2id"])
         out = evaluate_rows(model, rows, meta["pad_id"], params.evaluate.batch_size, params.model.task)
         if qa:
-            from tasks.core.qa import score_qa
 
             out.update(score_qa(model, qa[0], qa[2], qa[1], params.evaluate.max_new_tokens,
                                 params.dataset.system_prompt))
@@ -248,10 +267,11 @@ def run_evaluate(ws: Layout, params: Params, on_progress: Progress = None) -> di
 
     result = {"candidate": score(ws.candidate / "adapter"), "candidate_run": cand_info["run_key"],
               "production": None, "production_version": None, "note": "no production adapter yet"}
-    if ws.production.exists():
-        prod = json.loads(ws.production.read_text())
-        prod_dir = ws.models / prod["path"]
-        info = json.loads((prod_dir / "ragtune.json").read_text())
+    registry = ModelRegistry(ws)
+    prod = registry.production()
+    if prod:
+        prod_dir = registry.folder(prod["version"])
+        info = registry.info(prod["version"])
         result["production_version"] = prod["version"]
         if info["base_model"] == params.model.base and info["task"] == params.model.task \
                 and info.get("label2id") == meta["label2id"]:
@@ -268,16 +288,16 @@ def run_evaluate(ws: Layout, params: Params, on_progress: Progress = None) -> di
     return result
 
 
-def run_promote(ws: Layout, params: Params, on_progress: Progress = None) -> dict:
-    from tasks.train.registry import decide, new_version, primary_metric, record
-
+def run_promote(ctx: StageContext) -> dict:
+    """Keep the candidate as a version; move the production pointer only when it beats production."""
     start = time.perf_counter()
+    ws, params = ctx.ws, ctx.params
     ev = read_json(ws.stage_metrics("evaluate"), "evaluate")
     read_json(ws.candidate / "ragtune.json", "train")
     metric = primary_metric(params.promote.metric, params.model.task)
     decision = decide(ev["candidate"], ev["production"], metric, params.promote.min_delta)
     version = new_version()
-    entry = record(ws.models, ws.candidate, version, decision, ev["candidate"], ev["production_version"])
+    entry = ModelRegistry(ws).record(ws.candidate, version, decision, ev["candidate"], ev["production_version"])
     stats = {"version": version, "promoted": decision.promote, "reason": decision.reason, "metric": metric,
              "candidate": decision.candidate, "production": decision.production,
              "previous_production": ev["production_version"],
@@ -288,3 +308,28 @@ def run_promote(ws: Layout, params: Params, on_progress: Progress = None) -> dic
     return stats
 
 
+
+
+L = Layout(Path())  # paths relative to the project root, as dvc.yaml writes them
+STAGES = (
+    Stage("build_dataset", "model", run_build_dataset,
+          params=("model.base", "model.revision", "model.task", "model.trust_remote_code", "dataset", "retrieve",
+                  "embed", "index.collection", "index.local_path", "index.sparse", "index.timeout_s", "index.retries",
+                  "index.retry_backoff_s"),
+          source_param="dataset.sources", deps=(rel(L.chunks_dir), rel(L.index_manifest)),
+          code=("tasks/train/examples.py", "tasks/train/dataset.py", "tasks/train/kb_dataset.py",
+                "tasks/train/stages.py", "tasks/core/quality.py", "tasks/core/qa.py", "tasks/lm/models.py",
+                "tasks/lm/templates.py", "tasks/lm/generate.py", "tasks/kb/retrieval.py"),
+          outs=(rel(L.train_dir),), metrics=(rel(L.train_quality),)),
+    Stage("train", "model", run_train, params=("model", "train"), deps=(rel(L.train_dir), "infra/deepspeed"),
+          code=("tasks/train/trainer.py", "tasks/train/adapter.py", "tasks/train/stages.py", "tasks/lm/models.py"),
+          outs=(rel(L.candidate),), plots=(rel(L.loss_csv),)),
+    Stage("evaluate", "model", run_evaluate, params=("model", "evaluate", "dataset.system_prompt"),
+          deps=(rel(L.candidate), rel(L.train_dir)),
+          code=("tasks/train/adapter.py", "tasks/train/stages.py", "tasks/lm/models.py", "tasks/lm/templates.py",
+                "tasks/lm/generate.py", "tasks/core/qa.py")),
+    Stage("promote", "model", run_promote, params=("promote", "model.task"),
+          deps=(rel(L.candidate), rel(L.stage_metrics("evaluate"))),
+          code=("tasks/train/registry.py", "tasks/train/stages.py"),
+          outs=(rel(L.versions),), git_outs=(rel(L.production), rel(L.lineage))),
+)

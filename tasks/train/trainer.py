@@ -15,11 +15,13 @@ import os
 import shutil
 import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
-from tasks.core.config import ModelParams, TrainParams
+from tasks.core.config import ModelParams, TrainParams, resolve_path
 from tasks.core.errors import ConfigError
+from tasks.lm.models import load_base
+from tasks.train.adapter import Collator, expected_state
 
 log = logging.getLogger("ragtune")
 # Top-level keys DeepSpeed accepts in a config we ship or expect; DeepSpeed itself ignores typos silently.
@@ -33,7 +35,6 @@ def deepspeed_config(root: Path, p: TrainParams) -> Path | None:
     """Check the DeepSpeed config before any model loads: file, JSON, known keys, ZeRO stage."""
     if not p.deepspeed or p.deepspeed.lower() == "none":
         return None
-    from tasks.core.config import resolve_path
 
     path = resolve_path(root, p.deepspeed)
     if not path.is_file():
@@ -137,7 +138,6 @@ def train_lora(root: Path, rows: dict[str, list[dict]], meta: dict, model: Model
     import torch
     from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
 
-    from tasks.train.adapter import Collator, expected_state, load_base
 
     ds_path = deepspeed_config(root, p)
     prec = precision(p)

@@ -10,16 +10,17 @@ from __future__ import annotations
 import json
 
 from tasks.core.config import Params
-from tasks.train.examples import data_version, read_examples, version_files
 from tasks.core.workspace import Layout, write_json
+from tasks.train.examples import data_version, read_examples, version_files
+from tasks.train.registry import ModelRegistry
 
 
 def production_hashes(ws: Layout) -> tuple[set[str], str | None]:
-    if not ws.production.exists():
+    registry = ModelRegistry(ws)
+    version = registry.production_version()
+    if version is None:
         return set(), None
-    prod = json.loads(ws.production.read_text())
-    info = json.loads((ws.models / prod["path"] / "ragtune.json").read_text())
-    return set(info.get("dataset", {}).get("example_hashes", [])), prod["version"]
+    return set(registry.info(version).get("dataset", {}).get("example_hashes", [])), version
 
 
 def detect_change(ws: Layout, params: Params) -> dict:

@@ -12,8 +12,9 @@ import httpx
 import pytest
 import yaml
 
-from .conftest import stop
 from tests.data import INSTRUCTIONS
+
+from .conftest import stop
 
 
 def api(url: str, method: str, path: str, body: dict | None = None):

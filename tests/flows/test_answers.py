@@ -13,14 +13,14 @@ from typer.testing import CliRunner
 from flows.cli import app
 from flows.compare import compare
 from flows.kb_refresh import kb_refresh
-from tasks.answer.answerer import MODES, Answerer
-from tasks.core.config import ConfigError, load_params
+from tasks.answer.answerer import Answerer
+from tasks.core.config import ANSWER_MODES, ConfigError, load_params
 from tasks.core.errors import GateFailed, SourceError
 from tasks.core.qa import read_qa_set
-from tasks.train.stages import RETRAIN_STAGES
-from tasks.kb.retrieval import Retriever
-from tasks.kb.stages import KB_STAGES, run_stage
+from tasks.core.stage import StageContext
 from tasks.core.workspace import Layout
+from tasks.kb.retrieval import Retriever
+from tasks.pipeline import run_stage, stage_names
 from tests.data import INSTRUCTION_OVERRIDES
 
 REPO = Path(__file__).resolve().parents[2]
@@ -51,8 +51,8 @@ CODE_CORPUS = {
 
 def index_stages(root: Path, *overrides: str) -> None:
     params = load_params(root / "params.yaml", list(overrides))
-    for stage in KB_STAGES:
-        run_stage(stage, Layout(root), params)
+    for stage in stage_names("kb"):
+        run_stage(stage, StageContext(Layout(root), params))
 
 
 @pytest.fixture(scope="module")
@@ -145,8 +145,8 @@ def answering(tmp_path_factory, tiny_causal) -> tuple[Path, list[str]]:
                  "train.learning_rate=0.005"]
     index_stages(root)
     params = load_params(root / "params.yaml", overrides)
-    for stage in RETRAIN_STAGES:
-        run_stage(stage, Layout(root), params)
+    for stage in stage_names("model"):
+        run_stage(stage, StageContext(Layout(root), params))
     return root, overrides
 
 
@@ -155,7 +155,7 @@ def test_every_mode_answers_and_ft_and_hybrid_load_the_adapter(answering):
     production = json.loads(Layout(root).production.read_text())["version"]
     answerer = Answerer(root, load_params(root / "params.yaml", overrides))
     try:
-        res = {mode: answerer.answer("How long does a standard Heron installation take?", mode) for mode in MODES}
+        res = {mode: answerer.answer("How long does a standard Heron installation take?", mode) for mode in ANSWER_MODES}
         from peft import PeftModel
 
         assert isinstance(answerer.generator("ft").model, PeftModel)
@@ -254,7 +254,7 @@ def test_compare_refuses_questions_the_adapter_trained_on_and_accepts_its_heldou
     overrides = [f"model.base={tiny_causal}", "dataset.format=qa", "dataset.max_length=512", "train.deepspeed=none",
                  "train.max_steps=2"]
     params = load_params(root / "params.yaml", overrides)
-    stats = {stage: run_stage(stage, Layout(root), params) for stage in RETRAIN_STAGES}
+    stats = {stage: run_stage(stage, StageContext(Layout(root), params)) for stage in stage_names("model")}
     assert stats["build_dataset"]["format"] == "qa" and stats["build_dataset"]["heldout_questions"] > 0
     heldout = Layout(root).heldout_qa
     trained = stats["build_dataset"]["train_examples"]

@@ -16,11 +16,10 @@ from typer.testing import CliRunner
 from flows.cli import app
 from flows.kb_refresh import kb_refresh
 from tasks.core.config import load_params
-
+from tests.data import INSTRUCTIONS
 from tests.dvc_repo import GIT_USER, git_dvc_project
 
 from .helpers import stored_points
-from tests.data import INSTRUCTIONS
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = str(Path(sys.executable).parent)

@@ -8,7 +8,7 @@ import shutil
 import pytest
 
 from flows.kb_refresh import kb_refresh
-from tasks.core.errors import GateFailed, IndexError_
+from tasks.core.errors import GateFailed, StoreError
 
 from .helpers import expected_ids, stored_points
 
@@ -80,7 +80,7 @@ def test_mass_delete_guard_refuses_then_allows(workspace):
     corpus = workspace / "data/sample/corpus"
     for folder in ("product", "engineering", "handbook"):  # most of the corpus vanished (a half-mounted share)
         shutil.rmtree(corpus / folder)
-    with pytest.raises(IndexError_, match="mass-deletion guard.*--allow-mass-delete"):
+    with pytest.raises(StoreError, match="mass-deletion guard.*--allow-mass-delete"):
         kb_refresh(root=str(workspace))
     assert stored_points(workspace) == before
     report = kb_refresh(root=str(workspace), allow_mass_delete=True)

@@ -13,15 +13,16 @@ from benchmarks.knowledge import build_corpus
 from tasks.answer.answerer import Answerer
 from tasks.answer.compare import check_heldout, evaluate_mode
 from tasks.core.config import DEFAULT_LM, ConfigError, load_params
-from tasks.lm.models import CONVERTED, local_model
 from tasks.core.qa import read_qa_set
-from tasks.kb.retrieval import without_query_cache
-from tasks.train.stages import RETRAIN_STAGES as TRAIN_STAGES
-from tasks.kb.stages import KB_STAGES, run_stage
+from tasks.core.stage import StageContext
 from tasks.core.workspace import Layout
+from tasks.kb.retrieval import without_query_cache
+from tasks.lm.models import CONVERTED, local_model
+from tasks.pipeline import run_stage, stage_names
 
 REPO = Path(__file__).resolve().parents[2]
-KB_STAGES = tuple(s for s in KB_STAGES if s != "eval_retrieval")  # no retrieve.qa_file here
+KB_STAGES = stage_names("kb", optional=False)  # no retrieve.qa_file here
+TRAIN_STAGES = stage_names("model")
 CRAFTED = {
     "kalvoran.md": "# Kalvoran\n\nThe research vessel Kalvoran is registered under the code QX-4471. She was "
                    "launched on 14 March 2041 and is commanded by Orla Vantrees.",
@@ -48,7 +49,7 @@ def project(root: Path, corpus: Path, cache: Path) -> Path:
     (root / "data/cache/models").symlink_to(cache, target_is_directory=True)
     params = load_params(root / "params.yaml", [f"ingest.sources=[{corpus}]"])
     for stage in KB_STAGES:
-        run_stage(stage, Layout(root), params)
+        run_stage(stage, StageContext(Layout(root), params))
     return root
 
 
@@ -105,7 +106,7 @@ def test_a_short_raft_retrain_raises_heldout_f1_over_the_untrained_model(tmp_pat
     params = load_params(root / "params.yaml", [
         *base, "dataset.format=raft", f"dataset.sources=[{kb['train_qa']}]", "dataset.raft.distractors=1",
         "train.deepspeed=none", "train.max_steps=12", "train.learning_rate=0.001", "train.save_steps=1000"])
-    stats = {stage: run_stage(stage, Layout(root), params) for stage in TRAIN_STAGES}
+    stats = {stage: run_stage(stage, StageContext(Layout(root), params)) for stage in TRAIN_STAGES}
     version = stats["promote"]["version"]
     trained = f1("hybrid", version)
     assert trained > untrained, (untrained, trained)

@@ -16,9 +16,10 @@ from typer.testing import CliRunner
 from flows.cli import app
 from flows.retrain import retrain
 from tasks.core.config import load_params
-from tasks.train.stages import RETRAIN_STAGES, run_build_dataset
-from tasks.kb.stages import run_stage
+from tasks.core.stage import StageContext
 from tasks.core.workspace import Layout
+from tasks.pipeline import run_stage, stage_names
+from tasks.train.stages import run_build_dataset
 from tests.data import INSTRUCTION_OVERRIDES
 
 BIN = str(Path(sys.executable).parent)
@@ -79,7 +80,7 @@ def test_retrain_zero2_trains_verifies_and_promotes_only_when_better(workspace, 
 def test_killed_training_resumes_from_its_last_checkpoint(workspace, tiny_causal):
     overrides = causal(tiny_causal, "train.max_steps=240", "train.save_steps=10", "train.learning_rate=0.002")
     ws = Layout(workspace)
-    run_build_dataset(ws, load_params(workspace / "params.yaml", overrides))
+    run_build_dataset(StageContext(ws, load_params(workspace / "params.yaml", overrides)))
     env = {**os.environ, "PATH": BIN + os.pathsep + os.environ["PATH"]}
     cmd = ["ragtune", "stage", "train", *overrides]
     proc = subprocess.Popen(cmd, cwd=workspace, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -114,7 +115,7 @@ def test_seq_cls_trains_a_classifier_and_reports_accuracy(workspace, tiny_cls):
         "dataset.sources=[data/sample/train/tickets.jsonl]",
         "dataset.eval_share=0.2", "train.epochs=10", "train.learning_rate=0.005"])
     ws = Layout(workspace)
-    results = {name: run_stage(name, ws, params) for name in RETRAIN_STAGES}
+    results = {name: run_stage(name, StageContext(ws, params)) for name in stage_names("model")}
     assert results["build_dataset"]["format"] == "labelled"
     assert results["build_dataset"]["label2id"] == {"billing": 0, "connectivity": 1, "installation": 2}
     cand = results["evaluate"]["candidate"]
@@ -154,8 +155,8 @@ def test_zero3_with_gradient_checkpointing_saves_a_complete_adapter(workspace, t
         tiny_causal, "train.deepspeed=infra/deepspeed/zero3.json", "train.gradient_checkpointing=true",
         "train.max_steps=8"))
     ws = Layout(workspace)
-    run_stage("build_dataset", ws, params)
-    t = run_stage("train", ws, params)
+    run_stage("build_dataset", StageContext(ws, params))
+    t = run_stage("train", StageContext(ws, params))
     assert t["zero_stage"] == 3 and t["global_step"] == 8
     assert t["verification"]["parameters"] == t["trainable_params"], "ZeRO-3 must not save empty placeholders"
     assert t["verification"]["reloaded_eval_loss"] == pytest.approx(t["eval_loss_in_training"], rel=1e-3)
@@ -166,9 +167,9 @@ def test_packed_rows_train_and_the_reloaded_adapter_matches(workspace, tiny_caus
     params = load_params(workspace / "params.yaml", causal(
         tiny_causal, "dataset.packing=true", "dataset.max_length=256", "train.deepspeed=none", "train.max_steps=4"))
     ws = Layout(workspace)
-    data = run_stage("build_dataset", ws, params)
+    data = run_stage("build_dataset", StageContext(ws, params))
     assert data["packing"] and data["train_rows"] < data["train_examples"]
-    t = run_stage("train", ws, params)  # raises if the reloaded adapter's eval loss differs
+    t = run_stage("train", StageContext(ws, params))  # raises if the reloaded adapter's eval loss differs
     assert t["verification"]["reloaded_eval_loss"] == pytest.approx(t["eval_loss_in_training"], rel=1e-3)
     assert t["real_tokens"] > 0 and t["tokens_per_s"] > 0
 

@@ -11,8 +11,8 @@ from typer.testing import CliRunner
 
 from flows.cli import app
 from flows.kb_refresh import kb_refresh
-from tests.dvc_repo import git_dvc_project
 from tests.data import INSTRUCTIONS
+from tests.dvc_repo import git_dvc_project
 
 REPO = Path(__file__).resolve().parents[2]
 

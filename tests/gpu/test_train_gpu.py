@@ -14,10 +14,10 @@ pytestmark = [pytest.mark.gpu,
 @pytest.mark.parametrize("zero", ["zero2", "zero3"])
 def test_bf16_lora_through_deepspeed_on_gpu(workspace, zero, tmp_path_factory):
     from tasks.core.config import load_params
-    from tasks.train.stages import RETRAIN_STAGES
-    from tasks.kb.stages import run_stage
-    from tasks.lm.tiny import build_tiny_model
+    from tasks.core.stage import StageContext
     from tasks.core.workspace import Layout
+    from tasks.lm.tiny import build_tiny_model
+    from tasks.pipeline import run_stage, stage_names
 
     from ..conftest import REPO
     from ..data import INSTRUCTION_OVERRIDES
@@ -29,7 +29,7 @@ def test_bf16_lora_through_deepspeed_on_gpu(workspace, zero, tmp_path_factory):
         "train.precision=bf16",
         "train.max_steps=30", "train.learning_rate=0.001"])
     ws = Layout(workspace)
-    results = {name: run_stage(name, ws, params) for name in RETRAIN_STAGES}
+    results = {name: run_stage(name, StageContext(ws, params)) for name in stage_names("model")}
     t = results["train"]
     assert t["precision"] == "bf16" and t["zero_stage"] == int(zero[-1]) and t["global_step"] == 30
     assert t["peak_gpu_mb"] > 0 and t["verification"]["tensors"] > 0

@@ -9,15 +9,19 @@ from pathlib import Path
 import pytest
 
 from tasks.core.config import load_params
-from tasks.kb.stages import KB_STAGES, run_stage
+from tasks.core.stage import StageContext
 from tasks.core.workspace import Layout
+from tasks.pipeline import run_stage, stage_names
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def refresh(root: Path, *overrides: str, stages=KB_STAGES, allow_mass_delete: bool = False) -> dict:
+KB = stage_names("kb")
+
+
+def refresh(root: Path, *overrides: str, stages=KB, allow_mass_delete: bool = False) -> dict:
     params = load_params(root / "params.yaml", list(overrides))
-    return {s: run_stage(s, Layout(root), params, allow_mass_delete) for s in stages}
+    return {s: run_stage(s, StageContext(Layout(root), params, allow_mass_delete=allow_mass_delete)) for s in stages}
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from flows.cli import app
 from tasks.core.config import ConfigError, load_params
 from tasks.core.errors import GateFailed, SourceError
+from tasks.core.stage import StageContext
 from tasks.core.workspace import Layout
 
 from .conftest import refresh
@@ -125,7 +126,7 @@ def test_training_file_with_missing_fields_or_unknown_labels_fails_the_gate(mess
         f"model.base={tiny_cls}", "model.task=seq_cls", "dataset.format=auto", "dataset.sources=[tickets.jsonl]",
         "dataset.labels=[billing, connectivity]"])
     with pytest.raises(GateFailed) as err:
-        run_build_dataset(Layout(messy), params)
+        run_build_dataset(StageContext(Layout(messy), params))
     message = " ".join(str(err.value).split())
     assert "tickets.jsonl:13" in message and "labels outside dataset.labels" in message
     assert "tickets.jsonl:14" in message and "nothing was trained" in message

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.core.errors import IndexError_, RagtuneError
+from tasks.core.errors import RagtuneError, StoreError
 from tasks.core.workspace import Layout, file_lock
 from tests.flows.helpers import stored_points
 
@@ -32,7 +32,7 @@ def test_unreachable_server_retries_then_fails_in_one_line_with_index_untouched(
     monkeypatch.setenv("QDRANT_API_KEY", SECRET)
     caplog.set_level("WARNING", logger="ragtune")
     started = time.monotonic()
-    with pytest.raises(IndexError_) as err:
+    with pytest.raises(StoreError) as err:
         refresh(project, "index.retries=2", "index.retry_backoff_s=0.2", "index.timeout_s=2", stages=("index",))
     message = str(err.value)
     assert "failed after 3 attempt(s)" in message and "\n" not in message
@@ -50,7 +50,7 @@ def test_local_store_locked_by_another_process_refuses_cleanly(project):
         stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "ready"
-        with pytest.raises(IndexError_, match="in use by another process"):
+        with pytest.raises(StoreError, match="in use by another process"):
             refresh(project, stages=("index",))
     finally:
         holder.kill()

@@ -19,9 +19,10 @@ from .conftest import refresh
 KILLER = r"""
 import os, signal, sys
 from pathlib import Path
+from tasks.core.stage import StageContext
 from tasks.kb import store as vs
 from tasks.core.config import load_params
-from tasks.kb.stages import run_stage
+from tasks.pipeline import run_stage
 from tasks.core.workspace import Layout
 
 root, k, when = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
@@ -40,7 +41,7 @@ def wrap(name):
     setattr(vs.QdrantStore, name, call)
 
 wrap("upsert"); wrap("delete")
-run_stage("index", Layout(root), load_params(root / "params.yaml", ["index.batch_size=1"]), allow_mass_delete=True)
+run_stage("index", StageContext(Layout(root), load_params(root / "params.yaml", ["index.batch_size=1"]), allow_mass_delete=True))
 print(calls["n"])
 """
 

@@ -7,9 +7,9 @@ import shutil
 
 import pytest
 
+from tasks.core.workspace import Layout
 from tasks.kb.report import build_report
 from tasks.versioning import Repo
-from tasks.core.workspace import Layout
 from tests.dvc_repo import git_dvc_project
 
 from .conftest import refresh

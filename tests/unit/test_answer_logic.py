@@ -7,11 +7,11 @@ import pytest
 from tasks.answer.compare import evaluate_mode, recommend, refuse_trained_questions, training_overlap
 from tasks.core.config import CompareParams, ConfigError
 from tasks.core.errors import SourceError
-from tasks.kb.index import plan_reconcile, vector_kinds
-from tasks.train.examples import question_hash
 from tasks.core.qa import normalize, read_qa_set, squad_scores, token_f1
+from tasks.kb.index import plan_reconcile, vector_kinds
 from tasks.kb.retrieval_eval import evaluate, gate, percentile, score_row
 from tasks.kb.sparse import encode_document, encode_query, term_id, terms
+from tasks.train.examples import question_hash
 
 
 def test_sparse_terms_keep_product_codes_whole_and_split():

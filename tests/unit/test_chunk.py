@@ -2,10 +2,11 @@ from pathlib import Path
 
 import pytest
 
-from tasks.kb.chunk import chunk_documents, point_id, split_sections
 from tasks.core.config import ChunkParams
-from tasks.kb.embedder import load_tokenizer
 from tasks.core.errors import ConfigError
+from tasks.core.stage import StageContext
+from tasks.kb.chunk import chunk_documents, point_id, split_sections
+from tasks.kb.embedder import load_embedding_tokenizer
 
 
 def test_sections_keep_heading_paths_and_ignore_code_fences():
@@ -18,7 +19,7 @@ def test_sections_keep_heading_paths_and_ignore_code_fences():
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    return load_tokenizer("sentence-transformers/all-MiniLM-L6-v2")
+    return load_embedding_tokenizer("sentence-transformers/all-MiniLM-L6-v2")
 
 
 def test_chunks_respect_token_budget_and_are_deterministic(tokenizer):
@@ -48,9 +49,9 @@ def test_unchanged_documents_reuse_their_chunks_only_when_safe(tmp_path):
     after a chunker change or when chunks.jsonl no longer matches the state written with it."""
     import shutil
 
-    from tasks.kb import stages
     from tasks.core.config import load_params
     from tasks.core.workspace import Layout, read_json, read_jsonl, write_json, write_jsonl
+    from tasks.kb import stages
 
     repo = Path(__file__).resolve().parents[2]
     shutil.copy(repo / "params.yaml", tmp_path / "params.yaml")
@@ -62,23 +63,23 @@ def test_unchanged_documents_reuse_their_chunks_only_when_safe(tmp_path):
     write_json(ws.quality_report, {"success": True})
     params = load_params(tmp_path / "params.yaml")
 
-    assert stages.run_chunk(ws, params)["documents_reused"] == 0
+    assert stages.run_chunk(StageContext(ws, params))["documents_reused"] == 0
     fresh = read_jsonl(ws.chunks, "chunk")
-    assert stages.run_chunk(ws, params)["documents_reused"] == 4
+    assert stages.run_chunk(StageContext(ws, params))["documents_reused"] == 4
     assert read_jsonl(ws.chunks, "chunk") == fresh
 
     docs[1] = {**docs[1], "text": docs[1]["text"] + "\n\nA new closing paragraph.", "content_hash": "h1b"}
     write_jsonl(ws.clean_documents, docs)
-    assert stages.run_chunk(ws, params)["documents_reused"] == 3
+    assert stages.run_chunk(StageContext(ws, params))["documents_reused"] == 3
     mixed = read_jsonl(ws.chunks, "chunk")
     (ws.chunk_state).unlink()
-    stages.run_chunk(ws, params)
+    stages.run_chunk(StageContext(ws, params))
     assert read_jsonl(ws.chunks, "chunk") == mixed  # reuse gives exactly what a full split gives
 
     smaller = load_params(tmp_path / "params.yaml", ["chunk.size_tokens=64"])
-    assert stages.run_chunk(ws, smaller)["documents_reused"] == 0  # another chunker key: split again
+    assert stages.run_chunk(StageContext(ws, smaller))["documents_reused"] == 0  # another chunker key: split again
     with ws.chunks.open("a") as f:  # the file changed behind the state's back (a DVC checkout, an edit)
         f.write("\n")
-    assert stages.run_chunk(ws, smaller)["documents_reused"] == 0
-    assert stages.run_chunk(ws, smaller)["documents_reused"] == 4  # and the state is whole again
+    assert stages.run_chunk(StageContext(ws, smaller))["documents_reused"] == 0
+    assert stages.run_chunk(StageContext(ws, smaller))["documents_reused"] == 4  # and the state is whole again
     assert read_json(ws.chunk_state, "chunk")["sha256"]

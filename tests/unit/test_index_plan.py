@@ -1,7 +1,7 @@
 import pytest
 
 from tasks.core.config import IndexParams
-from tasks.core.errors import IndexError_
+from tasks.core.errors import StoreError
 from tasks.kb.index import check_mass_delete, plan_reconcile
 
 
@@ -29,7 +29,7 @@ def test_unchanged_store_plans_nothing():
 def test_mass_delete_guard():
     stored = {f"p{i}": {"doc_id": f"d{i}", "doc_hash": "h"} for i in range(10)}
     plan = plan_reconcile([chunk("d0", "p0", "h")], stored)  # nine of ten documents vanished
-    with pytest.raises(IndexError_, match=r"delete 9 of 10 points \(90%\).*--allow-mass-delete"):
+    with pytest.raises(StoreError, match=r"delete 9 of 10 points \(90%\).*--allow-mass-delete"):
         check_mass_delete(plan, IndexParams(), allow=False, location="test")
     check_mass_delete(plan, IndexParams(), allow=True, location="test")
     check_mass_delete(plan, IndexParams(max_delete_share=0.95), allow=False, location="test")

@@ -3,9 +3,9 @@ import os
 
 import pytest
 
-from tasks.kb.clean import clean_documents, html_to_text, normalize_text
 from tasks.core.config import CleanParams, IngestParams
 from tasks.core.errors import SourceError
+from tasks.kb.clean import clean_documents, html_to_text, normalize_text
 from tasks.kb.ingest import ingest_sources, to_record
 from tasks.kb.readers import decode_text, read_jsonl
 

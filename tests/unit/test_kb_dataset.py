@@ -8,11 +8,11 @@ import json
 import pytest
 
 from tasks.core.config import ConfigError, DatasetParams, RaftParams
-from tasks.train.dataset import Encoded, split
 from tasks.core.errors import SourceError
+from tasks.lm.models import check_reachable, gguf_file, local_model
+from tasks.train.dataset import Encoded, split
 from tasks.train.examples import data_version, encoding, question_hash, read_examples, to_example
 from tasks.train.kb_dataset import build_raft, holds_answer, pick_distractors, pick_oracle, quote, raft_example
-from tasks.lm.models import check_reachable, gguf_file, local_model
 
 CHUNKS = [
     {"doc_id": "api.md", "position": 0, "source": "s", "text": "Tokens expire after one hour. Renew them early."},

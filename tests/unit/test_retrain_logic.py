@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from tasks.core.config import ConfigError, DatasetParams, TrainParams, load_params
+from tasks.lm.templates import chat_template
 from tasks.train import dataset as D
 from tasks.train.adapter import VerifyAdapterError, classification_metrics, verify_adapter
-from tasks.core.config import ConfigError, DatasetParams, TrainParams, load_params
 from tasks.train.examples import Example, read_examples
 from tasks.train.registry import decide, primary_metric
 from tasks.train.trainer import complete_checkpoints, deepspeed_config, precision
@@ -28,7 +29,7 @@ def test_only_assistant_turns_are_trained_and_they_end_with_eos(tokenizer):
     messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Rate limit?"},
                 {"role": "assistant", "content": "60 per minute."}, {"role": "user", "content": "Token life?"},
                 {"role": "assistant", "content": "One hour."}]
-    ids, labels = D.encode_chat(tokenizer, D.chat_template(tokenizer, "chatml"), messages)
+    ids, labels = D.encode_chat(tokenizer, chat_template(tokenizer, "chatml"), messages)
     trained = tokenizer.decode([t for t in labels if t != D.IGNORE])
     assert "60 per minute." in trained and "One hour." in trained
     assert "Rate limit" not in trained and "Be brief" not in trained and "assistant" not in trained
@@ -37,11 +38,11 @@ def test_only_assistant_turns_are_trained_and_they_end_with_eos(tokenizer):
 
 
 def test_fallback_template_is_used_only_without_a_tokenizer_template(tokenizer):
-    assert D.chat_template(tokenizer, "plain") == tokenizer.chat_template
+    assert chat_template(tokenizer, "plain") == tokenizer.chat_template
     tokenizer_without = type("T", (), {"chat_template": None})()
-    assert "### Assistant" in D.chat_template(tokenizer_without, "plain")
+    assert "### Assistant" in chat_template(tokenizer_without, "plain")
     with pytest.raises(ConfigError, match="dataset.fallback_template"):
-        D.chat_template(tokenizer_without, "no-such-template")
+        chat_template(tokenizer_without, "no-such-template")
 
 
 def encoded(n: int) -> list[D.Encoded]:

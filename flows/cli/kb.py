@@ -1,0 +1,128 @@
+"""Knowledge-base commands: refresh the index, search it, measure retrieval."""
+
+from __future__ import annotations
+
+import json
+import sys
+from contextlib import redirect_stdout
+from pathlib import Path
+
+import typer
+
+from flows.cli.common import (
+    OVERRIDES_ARG,
+    PARAMS_OPT,
+    QA_OPT,
+    SECTION_METRIC_VALUE,
+    app,
+    friendly_errors,
+    out,
+    print_table,
+    progress_bars,
+    project_root,
+)
+from flows.runtime import console_progress
+from tasks.core.config import ConfigError, load_params, load_run_params
+from tasks.core.qa import read_qa_set
+from tasks.kb.report import report_rows
+from tasks.kb.retrieval import RETRIEVAL_MODES, search_queries
+from tasks.kb.retrieval_eval import evaluate_modes
+
+
+def print_report(report: dict) -> None:
+
+    print_table(f"kb_refresh {report['run_version']}", SECTION_METRIC_VALUE, report_rows(report))
+    for d in report["drops"]:
+        out.print(f"  dropped {d['doc_id']}: {d['status']} ({d['reason']})", highlight=False)
+    out.print(f"Quality report (GX Data Docs): {report['quality']['data_docs']}", highlight=False)
+
+
+@app.command()
+def refresh(
+    overrides: list[str] | None = OVERRIDES_ARG,
+    source: list[Path] | None = typer.Option(None, "--source", help="Source folder (repeatable); replaces ingest.sources."),
+    json_out: bool = typer.Option(False, "--json", help="Print the run report as JSON on stdout."),
+    allow_mass_delete: bool = typer.Option(False, "--allow-mass-delete",
+                                           help="Allow deleting more than index.max_delete_share of the index."),
+    params: Path = PARAMS_OPT,
+) -> None:
+    """Run the kb_refresh flow: ingest, clean, GX gate, chunk, embed (changed chunks only), upsert, verify."""
+    with friendly_errors():
+        root = project_root(params)
+
+        srcs = [str(s.resolve()) for s in source] if source else None
+        load_run_params(params, srcs, overrides)  # fail fast on bad params, before Prefect starts
+        from flows.kb_refresh import kb_refresh
+
+        with progress_bars(not json_out), redirect_stdout(sys.stderr):  # stdout is for the report only
+            report = kb_refresh(root=str(root), sources=srcs, overrides=list(overrides or []),
+                                allow_mass_delete=allow_mass_delete)
+        if json_out:
+            out.print_json(json.dumps(report))
+        else:
+            print_report(report)
+
+
+MODE_HELP = "dense | sparse | hybrid (default: retrieve.mode in params.yaml)."
+
+
+@app.command()
+def search(
+    text: str | None = typer.Argument(None, help="The query."),
+    top_k: int | None = typer.Option(None, "--top-k", min=1, help="Results per query (default: retrieve.top_k)."),
+    mode: str | None = typer.Option(None, "--mode", help=MODE_HELP),
+    queries_file: Path | None = typer.Option(None, "--queries-file", help="One query per line."),
+    overrides: list[str] | None = OVERRIDES_ARG,
+    json_out: bool = typer.Option(False, "--json", help="Print a JSON list: one {query, hits} per query."),
+    params: Path = PARAMS_OPT,
+) -> None:
+    """Search the index (dense, BM25 sparse, or hybrid RRF) with the options in the retrieve: section."""
+    with friendly_errors():
+        root = project_root(params)
+
+        queries = [text] if text else []
+        if queries_file:
+            if not queries_file.is_file():
+                raise ConfigError(f"--queries-file {queries_file}: no such file.")
+            queries += [q.strip() for q in queries_file.read_text(encoding="utf-8").splitlines() if q.strip()]
+        if not queries:
+            raise ConfigError("give a query (ragtune search \"text\") or --queries-file FILE.")
+        results = search_queries(root, load_params(params, list(overrides or [])), queries, top_k, mode)
+        if json_out:
+            out.print_json(json.dumps(results))
+            return
+        for r in results:
+            out.print(f"[bold]{r['query']}[/] ({r['mode']})")
+            for i, h in enumerate(r["hits"], 1):
+                snippet = " ".join(h["text"].split())[:160]
+                out.print(f"  {i}. {h['score']:.3f}  {h['doc_id']} #{h['position']}  {snippet}", highlight=False)
+
+
+@app.command("eval-retrieval")
+def eval_retrieval(
+    qa: Path = QA_OPT,
+    mode: list[str] | None = typer.Option(None, "--mode", help=MODE_HELP + " Repeatable; 'all' = the three."),
+    top_k: int | None = typer.Option(None, "--top-k", min=1, help="k of recall@k and MRR@k (retrieve.top_k)."),
+    overrides: list[str] | None = OVERRIDES_ARG,
+    json_out: bool = typer.Option(False, "--json", help="Print the results as JSON."),
+    params: Path = PARAMS_OPT,
+) -> None:
+    """Retrieval quality on a QA set: recall@k, MRR@k and latency p50/p95 per retrieval mode."""
+    with friendly_errors():
+        root = project_root(params)
+
+        p = load_params(params, list(overrides or []))
+        rows = read_qa_set(qa)
+        modes = list(RETRIEVAL_MODES) if mode and "all" in mode else (mode or [p.retrieve.mode])
+        k = top_k or p.retrieve.top_k
+        with progress_bars(not json_out):
+
+            results = evaluate_modes(root, p, rows, modes, k, console_progress)
+        if json_out:
+            out.print_json(json.dumps(results))
+            return
+        print_table(f"retrieval on {qa} ({len(rows)} questions)", ("mode", f"recall@{k}", f"MRR@{k}", "p50 ms",
+                                                                     "p95 ms", "missed"),
+                    [{"mode": r["mode"], f"recall@{k}": r[f"recall_at_{k}"], f"MRR@{k}": r[f"mrr_at_{k}"],
+                      "p50 ms": r["p50_ms"], "p95 ms": r["p95_ms"], "missed": len(r["missed"])} for r in results])
+

@@ -1,0 +1,132 @@
+"""Operations: run one stage (what dvc.yaml calls), list and pull versions, serve the schedules, run the server."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import typer
+
+from flows.cli.common import (
+    OVERRIDES_ARG,
+    PARAMS_OPT,
+    app,
+    err,
+    friendly_errors,
+    out,
+    print_table,
+    progress_bars,
+    project_root,
+)
+from flows.runtime import SERVER_FILE, console_progress
+from tasks.core.config import ConfigError, load_params
+from tasks.core.stage import StageContext
+from tasks.core.workspace import Layout
+from tasks.kb.report import build_report, report_markdown
+from tasks.pipeline import STAGES, get_stage, run_stage
+from tasks.versioning import KINDS, Repo
+
+
+@app.command()
+def stage(
+    name: str = typer.Argument(..., help=" | ".join(STAGES), show_default=False),
+    overrides: list[str] | None = OVERRIDES_ARG,
+    allow_mass_delete: bool = typer.Option(False, "--allow-mass-delete", help="See `ragtune refresh --help`."),
+    params: Path = PARAMS_OPT,
+) -> None:
+    """Run one pipeline stage without Prefect (this is what dvc.yaml calls)."""
+    with friendly_errors():
+        root = project_root(params)
+        get_stage(name)  # an unknown name fails before anything loads
+        logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+        p = load_params(params, list(overrides or []))
+        with progress_bars():
+            stats = run_stage(name, StageContext(Layout(root), p, console_progress(name), allow_mass_delete))
+        if name == "verify":
+            err.print(report_markdown(build_report(Layout(root))), highlight=False)
+        else:
+            err.print(json.dumps({k: v for k, v in stats.items() if k != "drops"}, default=str), highlight=False)
+
+
+@app.command()
+def versions(
+    kind: str | None = typer.Option(None, "--kind", help="kb | model (default: both)."),
+    json_out: bool = typer.Option(False, "--json", help="Print the versions as a JSON list."),
+    params: Path = PARAMS_OPT,
+) -> None:
+    """List recorded versions (git tags kb/* and model/*), newest first, with their key metrics."""
+    with friendly_errors():
+        root = project_root(params)
+
+        if kind and kind not in KINDS:
+            raise ConfigError(f"--kind {kind}: expected one of {', '.join(KINDS)}.")
+        found = Repo(root).versions(kind)
+        if json_out:
+            out.print_json(json.dumps(found))
+            return
+        print_table(f"versions in {root}", ("version", "at", "metrics"), [
+            {"version": v["version"], "at": v.get("at", ""),
+             "metrics": " ".join(f"{k}={x}" for k, x in v.get("metrics", {}).items())} for v in found])
+
+
+@app.command()
+def pull(
+    version: str = typer.Argument(..., help="A version from `ragtune versions`, e.g. kb/20261121T020000Z."),
+    out_dir: Path = typer.Option(Path("pulled"), "--out", help="Folder to write into (same relative paths)."),
+    params: Path = PARAMS_OPT,
+) -> None:
+    """Fetch a version's artifacts (index manifest + metrics, or adapter + metrics) exactly as the run wrote them."""
+    with friendly_errors():
+        root = project_root(params)
+
+        for path in Repo(root).pull(version, out_dir):
+            out.print(str(path), highlight=False)
+
+
+@app.command()
+def serve(params: Path = PARAMS_OPT) -> None:
+    """Register and run the deployments: nightly kb_refresh (cron), watch (interval), retrain (on new data)."""
+    with friendly_errors():
+        root = project_root(params)
+
+        p = load_params(params)
+        if not os.environ.get("PREFECT_API_URL"):
+            raise ConfigError("no Prefect server: start `ragtune server` in another terminal (or export "
+                              "PREFECT_API_URL=http://HOST:4200/api); schedules and event triggers need one.")
+        from prefect import serve as prefect_serve
+
+        from flows.deployments import build_deployments
+
+        deployments = build_deployments(root, p)
+        err.print(f"serving {', '.join(d.name for d in deployments)} for {root} at {os.environ['PREFECT_API_URL']}"
+                  " (Ctrl-C pauses the schedules)", highlight=False)
+        prefect_serve(*deployments)
+
+
+@app.command()
+def server(
+    host: str = typer.Option("127.0.0.1", help="Interface to bind."),
+    port: int = typer.Option(4200, help="Port for the API and UI."),
+    params: Path = PARAMS_OPT,
+) -> None:
+    """Start the Prefect server and UI (SQLite under .prefect/); later ragtune runs report to it."""
+    root = project_root(params)
+    home = Path(os.environ["PREFECT_HOME"])
+    home.mkdir(parents=True, exist_ok=True)
+    url = f"http://{host}:{port}/api"
+    state = home / SERVER_FILE
+    state.write_text(json.dumps({"api_url": url, "pid": os.getpid()}))
+    err.print(f"Prefect UI: http://{host}:{port}  (runs from {root} report here; "
+              f"elsewhere export PREFECT_API_URL={url})")
+    try:
+        env = {**os.environ, "PREFECT_API_URL": url, "PREFECT_UI_API_URL": url}  # the UI's browser calls this
+        proc = subprocess.run([sys.executable, "-m", "prefect", "server", "start", "--host", host, "--port", str(port)],
+                              env=env)
+        raise typer.Exit(proc.returncode)
+    finally:
+        state.unlink(missing_ok=True)
+

@@ -1,0 +1,15 @@
+"""UTC time stamps: one format for run versions and tags, one for 'at' fields in records."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+
+def utc_stamp() -> str:
+    """Compact, sortable, tag-safe: 20261121T020000Z (kb run versions, kb/<stamp> tags)."""
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+
+
+def utc_iso() -> str:
+    """ISO 8601 to the second, with the offset: 2026-11-21T02:00:00+00:00 (lineage, history, tag messages)."""
+    return datetime.now(UTC).isoformat(timespec="seconds")

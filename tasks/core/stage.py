@@ -1,0 +1,62 @@
+"""What every pipeline stage receives (one context, one signature) and what it does last (its metrics file)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from tasks.core.config import Params
+from tasks.core.workspace import Layout, write_json
+
+OnProgress = Callable[[int, int], None] | None  # stage code calls back with (done, total)
+
+
+@dataclass(frozen=True)
+class StageContext:
+    """Everything a stage run reads besides its files: where (workspace), how (params), who watches (progress)
+    and the one operator flag a stage honours (--allow-mass-delete, read by index)."""
+
+    ws: Layout
+    params: Params
+    on_progress: OnProgress = None
+    allow_mass_delete: bool = False
+
+
+def finish_stage(ws: Layout, stage: str, stats: dict, start: float) -> dict:
+    """Stage wall time (imports and model loading included), then the stage's DVC metrics file."""
+    stats["seconds"] = round(time.perf_counter() - start, 3)
+    write_json(ws.stage_metrics(stage), stats)
+    return stats
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One pipeline stage, named once: what runs, what it reads and writes, and which params it depends on.
+
+    dvc.yaml repeats these facts for DVC (a test checks that it agrees); the CLI, versioning, the reports,
+    compare and the benchmarks read them from here (tasks/pipeline.py)."""
+
+    name: str
+    group: str                             # "kb" (kb_refresh, kb/* versions) or "model" (retrain, model/*)
+    run: Callable[[StageContext], dict]
+    params: tuple[str, ...]                # params.yaml sections or keys it reads: dvc.yaml lists exactly these
+    deps: tuple[str, ...] = ()             # workspace files it reads (relative to the project root)
+    code: tuple[str, ...] = ()             # the source files whose change must re-run it under `dvc repro`
+    outs: tuple[str, ...] = ()             # what it writes that DVC caches
+    git_outs: tuple[str, ...] = ()         # what it writes that git keeps (DVC outs with cache: false)
+    metrics: tuple[str, ...] = ()          # small JSON reports besides data/metrics/<name>.json (git-tracked)
+    plots: tuple[str, ...] = ()
+    source_param: str | None = None        # a params.yaml list of source paths it reads (a dependency too)
+    optional: bool = False                 # a gate that runs only when configured; reports read it on its own
+    always_changed: bool = False           # it checks a live system (the vector store), so DVC always runs it
+
+    @property
+    def metrics_files(self) -> tuple[str, ...]:
+        return (*self.metrics, rel(Layout(Path()).stage_metrics(self.name)))
+
+
+def rel(path: Path) -> str:
+    """A Layout path of Layout(Path()) as dvc.yaml writes it."""
+    return path.as_posix()
