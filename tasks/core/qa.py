@@ -13,12 +13,12 @@ normalized gold answer appears in the normalized prediction) credits a right ans
 from __future__ import annotations
 
 import collections
-import json
 import re
 import string
 from pathlib import Path
 
 from tasks.core.errors import SourceError
+from tasks.core.jsonl import json_objects
 
 
 def read_qa_set(path: Path, field: str = "--qa", need_answers: bool = False) -> list[dict]:
@@ -28,14 +28,8 @@ def read_qa_set(path: Path, field: str = "--qa", need_answers: bool = False) -> 
         raise SourceError(f"{field}: {path} does not exist. Give a JSONL file with one "
                           '{"question": ..., "answers": [...], "doc_ids": [...]} object per line.')
     rows = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except ValueError as exc:
-            raise SourceError(f"{path}:{lineno}: not valid JSON ({exc.msg}); fix or remove the line.") from None
-        if not isinstance(row, dict) or not str(row.get("question", "")).strip():
+    for lineno, row in json_objects(path.read_text(encoding="utf-8").splitlines(), str(path)):
+        if not str(row.get("question", "")).strip():
             raise SourceError(f"{path}:{lineno}: needs a non-empty 'question' field.")
         answers = row.get("answers", [row["answer"]] if "answer" in row else [])
         doc_ids = row.get("doc_ids", [])

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import io
-import json
 import logging
 from dataclasses import dataclass
+
+from tasks.core.jsonl import parse_lines
 
 log = logging.getLogger("ragtune")
 
@@ -55,16 +56,13 @@ def read_pdf(data: bytes) -> tuple[str | None, str]:
     return text, ("" if text else "PDF has no text layer (scanned images?)")
 
 
-def read_jsonl(text: str, text_field: str, id_field: str) -> list[Decoded]:
+def decode_jsonl_documents(text: str, text_field: str, id_field: str) -> list[Decoded]:
     """One Decoded per line; a line that is not a JSON object or lacks the text field is recorded, not fatal."""
     out: list[Decoded] = []
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            out.append(Decoded(f"L{lineno}", None, "undecodable", f"line {lineno} is not JSON ({exc.msg})"))
+    for lineno, row in parse_lines(text.splitlines()):
+        if isinstance(row, ValueError):
+            msg = getattr(row, "msg", str(row))
+            out.append(Decoded(f"L{lineno}", None, "undecodable", f"line {lineno} is not JSON ({msg})"))
             continue
         if not isinstance(row, dict):
             out.append(Decoded(f"L{lineno}", None, "undecodable", f"line {lineno} is not a JSON object"))
@@ -89,5 +87,5 @@ def read_file(data: bytes, fmt: str, text_field: str = "text", id_field: str = "
     if text is None:
         return [Decoded(None, None, "undecodable", reason)]
     if fmt == "jsonl":
-        return [Decoded(d.key, d.text, d.status, d.reason, encoding) for d in read_jsonl(text, text_field, id_field)]
+        return [Decoded(d.key, d.text, d.status, d.reason, encoding) for d in decode_jsonl_documents(text, text_field, id_field)]
     return [Decoded(None, text, "ok", "", encoding)]

@@ -15,16 +15,19 @@ from tasks.core.config import ConfigError, Params
 from tasks.core.errors import StoreError
 from tasks.core.workspace import Layout
 from tasks.kb.embed import EmbeddingCache
-from tasks.kb.embedder import SentenceTransformerEmbedder, model_fingerprint, pick_device
+from tasks.kb.embedder import Embedder, SentenceTransformerEmbedder, model_fingerprint, pick_device
 from tasks.kb.sparse import encode_query
-from tasks.kb.store import open_store
+from tasks.kb.store import VectorStore, open_store
 
 RETRIEVAL_MODES = ("dense", "sparse", "hybrid")
 
 
 class Retriever:
-    def __init__(self, root: Path, params: Params, mode: str | None = None):
+    """Queries one collection in one mode. The store and embedder default to the configured real ones (tests may
+    pass others that follow the same interfaces)."""
 
+    def __init__(self, root: Path, params: Params, mode: str | None = None, store: VectorStore | None = None,
+                 embedder: Embedder | None = None):
         self.params, self.p = params, params.retrieve
         self.mode = mode or self.p.mode
         if self.mode not in RETRIEVAL_MODES:
@@ -32,9 +35,9 @@ class Retriever:
         if self.mode != "dense" and not params.index.sparse:
             raise ConfigError(f"retrieve.mode={self.mode} needs BM25 vectors, but index.sparse is false. Set "
                               "index.sparse=true and refresh, or use retrieve.mode=dense.")
-        self._embedder = self._reranker = None
+        self._embedder, self._reranker = embedder, None
         self.cache_hits = 0
-        self.store = open_store(root, params.index)
+        self.store = store if store is not None else open_store(root, params.index)
         try:
             if not self.store.has_collection():
                 raise StoreError(f"collection '{params.index.collection}' does not exist at {self.store.location}. "

@@ -7,16 +7,12 @@ classification head. Both get a small tokenizer trained on the shipped sample te
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from pathlib import Path
 
 from tasks.core.errors import ConfigError
-
-CHATML = (
-    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
-    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
+from tasks.core.jsonl import parse_lines
+from tasks.lm.templates import TEMPLATES
 
 
 def sample_texts(root: Path) -> Iterable[str]:
@@ -25,10 +21,8 @@ def sample_texts(root: Path) -> Iterable[str]:
         if path.suffix in (".md", ".txt"):
             yield path.read_text(encoding="utf-8", errors="replace")
         elif path.suffix == ".jsonl":
-            for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-                try:
-                    row = json.loads(line)
-                except ValueError:
+            for _, row in parse_lines(path.read_text(encoding="utf-8", errors="replace").splitlines()):
+                if not isinstance(row, dict):
                     continue
                 yield " ".join(str(v) for v in row.values() if isinstance(v, str))
                 for m in row.get("messages", []) if isinstance(row.get("messages"), list) else []:
@@ -83,7 +77,7 @@ def build_tiny_model(path: Path, kind: str, project_root: Path, num_labels: int 
         tok = PreTrainedTokenizerFast(tokenizer_object=_byte_bpe(texts, vocab_size, specials),
                                       pad_token="<|pad|>", eos_token="<|im_end|>", bos_token=None,
                                       unk_token=None, model_max_length=1024)
-        tok.chat_template = CHATML
+        tok.chat_template = TEMPLATES["chatml"]
         config = LlamaConfig(vocab_size=len(tok), hidden_size=hidden_size, intermediate_size=hidden_size * 2,
                              num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
                              max_position_embeddings=1024, pad_token_id=tok.pad_token_id,

@@ -13,8 +13,8 @@ from pathlib import Path
 from tasks.core.config import ModelParams
 from tasks.core.errors import RagtuneError
 from tasks.lm.models import load_base
+from tasks.train.dataset import IGNORE
 
-IGNORE = -100
 ADAPTER_FILE = "adapter_model.safetensors"
 
 

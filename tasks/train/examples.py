@@ -23,7 +23,8 @@ import ftfy
 
 from tasks.core.config import resolve_path
 from tasks.core.errors import SourceError
-from tasks.core.workspace import Layout
+from tasks.core.jsonl import json_objects
+from tasks.core.workspace import Layout, file_digest
 
 ROLES = ("system", "user", "assistant")
 QA_FORMATS = ("qa", "raft")
@@ -143,16 +144,7 @@ def read_examples(root: Path, sources: list[str], fmt: str, system_prompt: str |
             raise SourceError(f"dataset.sources: {path} is not a file. Point it at a JSONL training file "
                               "(e.g. data/sample/train/instructions.jsonl).")
         with path.open(encoding="utf-8", errors="replace") as f:
-            for lineno, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except ValueError as exc:
-                    raise SourceError(f"{path}:{lineno}: not valid JSON ({exc.msg}). Each line must be one "
-                                      "JSON object; fix or remove that line.") from None
-                if not isinstance(record, dict):
-                    raise SourceError(f"{path}:{lineno}: expected a JSON object, got {type(record).__name__}.")
+            for lineno, record in json_objects(f, str(path)):
                 if fmt == "auto":
                     fmt = detect_format(record, path)
                 elif fmt in QA_FORMATS and not examples and "question" not in record:
@@ -198,9 +190,5 @@ def data_version(root: Path, sources: list[str]) -> dict[str, str]:
         if not resolve_path(root, s).is_file():  # e.g. the index's chunks before the first refresh
             out[s] = "missing"
             continue
-        h = hashlib.md5()
-        with resolve_path(root, s).open("rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-        out[s] = h.hexdigest()
+        out[s] = file_digest(resolve_path(root, s), "md5")
     return out

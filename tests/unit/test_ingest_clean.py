@@ -7,7 +7,7 @@ from tasks.core.config import CleanParams, IngestParams
 from tasks.core.errors import SourceError
 from tasks.kb.clean import clean_documents, html_to_text, normalize_text
 from tasks.kb.ingest import ingest_sources, to_record
-from tasks.kb.readers import decode_text, read_jsonl
+from tasks.kb.readers import decode_jsonl_documents, decode_text
 
 
 def test_decode_utf8_latin1_and_binary():
@@ -19,7 +19,7 @@ def test_decode_utf8_latin1_and_binary():
 
 
 def test_jsonl_bad_lines_are_recorded_not_fatal():
-    rows = read_jsonl('{"id": "a", "text": "hello"}\nnot json\n[1]\n{"id": "b"}\n', "text", "id")
+    rows = decode_jsonl_documents('{"id": "a", "text": "hello"}\nnot json\n[1]\n{"id": "b"}\n', "text", "id")
     assert [(r.key, r.status) for r in rows] == [("a", "ok"), ("L2", "undecodable"), ("L3", "undecodable"),
                                                 ("b", "undecodable")]
     assert "not JSON" in rows[1].reason and "no 'text' field" in rows[3].reason
