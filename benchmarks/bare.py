@@ -29,15 +29,15 @@ def main() -> None:
     import qdrant_client  # noqa: F401  (timed: part of what a script pays)
     import sentence_transformers  # noqa: F401
 
-
     imports = time.perf_counter() - t0
     with open(a.chunks, encoding="utf-8") as f:
         chunks = [json.loads(line) for line in f if line.strip()]
     from pathlib import Path
 
     res = bare_refresh(chunks, Path(a.qdrant), a.batch_size, a.points_batch)
-    res.update(import_seconds=round(imports, 3), chunks=len(chunks),
-               process_seconds=round(time.perf_counter() - START, 3))
+    res.update(
+        import_seconds=round(imports, 3), chunks=len(chunks), process_seconds=round(time.perf_counter() - START, 3)
+    )
     print(json.dumps(res))
 
 

@@ -6,12 +6,60 @@ import random
 import shutil
 from pathlib import Path
 
-TOPICS = ["thermostat", "heat pump", "boiler", "firmware", "installer", "warranty", "sensor", "gateway", "relay",
-          "schedule", "humidity", "furnace", "compressor", "invoice", "subscription", "zone", "rollout", "api"]
-VERBS = ["controls", "reports", "replaces", "measures", "schedules", "requires", "supports", "limits", "updates",
-         "monitors", "restarts", "calibrates", "rejects", "logs", "stores"]
-ADJ = ["secondary", "modulating", "wireless", "legacy", "regional", "certified", "optional", "encrypted", "hourly",
-       "two-stage", "low-voltage", "shared", "nightly", "remote", "default"]
+TOPICS = [
+    "thermostat",
+    "heat pump",
+    "boiler",
+    "firmware",
+    "installer",
+    "warranty",
+    "sensor",
+    "gateway",
+    "relay",
+    "schedule",
+    "humidity",
+    "furnace",
+    "compressor",
+    "invoice",
+    "subscription",
+    "zone",
+    "rollout",
+    "api",
+]
+VERBS = [
+    "controls",
+    "reports",
+    "replaces",
+    "measures",
+    "schedules",
+    "requires",
+    "supports",
+    "limits",
+    "updates",
+    "monitors",
+    "restarts",
+    "calibrates",
+    "rejects",
+    "logs",
+    "stores",
+]
+ADJ = [
+    "secondary",
+    "modulating",
+    "wireless",
+    "legacy",
+    "regional",
+    "certified",
+    "optional",
+    "encrypted",
+    "hourly",
+    "two-stage",
+    "low-voltage",
+    "shared",
+    "nightly",
+    "remote",
+    "default",
+]
 
 
 def _sentence(rng: random.Random) -> str:
@@ -54,8 +102,14 @@ def generate(out: Path, n_docs: int, seed: int = 7) -> dict:
         path.write_text(text, encoding="utf-8")
         sizes.append(len(text.split()))
     sizes.sort()
-    return {"documents": n_docs, "seed": seed, "words_total": sum(sizes), "words_median": sizes[len(sizes) // 2],
-            "words_p95": sizes[int(len(sizes) * 0.95)], "words_max": sizes[-1]}
+    return {
+        "documents": n_docs,
+        "seed": seed,
+        "words_total": sum(sizes),
+        "words_median": sizes[len(sizes) // 2],
+        "words_p95": sizes[int(len(sizes) * 0.95)],
+        "words_max": sizes[-1],
+    }
 
 
 def churn(out: Path, share: float = 0.01, seed: int = 11) -> dict:

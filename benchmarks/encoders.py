@@ -47,16 +47,31 @@ def export_onnx(st_model, folder: Path) -> dict[str, Path]:
             self.model = model
 
         def forward(self, input_ids, attention_mask, token_type_ids):
-            return self.model(input_ids=input_ids, attention_mask=attention_mask,
-                              token_type_ids=token_type_ids).last_hidden_state
+            return self.model(
+                input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
+            ).last_hidden_state
 
     sample = st_model.tokenizer(["a warm-up sentence", "another one"], padding=True, return_tensors="pt")
     fp32, int8 = folder / "model.onnx", folder / "model_int8.onnx"
     axes = {k: {0: "batch", 1: "seq"} for k in (*INPUTS, "last_hidden_state")}
-    torch.onnx.export(LastHidden(bert), tuple(sample[k] for k in INPUTS), str(fp32), input_names=list(INPUTS),
-                      output_names=["last_hidden_state"], dynamic_axes=axes, opset_version=17, dynamo=False)
-    quantize_dynamic(str(fp32), str(int8), weight_type=QuantType.QInt8, per_channel=True,
-                     op_types_to_quantize=["MatMul"], extra_options={"MatMulConstBOnly": True})
+    torch.onnx.export(
+        LastHidden(bert),
+        tuple(sample[k] for k in INPUTS),
+        str(fp32),
+        input_names=list(INPUTS),
+        output_names=["last_hidden_state"],
+        dynamic_axes=axes,
+        opset_version=17,
+        dynamo=False,
+    )
+    quantize_dynamic(
+        str(fp32),
+        str(int8),
+        weight_type=QuantType.QInt8,
+        per_channel=True,
+        op_types_to_quantize=["MatMul"],
+        extra_options={"MatMulConstBOnly": True},
+    )
     return {"fp32": fp32, "int8": int8}
 
 
@@ -70,9 +85,10 @@ class RuntimeEncoder:
         order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
         out = np.zeros((len(texts), 384), dtype=np.float32)
         for i in range(0, len(order), batch_size):
-            idx = order[i:i + batch_size]
-            enc = self.tokenizer([texts[j] for j in idx], padding=True, truncation=True, max_length=self.max_len,
-                                 return_tensors="np")
+            idx = order[i : i + batch_size]
+            enc = self.tokenizer(
+                [texts[j] for j in idx], padding=True, truncation=True, max_length=self.max_len, return_tensors="np"
+            )
             hidden = self.run({k: enc[k].astype(np.int64) for k in INPUTS})
             mask = enc["attention_mask"][..., None].astype(np.float32)
             vec = (hidden * mask).sum(1) / np.clip(mask.sum(1), 1e-9, None)
@@ -93,8 +109,9 @@ def openvino_encoder(path: Path, tokenizer, max_len: int) -> RuntimeEncoder:
     import openvino as ov
 
     core = ov.Core()
-    compiled = core.compile_model(core.read_model(str(path)), "CPU",
-                                  {"INFERENCE_NUM_THREADS": os.cpu_count() or 1, "PERFORMANCE_HINT": "LATENCY"})
+    compiled = core.compile_model(
+        core.read_model(str(path)), "CPU", {"INFERENCE_NUM_THREADS": os.cpu_count() or 1, "PERFORMANCE_HINT": "LATENCY"}
+    )
     return RuntimeEncoder(tokenizer, max_len, lambda feed: compiled(feed)[0])
 
 
@@ -111,16 +128,19 @@ def retrieval_quality(vectors: np.ndarray, chunks: list[dict], queries: np.ndarr
     return round(100 * recall / len(qa), 1), round(mrr / len(qa), 3)
 
 
-def compare_encoders(speed_texts: list[str], qa_chunks: list[dict], model_name: str, batch_size: int,
-                     work: Path, log) -> dict:
+def compare_encoders(
+    speed_texts: list[str], qa_chunks: list[dict], model_name: str, batch_size: int, work: Path, log
+) -> dict:
     from sentence_transformers import SentenceTransformer
-
 
     qa = read_qa_set(QA_FILE)
     st = SentenceTransformer(resolve_model_path(model_name), device="cpu")
     max_len = int(st.max_seq_length)
-    backends = {"pytorch": lambda texts: st.encode(texts, batch_size=batch_size, normalize_embeddings=True,
-                                                   convert_to_numpy=True, show_progress_bar=False)}
+    backends = {
+        "pytorch": lambda texts: st.encode(
+            texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
+        )
+    }
     missing = missing_runtimes()
     if not missing:
         t0 = time.perf_counter()
@@ -145,17 +165,29 @@ def compare_encoders(speed_texts: list[str], qa_chunks: list[dict], model_name: 
             reference, ref_speed, ref_quality = vecs, res["chunks_per_s"], recall
         else:
             cos = (vecs * reference).sum(1)
-            res.update(speedup=round(res["chunks_per_s"] / ref_speed, 2), quality_loss_pts=round(ref_quality - recall, 1),
-                       cosine_to_pytorch_min=round(float(cos.min()), 4),
-                       cosine_to_pytorch_mean=round(float(cos.mean()), 4))
+            res.update(
+                speedup=round(res["chunks_per_s"] / ref_speed, 2),
+                quality_loss_pts=round(ref_quality - recall, 1),
+                cosine_to_pytorch_min=round(float(cos.min()), 4),
+                cosine_to_pytorch_mean=round(float(cos.mean()), 4),
+            )
             res["meets_bar"] = res["speedup"] >= SPEEDUP_BAR and res["quality_loss_pts"] < QUALITY_BAR_PTS
         results[name] = res
     winners = [n for n, r in results.items() if r.get("meets_bar")]
-    out = {"speed_chunks": len(speed_texts), "qa_questions": len(qa), "qa_chunks": len(qa_chunks),
-           "batch_size": batch_size, "threads": os.cpu_count(), "backends": results,
-           "bar": f">= {SPEEDUP_BAR}x chunks/s and < {QUALITY_BAR_PTS} pt recall@5 loss",
-           "decision": (f"{winners[0]} meets the bar" if winners else
-                        "none meets the bar: embed.model keeps the PyTorch backend (no params.yaml option added)")}
+    out = {
+        "speed_chunks": len(speed_texts),
+        "qa_questions": len(qa),
+        "qa_chunks": len(qa_chunks),
+        "batch_size": batch_size,
+        "threads": os.cpu_count(),
+        "backends": results,
+        "bar": f">= {SPEEDUP_BAR}x chunks/s and < {QUALITY_BAR_PTS} pt recall@5 loss",
+        "decision": (
+            f"{winners[0]} meets the bar"
+            if winners
+            else "none meets the bar: embed.model keeps the PyTorch backend (no params.yaml option added)"
+        ),
+    }
     if missing:
         out["skipped_runtimes"] = f"not installed ({', '.join(missing)}); pip install -c constraints.txt -e '.[bench]'"
     else:

@@ -37,19 +37,26 @@ class CountingEncoder:
     def __init__(self, model_name: str, batch_size: int):
         from sentence_transformers import SentenceTransformer
 
-
         self.model = SentenceTransformer(resolve_model_path(model_name), device="cpu")
         self.batch_size = batch_size
         self.embedded = 0
 
     def encode(self, texts: list[str]) -> list[list[float]]:
         self.embedded += len(texts)
-        return self.model.encode(texts, batch_size=self.batch_size, normalize_embeddings=True,
-                                 convert_to_numpy=True, show_progress_bar=False).tolist()
+        return self.model.encode(
+            texts, batch_size=self.batch_size, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
+        ).tolist()
 
 
-def run_llamaindex(docs: list[tuple[str, str]], state: Path, enc: CountingEncoder, tokenizer, size: int,
-                   overlap: int, batch_points: int) -> dict:
+def run_llamaindex(
+    docs: list[tuple[str, str]],
+    state: Path,
+    enc: CountingEncoder,
+    tokenizer,
+    size: int,
+    overlap: int,
+    batch_points: int,
+) -> dict:
     from llama_index.core import Document
     from llama_index.core.embeddings import BaseEmbedding
     from llama_index.core.ingestion import DocstoreStrategy, IngestionPipeline
@@ -79,12 +86,17 @@ def run_llamaindex(docs: list[tuple[str, str]], state: Path, enc: CountingEncode
             return self._get_query_embedding(query)
 
     client = QdrantClient(path=str(state / "qdrant"))
-    splitter = SentenceSplitter(chunk_size=size, chunk_overlap=overlap,
-                                tokenizer=lambda text: tokenizer.encode(text, add_special_tokens=False).ids)
+    splitter = SentenceSplitter(
+        chunk_size=size,
+        chunk_overlap=overlap,
+        tokenizer=lambda text: tokenizer.encode(text, add_special_tokens=False).ids,
+    )
     pipeline = IngestionPipeline(
-        transformations=[splitter, Embedding(enc)], docstore=SimpleDocumentStore(),
+        transformations=[splitter, Embedding(enc)],
+        docstore=SimpleDocumentStore(),
         vector_store=QdrantVectorStore(collection_name=COLLECTION, client=client, batch_size=batch_points),
-        docstore_strategy=DocstoreStrategy.UPSERTS_AND_DELETE)
+        docstore_strategy=DocstoreStrategy.UPSERTS_AND_DELETE,
+    )
     if (state / "pipeline").exists():
         pipeline.load(str(state / "pipeline"))
     nodes = pipeline.run(documents=[Document(text=text, id_=doc_id) for doc_id, text in docs])
@@ -94,8 +106,15 @@ def run_llamaindex(docs: list[tuple[str, str]], state: Path, enc: CountingEncode
     return {"nodes_written": len(nodes), "points": points}
 
 
-def run_langchain(docs: list[tuple[str, str]], state: Path, enc: CountingEncoder, model_path: str, size: int,
-                  overlap: int, batch_points: int) -> dict:
+def run_langchain(
+    docs: list[tuple[str, str]],
+    state: Path,
+    enc: CountingEncoder,
+    model_path: str,
+    size: int,
+    overlap: int,
+    batch_points: int,
+) -> dict:
     from langchain_classic.indexes import SQLRecordManager, index
     from langchain_core.documents import Document
     from langchain_core.embeddings import Embeddings
@@ -113,15 +132,18 @@ def run_langchain(docs: list[tuple[str, str]], state: Path, enc: CountingEncoder
 
     client = QdrantClient(path=str(state / "qdrant"))
     if not client.collection_exists(COLLECTION):
-        client.create_collection(COLLECTION, vectors_config=models.VectorParams(size=DIM,
-                                                                                distance=models.Distance.COSINE))
+        client.create_collection(
+            COLLECTION, vectors_config=models.VectorParams(size=DIM, distance=models.Distance.COSINE)
+        )
     store = QdrantVectorStore(client=client, collection_name=COLLECTION, embedding=Embedding())
     records = SQLRecordManager(f"qdrant/{COLLECTION}", db_url=f"sqlite:///{state / 'records.sqlite'}")
     records.create_schema()
     splitter = RecursiveCharacterTextSplitter.from_huggingface_tokenizer(
-        AutoTokenizer.from_pretrained(model_path), chunk_size=size, chunk_overlap=overlap)
-    chunks = splitter.split_documents([Document(page_content=text, metadata={"source": doc_id})
-                                       for doc_id, text in docs])
+        AutoTokenizer.from_pretrained(model_path), chunk_size=size, chunk_overlap=overlap
+    )
+    chunks = splitter.split_documents(
+        [Document(page_content=text, metadata={"source": doc_id}) for doc_id, text in docs]
+    )
     result = index(chunks, records, store, cleanup="full", source_id_key="source", batch_size=batch_points)
     points = client.count(COLLECTION, exact=True).count
     client.close()
@@ -152,10 +174,19 @@ def main() -> None:
         tokenizer, _ = load_embedding_tokenizer(a.model)
         out = run_llamaindex(docs, a.state, enc, tokenizer, a.chunk_size, a.overlap, a.points_batch)
     else:
-        out = run_langchain(docs, a.state, enc, resolve_model_path(a.model), a.chunk_size, a.overlap,
-                            a.points_batch)
-    print(json.dumps({"peer": a.peer, "documents": len(docs), "embedded": enc.embedded,
-                      "setup_seconds": round(setup, 3), "run_seconds": round(time.perf_counter() - t0, 3), **out}))
+        out = run_langchain(docs, a.state, enc, resolve_model_path(a.model), a.chunk_size, a.overlap, a.points_batch)
+    print(
+        json.dumps(
+            {
+                "peer": a.peer,
+                "documents": len(docs),
+                "embedded": enc.embedded,
+                "setup_seconds": round(setup, 3),
+                "run_seconds": round(time.perf_counter() - t0, 3),
+                **out,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -29,8 +29,13 @@ STAGES = ("ingest", "clean", "validate", "chunk", "embed", "index", "verify")
 def bench_env(home: Path) -> dict:
     """A clean environment: offline, its own Prefect home, no server from the caller's shell."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "QDRANT_"))}
-    env.update(HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", GX_ANALYTICS_ENABLED="false",
-               PREFECT_HOME=str(home / ".prefect"), PYTHONPATH=str(REPO))
+    env.update(
+        HF_HUB_OFFLINE="1",
+        TOKENIZERS_PARALLELISM="false",
+        GX_ANALYTICS_ENABLED="false",
+        PREFECT_HOME=str(home / ".prefect"),
+        PYTHONPATH=str(REPO),
+    )
     return env
 
 
@@ -63,22 +68,51 @@ DENSE_ONLY = ["index.sparse=false"]
 
 def run_ragtune(project: Path, corpus: Path, overrides: list[str] = ()) -> dict:
     """`ragtune refresh --json` in a subprocess; wall time plus the per-stage seconds of its report."""
-    cmd = [*ragtune_cli(), "refresh", "--params", str(project / "params.yaml"), "--source", str(corpus), "--json",
-           "index.max_delete_share=1.0", *DENSE_ONLY, *overrides]
+    cmd = [
+        *ragtune_cli(),
+        "refresh",
+        "--params",
+        str(project / "params.yaml"),
+        "--source",
+        str(corpus),
+        "--json",
+        "index.max_delete_share=1.0",
+        *DENSE_ONLY,
+        *overrides,
+    ]
     wall, stdout = timed_process(cmd, project, project, "ragtune refresh")
     report = json.loads(stdout)
     stages = {s: report["seconds"][s] for s in STAGES}
-    return {"wall_seconds": round(wall, 2), "flow_seconds": report["seconds"]["total"],
-            "stage_seconds": stages, "work_seconds": round(sum(stages.values()), 2),
-            "documents": sum(v for k, v in report["documents"].items() if k != "dropped"),
-            "chunks": report["chunks"]["total"], "embedded": report["chunks"]["embedded"],
-            "points": report["points"]["in_index"], "doc_changes": report["documents"],
-            "embed_chunks_per_s": report["embed_chunks_per_s"], "index_points_per_s": report["index_points_per_s"]}
+    return {
+        "wall_seconds": round(wall, 2),
+        "flow_seconds": report["seconds"]["total"],
+        "stage_seconds": stages,
+        "work_seconds": round(sum(stages.values()), 2),
+        "documents": sum(v for k, v in report["documents"].items() if k != "dropped"),
+        "chunks": report["chunks"]["total"],
+        "embedded": report["chunks"]["embedded"],
+        "points": report["points"]["in_index"],
+        "doc_changes": report["documents"],
+        "embed_chunks_per_s": report["embed_chunks_per_s"],
+        "index_points_per_s": report["index_points_per_s"],
+    }
 
 
 def run_peer(peer: str, corpus: Path, state: Path, size: int, overlap: int) -> dict:
-    cmd = [sys.executable, "-m", "benchmarks.peers", peer, "--corpus", str(corpus), "--state", str(state),
-           "--chunk-size", str(size), "--overlap", str(overlap)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "benchmarks.peers",
+        peer,
+        "--corpus",
+        str(corpus),
+        "--state",
+        str(state),
+        "--chunk-size",
+        str(size),
+        "--overlap",
+        str(overlap),
+    ]
     wall, stdout = timed_process(cmd, state, REPO, peer)
     out = json.loads(stdout.strip().splitlines()[-1])
     return {"wall_seconds": round(wall, 2), "work_seconds": out["run_seconds"], **out}
@@ -88,12 +122,18 @@ def peer_available(peer: str) -> str | None:
     """None when the peer's packages import, else why not (they are optional: pip install -e '.[bench]')."""
     import importlib.util
 
-    mods = {"llamaindex": ["llama_index.core", "llama_index.vector_stores.qdrant"],
-            "langchain": ["langchain_classic", "langchain_qdrant", "langchain_text_splitters"]}[peer]
-    missing = [m for m in mods if importlib.util.find_spec(m.split(".")[0]) is None
-               or importlib.util.find_spec(m) is None]
-    return f"not installed ({', '.join(missing)}); install with: pip install -c constraints.txt -e '.[bench]'" \
-        if missing else None
+    mods = {
+        "llamaindex": ["llama_index.core", "llama_index.vector_stores.qdrant"],
+        "langchain": ["langchain_classic", "langchain_qdrant", "langchain_text_splitters"],
+    }[peer]
+    missing = [
+        m for m in mods if importlib.util.find_spec(m.split(".")[0]) is None or importlib.util.find_spec(m) is None
+    ]
+    return (
+        f"not installed ({', '.join(missing)}); install with: pip install -c constraints.txt -e '.[bench]'"
+        if missing
+        else None
+    )
 
 
 def refresh_scenarios(work: Path, n_docs: int, seed: int, size: int, overlap: int, log) -> dict:
@@ -130,26 +170,35 @@ def refresh_scenarios(work: Path, n_docs: int, seed: int, size: int, overlap: in
                 if scenario in res:
                     res[scenario]["wall_fraction_of_full"] = round(res[scenario]["wall_seconds"] / full, 3)
             res["status"] = "ok"
-    return {"corpus": stats, "chunk_size_tokens": size, "overlap_tokens": overlap, "systems": systems,
-            "chunks_file": str(work / "full_chunks.jsonl")}
+    return {
+        "corpus": stats,
+        "chunk_size_tokens": size,
+        "overlap_tokens": overlap,
+        "systems": systems,
+        "chunks_file": str(work / "full_chunks.jsonl"),
+    }
 
 
 def bare_refresh(chunks: list[dict], qdrant_path: Path, batch_size: int, points_batch: int) -> dict:
     """The minimal script: sentence-transformers `encode` on ragtune's chunks, qdrant-client `upload_points`."""
     from sentence_transformers import SentenceTransformer
 
-
     t0 = time.perf_counter()
     model = SentenceTransformer(resolve_model_path(MODEL), device="cpu")
     load = time.perf_counter() - t0
     texts = [c["text"] for c in chunks]
     t0 = time.perf_counter()
-    vectors = model.encode(texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True,
-                           show_progress_bar=False)
+    vectors = model.encode(
+        texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
+    )
     encode = time.perf_counter() - t0
     upload = bare_upload(chunks, vectors, qdrant_path, points_batch)
-    return {"model_load_seconds": round(load, 3), "encode_seconds": round(encode, 3),
-            "chunks_per_s": round(len(texts) / encode, 1), **upload}
+    return {
+        "model_load_seconds": round(load, 3),
+        "encode_seconds": round(encode, 3),
+        "chunks_per_s": round(len(texts) / encode, 1),
+        **upload,
+    }
 
 
 def bare_upload(chunks: list[dict], vectors, path: Path, points_batch: int) -> dict:
@@ -159,18 +208,24 @@ def bare_upload(chunks: list[dict], vectors, path: Path, points_batch: int) -> d
     shutil.rmtree(path, ignore_errors=True)
     t0 = time.perf_counter()
     client = QdrantClient(path=str(path))
-    client.create_collection("bare", vectors_config=models.VectorParams(size=vectors.shape[1],
-                                                                        distance=models.Distance.COSINE))
-    points = [models.PointStruct(id=c["point_id"], vector=v.tolist(), payload=_payload(c))
-              for c, v in zip(chunks, vectors)]
+    client.create_collection(
+        "bare", vectors_config=models.VectorParams(size=vectors.shape[1], distance=models.Distance.COSINE)
+    )
+    points = [
+        models.PointStruct(id=c["point_id"], vector=v.tolist(), payload=_payload(c)) for c, v in zip(chunks, vectors)
+    ]
     t1 = time.perf_counter()
     client.upload_points("bare", points, batch_size=points_batch, wait=True)
     upload = time.perf_counter() - t1
     count = client.count("bare", exact=True).count
     client.close()
     total = time.perf_counter() - t0
-    return {"points": count, "upload_seconds": round(upload, 3), "points_per_s": round(count / upload, 1),
-            "upload_total_seconds": round(total, 3)}
+    return {
+        "points": count,
+        "upload_seconds": round(upload, 3),
+        "points_per_s": round(count / upload, 1),
+        "upload_total_seconds": round(total, 3),
+    }
 
 
 def _payload(c: dict) -> dict:
@@ -209,25 +264,28 @@ def stage_efficiency(chunks: list[dict], work: Path, repeats: int, log) -> dict:
     index_stage_rate = ri["points_written"] / ri["seconds"]
     bare_index_rate = bi["points"] / bi["upload_total_seconds"]
     return {
-        "chunks": n, "repeats": repeats,
-        "embed": {"ragtune_stage_chunks_per_s": round(embed_stage_rate, 1),
-                  "bare_load_plus_encode_chunks_per_s": round(bare_embed_rate, 1),
-                  "efficiency_stage": round(embed_stage_rate / bare_embed_rate, 3),
-                  "ragtune_encode_loop_chunks_per_s": re["chunks_per_s"],
-                  "bare_encode_chunks_per_s": max(x["chunks_per_s"] for x in runs["bare_embed"]),
-                  "efficiency_encode_loop": round(re["chunks_per_s"] / max(x["chunks_per_s"]
-                                                                           for x in runs["bare_embed"]), 3),
-                  "all_stage_seconds": [x["seconds"] for x in runs["ragtune_embed"]],
-                  "all_bare_seconds": [round(x["model_load_seconds"] + x["encode_seconds"], 3)
-                                       for x in runs["bare_embed"]]},
-        "index": {"ragtune_stage_points_per_s": round(index_stage_rate, 1),
-                  "bare_open_create_upload_points_per_s": round(bare_index_rate, 1),
-                  "efficiency_stage": round(index_stage_rate / bare_index_rate, 3),
-                  "ragtune_upsert_loop_points_per_s": ri["points_per_s"],
-                  "bare_upload_points_per_s": bi["points_per_s"],
-                  "efficiency_upsert_loop": round(ri["points_per_s"] / bi["points_per_s"], 3),
-                  "all_stage_seconds": [x["seconds"] for x in runs["ragtune_index"]],
-                  "all_bare_seconds": [x["upload_total_seconds"] for x in runs["bare_index"]]},
+        "chunks": n,
+        "repeats": repeats,
+        "embed": {
+            "ragtune_stage_chunks_per_s": round(embed_stage_rate, 1),
+            "bare_load_plus_encode_chunks_per_s": round(bare_embed_rate, 1),
+            "efficiency_stage": round(embed_stage_rate / bare_embed_rate, 3),
+            "ragtune_encode_loop_chunks_per_s": re["chunks_per_s"],
+            "bare_encode_chunks_per_s": max(x["chunks_per_s"] for x in runs["bare_embed"]),
+            "efficiency_encode_loop": round(re["chunks_per_s"] / max(x["chunks_per_s"] for x in runs["bare_embed"]), 3),
+            "all_stage_seconds": [x["seconds"] for x in runs["ragtune_embed"]],
+            "all_bare_seconds": [round(x["model_load_seconds"] + x["encode_seconds"], 3) for x in runs["bare_embed"]],
+        },
+        "index": {
+            "ragtune_stage_points_per_s": round(index_stage_rate, 1),
+            "bare_open_create_upload_points_per_s": round(bare_index_rate, 1),
+            "efficiency_stage": round(index_stage_rate / bare_index_rate, 3),
+            "ragtune_upsert_loop_points_per_s": ri["points_per_s"],
+            "bare_upload_points_per_s": bi["points_per_s"],
+            "efficiency_upsert_loop": round(ri["points_per_s"] / bi["points_per_s"], 3),
+            "all_stage_seconds": [x["seconds"] for x in runs["ragtune_index"]],
+            "all_bare_seconds": [x["upload_total_seconds"] for x in runs["bare_index"]],
+        },
     }
 
 
@@ -258,22 +316,33 @@ def orchestration_overhead(work: Path, runs_each: tuple[int, int], log) -> dict:
             server.wait(timeout=30)
         except subprocess.TimeoutExpired:
             server.kill()
-    return {"first_run_new_project": runs[0], "steady_state": min(runs[1:], key=lambda r: r["wall_seconds"]),
-            "with_running_server": min(with_server, key=lambda r: r["wall_seconds"]), "runs": runs + with_server}
+    return {
+        "first_run_new_project": runs[0],
+        "steady_state": min(runs[1:], key=lambda r: r["wall_seconds"]),
+        "with_running_server": min(with_server, key=lambda r: r["wall_seconds"]),
+        "runs": runs + with_server,
+    }
 
 
 def _overhead_runs(project: Path, corpus: Path, label: str, n: int, log) -> list[dict]:
     runs = []
     for i in range(n):
-        (corpus / "note.md").write_text(f"# Note\n\nOverhead probe {label} {i}: the thermostat reports hourly.\n",
-                                        encoding="utf-8")
+        (corpus / "note.md").write_text(
+            f"# Note\n\nOverhead probe {label} {i}: the thermostat reports hourly.\n", encoding="utf-8"
+        )
         log(f"overhead {label} run {i + 1}/{n}")
         res = run_ragtune(project, corpus)
-        runs.append({"prefect": label, "wall_seconds": res["wall_seconds"], "flow_seconds": res["flow_seconds"],
-                     "stage_work_seconds": res["work_seconds"],
-                     "process_overhead_seconds": round(res["wall_seconds"] - res["work_seconds"], 2),
-                     "flow_overhead_seconds": round(res["flow_seconds"] - res["work_seconds"], 2),
-                     "stage_seconds": res["stage_seconds"]})
+        runs.append(
+            {
+                "prefect": label,
+                "wall_seconds": res["wall_seconds"],
+                "flow_seconds": res["flow_seconds"],
+                "stage_work_seconds": res["work_seconds"],
+                "process_overhead_seconds": round(res["wall_seconds"] - res["work_seconds"], 2),
+                "flow_overhead_seconds": round(res["flow_seconds"] - res["work_seconds"], 2),
+                "stage_seconds": res["stage_seconds"],
+            }
+        )
     return runs
 
 
@@ -286,8 +355,13 @@ def _start_server(project: Path) -> subprocess.Popen:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     log_file = (project / "server.log").open("w")
-    proc = subprocess.Popen([*ragtune_cli(), "server", "--port", str(port), "--params", str(project / "params.yaml")],
-                            env=bench_env(project), cwd=project, stdout=log_file, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [*ragtune_cli(), "server", "--port", str(port), "--params", str(project / "params.yaml")],
+        env=bench_env(project),
+        cwd=project,
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+    )
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         try:

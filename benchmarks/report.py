@@ -22,12 +22,24 @@ def _status(res: dict | None) -> str | None:
 def markdown(r: dict) -> str:
     m = r["machine"]
     libs = ", ".join(f"{k} {v}" for k, v in m["libraries"].items() if v)
-    out = [f"### ragtune benchmarks ({r['mode']} mode, {m['date_utc']}, commit {m['commit']})", "",
-           f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_mb']} MB RAM, GPU: {m['gpu'] or 'none'}; "
-           f"{m['os']}; Python {m['python']}.", f"Libraries: {libs}.", ""]
-    sections = (("refresh", _refresh), ("bare", _bare), ("efficiency", _efficiency), ("overhead", _overhead),
-                ("training", _training), ("encoders", _encoders), ("knowledge", _knowledge),
-                ("generation", _generation))
+    out = [
+        f"### ragtune benchmarks ({r['mode']} mode, {m['date_utc']}, commit {m['commit']})",
+        "",
+        f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_mb']} MB RAM, GPU: {m['gpu'] or 'none'}; "
+        f"{m['os']}; Python {m['python']}.",
+        f"Libraries: {libs}.",
+        "",
+    ]
+    sections = (
+        ("refresh", _refresh),
+        ("bare", _bare),
+        ("efficiency", _efficiency),
+        ("overhead", _overhead),
+        ("training", _training),
+        ("encoders", _encoders),
+        ("knowledge", _knowledge),
+        ("generation", _generation),
+    )
     ran = [name for name, _ in sections if name in r]  # --only runs hold some sections; the rest are left out
     out += [f"Sections in this run: {', '.join(ran) or 'none'}.", ""]
     for name, table in sections:
@@ -42,10 +54,12 @@ def _refresh(res: dict | None) -> list[str]:
     if _status(res):
         return out + [f"Not measured: {_status(res)}", ""]
     c = res["corpus"]
-    out.append(f"Corpus: {c['documents']} generated documents (seed {c['seed']}, median {c['words_median']} words, "
-               f"p95 {c['words_p95']}, max {c['words_max']}); chunks of {res['chunk_size_tokens']} tokens. "
-               "Wall = a fresh process per run (imports, model load, Prefect for ragtune); "
-               "fraction = wall / full-run wall.")
+    out.append(
+        f"Corpus: {c['documents']} generated documents (seed {c['seed']}, median {c['words_median']} words, "
+        f"p95 {c['words_p95']}, max {c['words_max']}); chunks of {res['chunk_size_tokens']} tokens. "
+        "Wall = a fresh process per run (imports, model load, Prefect for ragtune); "
+        "fraction = wall / full-run wall."
+    )
     out.append("")
     rows = []
     for name, s in res["systems"].items():
@@ -53,13 +67,31 @@ def _refresh(res: dict | None) -> list[str]:
             rows.append([name, "", "", "", "", "", "", s.get("reason") or s.get("error", "")[:200]])
             continue
         full, same, churn = s["full"], s["unchanged"], s["churn_1pct"]
-        rows.append([name, full.get("points"), full["wall_seconds"], full["embedded"],
-                     f"{same['embedded']} / {same['wall_seconds']} s / {same['wall_fraction_of_full']}",
-                     f"{churn['embedded']} / {churn['wall_seconds']} s / {churn['wall_fraction_of_full']}",
-                     churn.get("points"), ""])
-    return out + _table(["system", "points (full)", "full wall s", "full embedded",
-                         "unchanged: embedded / wall / fraction", "1% churn: embedded / wall / fraction",
-                         "points after churn", "note"], rows)
+        rows.append(
+            [
+                name,
+                full.get("points"),
+                full["wall_seconds"],
+                full["embedded"],
+                f"{same['embedded']} / {same['wall_seconds']} s / {same['wall_fraction_of_full']}",
+                f"{churn['embedded']} / {churn['wall_seconds']} s / {churn['wall_fraction_of_full']}",
+                churn.get("points"),
+                "",
+            ]
+        )
+    return out + _table(
+        [
+            "system",
+            "points (full)",
+            "full wall s",
+            "full embedded",
+            "unchanged: embedded / wall / fraction",
+            "1% churn: embedded / wall / fraction",
+            "points after churn",
+            "note",
+        ],
+        rows,
+    )
 
 
 def _bare(res: dict | None) -> list[str]:
@@ -68,15 +100,41 @@ def _bare(res: dict | None) -> list[str]:
         return out + [f"Not measured: {_status(res)}", ""]
     st = res["ragtune_stage_seconds"]
     rows = [[s, st[s], "", ""] for s in st if s not in ("embed", "index")]
-    rows.insert(4, ["embed (imports + model load + encode)", res["embed"]["ragtune_seconds"], res["embed"]["bare_seconds"],
-                    res["embed"]["ratio_speed"]])
-    rows.insert(5, ["index (open + upsert)", res["index"]["ragtune_seconds"], res["index"]["bare_seconds"],
-                    res["index"]["ratio_speed"]])
-    rows.append(["whole process", res["ragtune_wall_seconds"], res["bare"]["wall_seconds"],
-                 round(res["bare"]["wall_seconds"] / res["ragtune_wall_seconds"], 3)])
-    return out + [f"{res['chunks']} chunks. The bare script: import sentence-transformers + qdrant-client, load, "
-                  "encode, upload_points; ragtune: the same full refresh's stages (each includes its imports).", ""] \
+    rows.insert(
+        4,
+        [
+            "embed (imports + model load + encode)",
+            res["embed"]["ragtune_seconds"],
+            res["embed"]["bare_seconds"],
+            res["embed"]["ratio_speed"],
+        ],
+    )
+    rows.insert(
+        5,
+        [
+            "index (open + upsert)",
+            res["index"]["ragtune_seconds"],
+            res["index"]["bare_seconds"],
+            res["index"]["ratio_speed"],
+        ],
+    )
+    rows.append(
+        [
+            "whole process",
+            res["ragtune_wall_seconds"],
+            res["bare"]["wall_seconds"],
+            round(res["bare"]["wall_seconds"] / res["ragtune_wall_seconds"], 3),
+        ]
+    )
+    return (
+        out
+        + [
+            f"{res['chunks']} chunks. The bare script: import sentence-transformers + qdrant-client, load, "
+            "encode, upload_points; ragtune: the same full refresh's stages (each includes its imports).",
+            "",
+        ]
         + _table(["stage", "ragtune s", "bare script s", "speed vs bare"], rows)
+    )
 
 
 def _efficiency(res: dict | None) -> list[str]:
@@ -84,27 +142,58 @@ def _efficiency(res: dict | None) -> list[str]:
     if _status(res):
         return out + [f"Not measured: {_status(res)}", ""]
     e, i = res["embed"], res["index"]
-    rows = [["embed stage vs load + encode", f"{e['ragtune_stage_chunks_per_s']} chunks/s",
-             f"{e['bare_load_plus_encode_chunks_per_s']} chunks/s", e["efficiency_stage"]],
-            ["embed encode loop vs encode", f"{e['ragtune_encode_loop_chunks_per_s']} chunks/s",
-             f"{e['bare_encode_chunks_per_s']} chunks/s", e["efficiency_encode_loop"]],
-            ["index stage vs open + create + upload_points", f"{i['ragtune_stage_points_per_s']} points/s",
-             f"{i['bare_open_create_upload_points_per_s']} points/s", i["efficiency_stage"]],
-            ["upsert loop vs upload_points", f"{i['ragtune_upsert_loop_points_per_s']} points/s",
-             f"{i['bare_upload_points_per_s']} points/s", i["efficiency_upsert_loop"]]]
-    return out + [f"{res['chunks']} chunks, {res['repeats']} rounds.", ""] + \
-        _table(["measure", "ragtune", "bare", "efficiency"], rows)
+    rows = [
+        [
+            "embed stage vs load + encode",
+            f"{e['ragtune_stage_chunks_per_s']} chunks/s",
+            f"{e['bare_load_plus_encode_chunks_per_s']} chunks/s",
+            e["efficiency_stage"],
+        ],
+        [
+            "embed encode loop vs encode",
+            f"{e['ragtune_encode_loop_chunks_per_s']} chunks/s",
+            f"{e['bare_encode_chunks_per_s']} chunks/s",
+            e["efficiency_encode_loop"],
+        ],
+        [
+            "index stage vs open + create + upload_points",
+            f"{i['ragtune_stage_points_per_s']} points/s",
+            f"{i['bare_open_create_upload_points_per_s']} points/s",
+            i["efficiency_stage"],
+        ],
+        [
+            "upsert loop vs upload_points",
+            f"{i['ragtune_upsert_loop_points_per_s']} points/s",
+            f"{i['bare_upload_points_per_s']} points/s",
+            i["efficiency_upsert_loop"],
+        ],
+    ]
+    return (
+        out
+        + [f"{res['chunks']} chunks, {res['repeats']} rounds.", ""]
+        + _table(["measure", "ragtune", "bare", "efficiency"], rows)
+    )
 
 
 def _overhead(res: dict | None) -> list[str]:
     out = ["#### Fixed orchestration overhead (1-document refresh)", ""]
     if _status(res):
         return out + [f"Not measured: {_status(res)}", ""]
-    rows = [[label, x["wall_seconds"], x["flow_seconds"], x["stage_work_seconds"], x["process_overhead_seconds"],
-             x["flow_overhead_seconds"]] for label, x in (("first run, new project", res["first_run_new_project"]),
-                                                         ("steady state, ephemeral Prefect", res["steady_state"]),
-                                                         ("steady state, `ragtune server` running",
-                                                          res["with_running_server"]))]
+    rows = [
+        [
+            label,
+            x["wall_seconds"],
+            x["flow_seconds"],
+            x["stage_work_seconds"],
+            x["process_overhead_seconds"],
+            x["flow_overhead_seconds"],
+        ]
+        for label, x in (
+            ("first run, new project", res["first_run_new_project"]),
+            ("steady state, ephemeral Prefect", res["steady_state"]),
+            ("steady state, `ragtune server` running", res["with_running_server"]),
+        )
+    ]
     return out + _table(["run", "process wall s", "flow s", "stage work s", "wall - work s", "flow - work s"], rows)
 
 
@@ -114,39 +203,102 @@ def _training(res: dict | None) -> list[str]:
         return out + [f"Not measured: {_status(res)}", ""]
     rows = []
     for name, t in res["runs"].items():
-        rows.append([name, t["device"], t["precision"], t["steps"], t["batch_size"], t["ragtune"]["tokens_per_s"],
-                     t["bare_trainer_peft"]["tokens_per_s"], t["ratio_tokens_per_s"],
-                     t["ragtune"].get("loop_tokens_per_s"),
-                     t["ragtune"].get("peak_gpu_mb") or f"{t['ragtune']['peak_rss_mb']} (RSS)",
-                     (t.get("mfu_ragtune") or {}).get("lora")])
-    return out + _table(["config", "device", "precision", "steps", "batch", "ragtune tok/s", "bare Trainer+PEFT tok/s",
-                         "ratio", "ragtune loop-only tok/s", "peak MB", "MFU (LoRA)"], rows) + [
-        "Both sides are timed over the whole trainer.train() call (DeepSpeed init included on both); the loop-only "
-        f"column starts at on_train_begin. GPU: {res['gpu']}.", ""]
+        rows.append(
+            [
+                name,
+                t["device"],
+                t["precision"],
+                t["steps"],
+                t["batch_size"],
+                t["ragtune"]["tokens_per_s"],
+                t["bare_trainer_peft"]["tokens_per_s"],
+                t["ratio_tokens_per_s"],
+                t["ragtune"].get("loop_tokens_per_s"),
+                t["ragtune"].get("peak_gpu_mb") or f"{t['ragtune']['peak_rss_mb']} (RSS)",
+                (t.get("mfu_ragtune") or {}).get("lora"),
+            ]
+        )
+    return (
+        out
+        + _table(
+            [
+                "config",
+                "device",
+                "precision",
+                "steps",
+                "batch",
+                "ragtune tok/s",
+                "bare Trainer+PEFT tok/s",
+                "ratio",
+                "ragtune loop-only tok/s",
+                "peak MB",
+                "MFU (LoRA)",
+            ],
+            rows,
+        )
+        + [
+            "Both sides are timed over the whole trainer.train() call (DeepSpeed init included on both); the loop-only "
+            f"column starts at on_train_begin. GPU: {res['gpu']}.",
+            "",
+        ]
+    )
 
 
 def _encoders(res: dict | None) -> list[str]:
     out = ["#### Embedded encoder backends on CPU", ""]
     if _status(res):
         return out + [f"Not measured: {_status(res)}", ""]
-    rows = [[name, b["chunks_per_s"], b.get("speedup", 1.0), b["recall_at_5"], b["mrr_at_5"],
-             b.get("quality_loss_pts", 0.0), b.get("cosine_to_pytorch_min", 1.0), b.get("meets_bar", "")]
-            for name, b in res["backends"].items()]
-    notes = [f"{res['speed_chunks']} chunks for speed; {res['qa_questions']} questions over {res['qa_chunks']} "
-             f"sample-corpus chunks for quality. Bar: {res['bar']}. Decision: {res['decision']}."]
+    rows = [
+        [
+            name,
+            b["chunks_per_s"],
+            b.get("speedup", 1.0),
+            b["recall_at_5"],
+            b["mrr_at_5"],
+            b.get("quality_loss_pts", 0.0),
+            b.get("cosine_to_pytorch_min", 1.0),
+            b.get("meets_bar", ""),
+        ]
+        for name, b in res["backends"].items()
+    ]
+    notes = [
+        f"{res['speed_chunks']} chunks for speed; {res['qa_questions']} questions over {res['qa_chunks']} "
+        f"sample-corpus chunks for quality. Bar: {res['bar']}. Decision: {res['decision']}."
+    ]
     if res.get("skipped_runtimes"):
         notes.append(f"ONNX Runtime / OpenVINO {res['skipped_runtimes']}.")
-    return out + _table(["backend", "chunks/s", "speed vs PyTorch", "recall@5 %", "MRR@5", "recall loss pts",
-                         "min cosine to PyTorch", "meets bar"], rows) + notes + [""]
+    return (
+        out
+        + _table(
+            [
+                "backend",
+                "chunks/s",
+                "speed vs PyTorch",
+                "recall@5 %",
+                "MRR@5",
+                "recall loss pts",
+                "min cosine to PyTorch",
+                "meets bar",
+            ],
+            rows,
+        )
+        + notes
+        + [""]
+    )
 
 
 def _modes(rows: list[dict], extra: bool) -> list[str]:
     k = next((key for key in rows[0] if key.startswith("recall_at_")), "recall_at_3")
     header = ["mode", "EM", "F1", "contains", f"recall@{k.rsplit('_', 1)[1]}", "p50 ms", "p95 ms"]
     header += ["train s", "adapter MB"] if extra else []
-    return _table(header, [[r["mode"], r.get("exact"), r.get("f1"), r.get("contains"), r.get(k), r.get("p50_ms"),
-                            r.get("p95_ms")] + ([r.get("train_seconds"), r.get("adapter_mb")] if extra else [])
-                           for r in rows])
+    return _table(
+        header,
+        [
+            [r["mode"], r.get("exact"), r.get("f1"), r.get("contains"), r.get(k), r.get("p50_ms"), r.get("p95_ms")]
+            + ([r.get("train_seconds"), r.get("adapter_mb")] if extra else [])
+            for r in rows
+        ],
+    )
 
 
 def _knowledge(res: dict | None) -> list[str]:
@@ -155,17 +307,25 @@ def _knowledge(res: dict | None) -> list[str]:
         return out + [f"Not measured: {_status(res)}", ""]
     f, s = res["fictional"], res["sample"]
     c = f["corpus"]
-    out += [f"Fictional corpus: {c['documents']} generated documents, {c['train_questions']} training and "
-            f"{f['eval_questions']} evaluation questions (differently phrased). Every adapter is trained by ragtune's "
-            "stages on this machine; latency is per answer in batches of generate.batch_size.", ""]
+    out += [
+        f"Fictional corpus: {c['documents']} generated documents, {c['train_questions']} training and "
+        f"{f['eval_questions']} evaluation questions (differently phrased). Every adapter is trained by ragtune's "
+        "stages on this machine; latency is per answer in batches of generate.batch_size.",
+        "",
+    ]
     out += _modes(f["rows"], True)
-    ad = [[name, a["format"], a["train_examples"], a["steps"], a["tokens_per_s"], a["train_seconds"], a["adapter_mb"]]
-          for name, a in f["adapters"].items()]
+    ad = [
+        [name, a["format"], a["train_examples"], a["steps"], a["tokens_per_s"], a["train_seconds"], a["adapter_mb"]]
+        for name, a in f["adapters"].items()
+    ]
     out += _table(["adapter", "format", "train examples", "steps", "tokens/s", "train s", "MB"], ad)
     a = s["adapter"]
-    out += [f"Sample corpus: {s['questions']} questions from data/sample/questions.jsonl; RAFT adapter trained on "
-            f"data/sample/train/kb_qa.jsonl ({a['train_examples']} examples, {a['steps']} steps, "
-            f"{a['train_seconds']} s).", ""]
+    out += [
+        f"Sample corpus: {s['questions']} questions from data/sample/questions.jsonl; RAFT adapter trained on "
+        f"data/sample/train/kb_qa.jsonl ({a['train_examples']} examples, {a['steps']} steps, "
+        f"{a['train_seconds']} s).",
+        "",
+    ]
     return out + _modes(s["rows"], False)
 
 
@@ -173,12 +333,26 @@ def _generation(res: dict | None) -> list[str]:
     out = ["#### Generation: batched vs one question at a time", ""]
     if _status(res):
         return out + [f"Not measured: {_status(res)}", ""]
-    return out + _table(["way", "seconds", "answers/s"], [
-        ["one model.generate per question", res["one_at_a_time"]["seconds"], res["one_at_a_time"]["answers_per_s"]],
-        [f"batched ({res['batch_size']} per call)", res["batched"]["seconds"], res["batched"]["answers_per_s"]]]) + [
-        f"{res['questions']} rag prompts from the sample corpus (mean {res['mean_prompt_tokens']} tokens), "
-        f"max_new_tokens {res['max_new_tokens']}; speed-up {res['ratio_answers_per_s']}x; "
-        f"{res['identical_answers']} of {res['questions']} answers identical.", ""]
+    return (
+        out
+        + _table(
+            ["way", "seconds", "answers/s"],
+            [
+                [
+                    "one model.generate per question",
+                    res["one_at_a_time"]["seconds"],
+                    res["one_at_a_time"]["answers_per_s"],
+                ],
+                [f"batched ({res['batch_size']} per call)", res["batched"]["seconds"], res["batched"]["answers_per_s"]],
+            ],
+        )
+        + [
+            f"{res['questions']} rag prompts from the sample corpus (mean {res['mean_prompt_tokens']} tokens), "
+            f"max_new_tokens {res['max_new_tokens']}; speed-up {res['ratio_answers_per_s']}x; "
+            f"{res['identical_answers']} of {res['questions']} answers identical.",
+            "",
+        ]
+    )
 
 
 def publish(results: Path, readme: Path) -> None:

@@ -37,26 +37,68 @@ from tasks.pipeline import run_stage
 
 REPO = Path(__file__).resolve().parents[1]
 SECTIONS = ("refresh", "bare", "efficiency", "overhead", "training", "encoders", "knowledge", "generation")
-QUICK = dict(docs=40, efficiency_chunks=48, repeats=1, train_steps=8, train_repeats=2, encoder_texts=32,
-             overhead_runs=(2, 1), smollm2_steps=2, entities=4, gen_questions=8, sample_questions=6,
-             train=dict(lr=5e-4, max_steps=2, kb_text_epochs=1, qa_epochs=1, raft_epochs=1, raft_distractors=1,
-                        sample_epochs=1))
+QUICK = dict(
+    docs=40,
+    efficiency_chunks=48,
+    repeats=1,
+    train_steps=8,
+    train_repeats=2,
+    encoder_texts=32,
+    overhead_runs=(2, 1),
+    smollm2_steps=2,
+    entities=4,
+    gen_questions=8,
+    sample_questions=6,
+    train=dict(lr=5e-4, max_steps=2, kb_text_epochs=1, qa_epochs=1, raft_epochs=1, raft_distractors=1, sample_epochs=1),
+)
 # SmolLM2 trains at ~120 tokens/s on 2 CPU cores: the knowledge section's sizes keep it near half an hour
-FULL = dict(docs=2000, efficiency_chunks=1000, repeats=3, train_steps=60, train_repeats=2, encoder_texts=512,
-            overhead_runs=(3, 2), smollm2_steps=6, entities=50, gen_questions=26, sample_questions=None,
-            train=dict(lr=5e-4, max_steps=-1, kb_text_epochs=10, qa_epochs=3, raft_epochs=2, raft_distractors=1,
-                       sample_epochs=2))  # overhead: Prefect's ephemeral server, then `ragtune server` running
+FULL = dict(
+    docs=2000,
+    efficiency_chunks=1000,
+    repeats=3,
+    train_steps=60,
+    train_repeats=2,
+    encoder_texts=512,
+    overhead_runs=(3, 2),
+    smollm2_steps=6,
+    entities=50,
+    gen_questions=26,
+    sample_questions=None,
+    train=dict(
+        lr=5e-4, max_steps=-1, kb_text_epochs=10, qa_epochs=3, raft_epochs=2, raft_distractors=1, sample_epochs=2
+    ),
+)  # overhead: Prefect's ephemeral server, then `ragtune server` running
 
 
 def machine() -> dict:
     """Where the numbers came from: CPU, cores, memory, OS, GPU, library versions, commit."""
-    cpu = next((line.split(":", 1)[1].strip() for line in _read("/proc/cpuinfo").splitlines()
-                if line.startswith("model name")), platform.processor())
-    mem = next((int(line.split()[1]) // 1024 for line in _read("/proc/meminfo").splitlines()
-                if line.startswith("MemTotal")), None)
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in _read("/proc/cpuinfo").splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    mem = next(
+        (int(line.split()[1]) // 1024 for line in _read("/proc/meminfo").splitlines() if line.startswith("MemTotal")),
+        None,
+    )
     libs = {}
-    for dist in ("torch", "transformers", "sentence-transformers", "qdrant-client", "prefect", "peft", "deepspeed",
-                 "llama-index-core", "langchain-core", "langchain-classic", "onnxruntime", "openvino"):
+    for dist in (
+        "torch",
+        "transformers",
+        "sentence-transformers",
+        "qdrant-client",
+        "prefect",
+        "peft",
+        "deepspeed",
+        "llama-index-core",
+        "langchain-core",
+        "langchain-classic",
+        "onnxruntime",
+        "openvino",
+    ):
         try:
             libs[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
@@ -68,9 +110,17 @@ def machine() -> dict:
     except ImportError:
         gpu = None
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)
-    return {"cpu": cpu, "cores": os.cpu_count(), "memory_mb": mem, "os": platform.platform(),
-            "python": platform.python_version(), "gpu": gpu, "libraries": libs,
-            "commit": commit.stdout.strip() or None, "date_utc": datetime.now(UTC).isoformat(timespec="seconds")}
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_mb": mem,
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "gpu": gpu,
+        "libraries": libs,
+        "commit": commit.stdout.strip() or None,
+        "date_utc": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
 
 
 def _read(path: str) -> str:
@@ -103,14 +153,24 @@ def bare_section(refresh_res: dict, work: Path) -> dict:
     bare = refresh.run_bare(Path(refresh_res["chunks_file"]), work)
     stages = full["stage_seconds"]
     bare_embed = bare["import_seconds"] + bare["model_load_seconds"] + bare["encode_seconds"]
-    return {"chunks": bare["chunks"], "ragtune_stage_seconds": stages, "ragtune_wall_seconds": full["wall_seconds"],
-            "bare": bare,
-            "embed": {"ragtune_seconds": stages["embed"], "bare_seconds": round(bare_embed, 2),
-                      "ratio_speed": round(bare_embed / stages["embed"], 3)},
-            "index": {"ragtune_seconds": stages["index"], "bare_seconds": bare["upload_total_seconds"],
-                      "ratio_speed": round(bare["upload_total_seconds"] / stages["index"], 3)},
-            "note": "ratio_speed = bare seconds / ragtune seconds (1.0 = as fast as the bare script); the bare "
-                    "embed time includes importing sentence-transformers and qdrant-client, as the stage's does"}
+    return {
+        "chunks": bare["chunks"],
+        "ragtune_stage_seconds": stages,
+        "ragtune_wall_seconds": full["wall_seconds"],
+        "bare": bare,
+        "embed": {
+            "ragtune_seconds": stages["embed"],
+            "bare_seconds": round(bare_embed, 2),
+            "ratio_speed": round(bare_embed / stages["embed"], 3),
+        },
+        "index": {
+            "ragtune_seconds": stages["index"],
+            "bare_seconds": bare["upload_total_seconds"],
+            "ratio_speed": round(bare["upload_total_seconds"] / stages["index"], 3),
+        },
+        "note": "ratio_speed = bare seconds / ragtune seconds (1.0 = as fast as the bare script); the bare "
+        "embed time includes importing sentence-transformers and qdrant-client, as the stage's does",
+    }
 
 
 def _chunks(refresh_res: dict) -> list[dict]:
@@ -122,18 +182,36 @@ def training_section(cfg: dict, work: Path) -> dict:
     """benchmarks/train_lora.py in a subprocess per configuration (DeepSpeed state stays out of this one)."""
     import torch
 
-    configs = [("tiny", "zero2", "auto", cfg["train_steps"], cfg["train_repeats"], 8),
-               ("smollm2", "zero2", "auto", cfg["smollm2_steps"], 2, 4)]  # best of 2, each side first once
+    configs = [
+        ("tiny", "zero2", "auto", cfg["train_steps"], cfg["train_repeats"], 8),
+        ("smollm2", "zero2", "auto", cfg["smollm2_steps"], 2, 4),
+    ]  # best of 2, each side first once
     if torch.cuda.is_available():
-        configs += [("small", zero, "bf16", cfg["train_steps"], cfg["train_repeats"], 8)
-                    for zero in ("none", "zero2", "zero3")]
+        configs += [
+            ("small", zero, "bf16", cfg["train_steps"], cfg["train_repeats"], 8) for zero in ("none", "zero2", "zero3")
+        ]
     runs = {}
     for size, zero, precision, steps, repeats, batch in configs:
         out = work / f"train-{size}-{zero}.json"
         log(f"training {size} {zero}")
-        cmd = [sys.executable, str(REPO / "benchmarks/train_lora.py"), "--size", size, "--zero", zero,
-               "--precision", precision, "--steps", str(steps), "--repeats", str(repeats),
-               "--batch-size", str(batch), "--out", str(out)]
+        cmd = [
+            sys.executable,
+            str(REPO / "benchmarks/train_lora.py"),
+            "--size",
+            size,
+            "--zero",
+            zero,
+            "--precision",
+            precision,
+            "--steps",
+            str(steps),
+            "--repeats",
+            str(repeats),
+            "--batch-size",
+            str(batch),
+            "--out",
+            str(out),
+        ]
         proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=refresh.bench_env(work))
         if proc.returncode != 0:
             raise RuntimeError(f"{' '.join(cmd[1:])} failed:\n{proc.stderr[-3000:]}")
@@ -172,18 +250,29 @@ def main(argv: list[str] | None = None) -> int:
     wanted = set(a.only or SECTIONS)
     work = Path(tempfile.mkdtemp(prefix="ragtune-bench-"))
     log(f"work folder {work}; sections {sorted(wanted)}")
-    results: dict = {"benchmark": "ragtune", "mode": "quick" if a.quick else "full", "config": cfg,
-                     "machine": machine()}
+    results: dict = {
+        "benchmark": "ragtune",
+        "mode": "quick" if a.quick else "full",
+        "config": cfg,
+        "machine": machine(),
+    }
     started = time.perf_counter()
     needs_corpus = wanted & {"refresh", "bare", "efficiency"}
     if needs_corpus:
-        section(results, "refresh", lambda: refresh.refresh_scenarios(work / "refresh", cfg["docs"], a.seed, 200, 32, log))
+        section(
+            results, "refresh", lambda: refresh.refresh_scenarios(work / "refresh", cfg["docs"], a.seed, 200, 32, log)
+        )
     ok = results.get("refresh", {}).get("status") == "ok"
     if "bare" in wanted and ok:
         section(results, "bare", lambda: bare_section(results["refresh"], work))
     if "efficiency" in wanted and ok:
-        section(results, "efficiency", lambda: refresh.stage_efficiency(
-            _chunks(results["refresh"])[: cfg["efficiency_chunks"]], work, cfg["repeats"], log))
+        section(
+            results,
+            "efficiency",
+            lambda: refresh.stage_efficiency(
+                _chunks(results["refresh"])[: cfg["efficiency_chunks"]], work, cfg["repeats"], log
+            ),
+        )
     if "overhead" in wanted:
         section(results, "overhead", lambda: refresh.orchestration_overhead(work, cfg["overhead_runs"], log))
     if "training" in wanted:

@@ -32,9 +32,11 @@ from tasks.train.trainer import precision, single_process_env
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-SIZES = {"tiny": dict(hidden_size=64, layers=2, vocab_size=1024),
-         "small": dict(hidden_size=1024, layers=8, vocab_size=4096),
-         "smollm2": None}  # the packaged SmolLM2-135M-Instruct (model.base's default), converted from its GGUF
+SIZES = {
+    "tiny": dict(hidden_size=64, layers=2, vocab_size=1024),
+    "small": dict(hidden_size=1024, layers=8, vocab_size=4096),
+    "smollm2": None,
+}  # the packaged SmolLM2-135M-Instruct (model.base's default), converted from its GGUF
 PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12}  # dense bf16 tensor-core peaks
 
 
@@ -56,7 +58,9 @@ def bare_trainer(model_dir: Path, rows: list[dict], pad_id: int, args_kw: dict, 
     from transformers import AutoModelForCausalLM, AutoTokenizer, DataCollatorForSeq2Seq, Trainer, TrainingArguments
 
     tok = AutoTokenizer.from_pretrained(model_dir)
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(model_dir), LoraConfig(task_type="CAUSAL_LM", **lora_kw))
+    model = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(model_dir), LoraConfig(task_type="CAUSAL_LM", **lora_kw)
+    )
     collator = DataCollatorForSeq2Seq(tok, padding=True, label_pad_token_id=-100)
     trainer = Trainer(model=model, args=TrainingArguments(**args_kw), train_dataset=rows, data_collator=collator)
     if torch.cuda.is_available():
@@ -66,10 +70,13 @@ def bare_trainer(model_dir: Path, rows: list[dict], pad_id: int, args_kw: dict, 
     seconds = time.perf_counter() - start
     mean_tokens = sum(len(r["input_ids"]) for r in rows) / len(rows)
     samples = out.metrics["train_samples_per_second"] * out.metrics["train_runtime"]
-    res = {"train_seconds": round(seconds, 3), "tokens_per_s": round(samples * mean_tokens / seconds, 1),
-           "train_loss": round(out.training_loss, 4)}
+    res = {
+        "train_seconds": round(seconds, 3),
+        "tokens_per_s": round(samples * mean_tokens / seconds, 1),
+        "train_loss": round(out.training_loss, 4),
+    }
     if torch.cuda.is_available():
-        res["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated() / 2 ** 20, 1)
+        res["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
     return res
 
 
@@ -93,7 +100,6 @@ def main() -> None:
     import torch
     from transformers import AutoConfig
 
-
     work = Path(tempfile.mkdtemp(prefix="ragtune-bench-"))
     for item in ("params.yaml", "data/sample/train", "infra/deepspeed", "data/sample/corpus"):
         src = REPO / item
@@ -104,10 +110,18 @@ def main() -> None:
         model_dir = work / "model"
         build_tiny_model(model_dir, "causal", REPO, **SIZES[a.size])
     ds = "none" if a.zero == "none" else f"infra/deepspeed/{a.zero}.json"
-    overrides = [f"model.base={model_dir}", f"train.deepspeed={ds}", f"train.precision={a.precision}",
-                 "dataset.format=auto", "dataset.sources=[data/sample/train/instructions.jsonl]",
-                 f"train.max_steps={a.steps}", f"train.batch_size={a.batch_size}", "train.save_steps=100000",
-                 "train.logging_steps=10", "dataset.max_length=256"]
+    overrides = [
+        f"model.base={model_dir}",
+        f"train.deepspeed={ds}",
+        f"train.precision={a.precision}",
+        "dataset.format=auto",
+        "dataset.sources=[data/sample/train/instructions.jsonl]",
+        f"train.max_steps={a.steps}",
+        f"train.batch_size={a.batch_size}",
+        "train.save_steps=100000",
+        "train.logging_steps=10",
+        "dataset.max_length=256",
+    ]
     params = load_params(work / "params.yaml", overrides)
     ws = Layout(work)
     run_build_dataset(StageContext(ws, params))
@@ -115,13 +129,29 @@ def main() -> None:
     rows = read_jsonl(ws.train_dir / "train.jsonl", "build_dataset")
 
     prec = precision(params.train)
-    args_kw = dict(output_dir=str(work / "bare"), max_steps=a.steps, per_device_train_batch_size=a.batch_size,
-                   learning_rate=params.train.learning_rate, bf16=prec == "bf16", fp16=prec == "fp16",
-                   deepspeed=str(work / ds) if ds != "none" else None, report_to=[], save_strategy="no",
-                   logging_steps=10, disable_tqdm=True, use_cpu=not torch.cuda.is_available(), seed=42)
-    lora_kw = dict(r=params.train.lora.r, lora_alpha=params.train.lora.alpha, lora_dropout=params.train.lora.dropout,
-                   target_modules="all-linear")
+    args_kw = dict(
+        output_dir=str(work / "bare"),
+        max_steps=a.steps,
+        per_device_train_batch_size=a.batch_size,
+        learning_rate=params.train.learning_rate,
+        bf16=prec == "bf16",
+        fp16=prec == "fp16",
+        deepspeed=str(work / ds) if ds != "none" else None,
+        report_to=[],
+        save_strategy="no",
+        logging_steps=10,
+        disable_tqdm=True,
+        use_cpu=not torch.cuda.is_available(),
+        seed=42,
+    )
+    lora_kw = dict(
+        r=params.train.lora.r,
+        lora_alpha=params.train.lora.alpha,
+        lora_dropout=params.train.lora.dropout,
+        target_modules="all-linear",
+    )
     runs = {"ragtune": [], "bare": []}
+
     def ragtune_side() -> None:
         start = time.perf_counter()
         ours = run_train(StageContext(ws, params))
@@ -134,7 +164,7 @@ def main() -> None:
         runs["bare"].append(bare_trainer(model_dir, rows, meta["pad_id"], args_kw, lora_kw))
 
     for i in range(a.repeats):  # the side that goes first pays DeepSpeed's one-time op load: alternate the order
-        for side in ((ragtune_side, bare_side) if i % 2 == 0 else (bare_side, ragtune_side)):
+        for side in (ragtune_side, bare_side) if i % 2 == 0 else (bare_side, ragtune_side):
             side()
     ours = max(runs["ragtune"], key=call_tps)
     bare = max(runs["bare"], key=lambda r: r["tokens_per_s"])
@@ -143,17 +173,31 @@ def main() -> None:
     seq = sum(len(r["input_ids"]) for r in rows) / len(rows)
     fl = flops_per_token(cfg, ours["trainable_params"], int(seq))
     result = {
-        "benchmark": "train_lora", "size": a.size, "zero": a.zero, "precision": prec, "steps": a.steps,
-        "batch_size": a.batch_size, "mean_seq_tokens": round(seq, 1), "device": ours["device"],
-        "params_total": ours["total_params"], "params_trainable": ours["trainable_params"],
-        "ragtune": {"tokens_per_s": call_tps(ours), "train_call_seconds": ours["train_call_seconds"],
-                    "loop_tokens_per_s": ours["tokens_per_s"], "loop_seconds": ours["train_seconds"],
-                    "stage_seconds_incl_load_save_verify": round(stage_seconds, 2),
-                    "peak_gpu_mb": ours.get("peak_gpu_mb"), "peak_rss_mb": ours["peak_rss_mb"],
-                    "train_loss": ours["train_loss"]},
+        "benchmark": "train_lora",
+        "size": a.size,
+        "zero": a.zero,
+        "precision": prec,
+        "steps": a.steps,
+        "batch_size": a.batch_size,
+        "mean_seq_tokens": round(seq, 1),
+        "device": ours["device"],
+        "params_total": ours["total_params"],
+        "params_trainable": ours["trainable_params"],
+        "ragtune": {
+            "tokens_per_s": call_tps(ours),
+            "train_call_seconds": ours["train_call_seconds"],
+            "loop_tokens_per_s": ours["tokens_per_s"],
+            "loop_seconds": ours["train_seconds"],
+            "stage_seconds_incl_load_save_verify": round(stage_seconds, 2),
+            "peak_gpu_mb": ours.get("peak_gpu_mb"),
+            "peak_rss_mb": ours["peak_rss_mb"],
+            "train_loss": ours["train_loss"],
+        },
         "bare_trainer_peft": bare,
-        "all_runs_tokens_per_s": {"ragtune": [call_tps(r) for r in runs["ragtune"]],
-                                  "bare": [r["tokens_per_s"] for r in runs["bare"]]},
+        "all_runs_tokens_per_s": {
+            "ragtune": [call_tps(r) for r in runs["ragtune"]],
+            "bare": [r["tokens_per_s"] for r in runs["bare"]],
+        },
         "ratio_tokens_per_s": round(call_tps(ours) / bare["tokens_per_s"], 3) if bare["tokens_per_s"] else None,
         "window": "both sides: the whole trainer.train() call",
         "flops_per_token": fl,
@@ -163,9 +207,12 @@ def main() -> None:
         peak = next((v for k, v in PEAK_BF16.items() if k in name), None)
         if peak:
             for side, tps in (("ragtune", call_tps(ours)), ("bare", bare["tokens_per_s"])):
-                result[f"mfu_{side}"] = {"lora": round(tps * fl["lora"] / peak, 4),
-                                         "fullft_equiv": round(tps * fl["fullft_equiv"] / peak, 4),
-                                         "peak_flops": peak, "convention": "causal attention, 4N+6N_A (LoRA)"}
+                result[f"mfu_{side}"] = {
+                    "lora": round(tps * fl["lora"] / peak, 4),
+                    "fullft_equiv": round(tps * fl["fullft_equiv"] / peak, 4),
+                    "peak_flops": peak,
+                    "convention": "causal attention, 4N+6N_A (LoRA)",
+                }
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))

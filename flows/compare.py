@@ -28,19 +28,32 @@ def answer_questions(answerer: Answerer, mode: str, rows: list[dict], k: int) ->
 @stage_task(name="recommend")
 def recommend(ws: Layout, params: Params, results: list[dict], qa_file: str, seconds: float) -> dict:
     costs = C.lineage_costs(ws, params)
-    report = {"qa_file": qa_file, "questions": results[0]["questions"], "k": params.generate.passages,
-              "modes": results, "costs": costs, "recommendation": C.recommend(results, costs, params.compare),
-              "seconds": round(seconds, 1)}
+    report = {
+        "qa_file": qa_file,
+        "questions": results[0]["questions"],
+        "k": params.generate.passages,
+        "modes": results,
+        "costs": costs,
+        "recommendation": C.recommend(results, costs, params.compare),
+        "seconds": round(seconds, 1),
+    }
     write_json(ws.metrics_dir / "compare.json", report)
-    create_table_artifact(key="compare-modes", table=C.comparison_rows(report),
-                          description=f"accuracy, recall and latency per mode on {qa_file}")
+    create_table_artifact(
+        key="compare-modes",
+        table=C.comparison_rows(report),
+        description=f"accuracy, recall and latency per mode on {qa_file}",
+    )
     create_markdown_artifact(key="compare-summary", markdown=C.comparison_markdown(report))
     return report
 
 
 @flow(name="compare", log_prints=True)
-def compare(root: str = ".", qa_file: str = "data/sample/questions.jsonl", overrides: list[str] | None = None,
-            adapter: str | None = None) -> dict:
+def compare(
+    root: str = ".",
+    qa_file: str = "data/sample/questions.jsonl",
+    overrides: list[str] | None = None,
+    adapter: str | None = None,
+) -> dict:
     """RAG, fine-tune or both: measure every mode on the user's own questions and recommend one."""
     started = time.perf_counter()
     ws = Layout(Path(root).resolve())

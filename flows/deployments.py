@@ -23,16 +23,31 @@ def build_deployments(root: Path, params: Params) -> list:
     s = params.schedule
     return [
         kb_refresh.to_deployment(
-            name=f"nightly-{params.index.collection}", parameters={"root": str(root)}, concurrency_limit=1,
-            schedule=Cron(s.refresh_cron, timezone=s.timezone), tags=["ragtune", "kb"],
-            description=f"Refresh collection '{params.index.collection}' from {params.ingest.sources}"),
+            name=f"nightly-{params.index.collection}",
+            parameters={"root": str(root)},
+            concurrency_limit=1,
+            schedule=Cron(s.refresh_cron, timezone=s.timezone),
+            tags=["ragtune", "kb"],
+            description=f"Refresh collection '{params.index.collection}' from {params.ingest.sources}",
+        ),
         watch.to_deployment(
-            name="training-data", parameters={"root": str(root)}, concurrency_limit=1,
-            schedule=Interval(timedelta(seconds=s.watch_interval_s)), tags=["ragtune", "model"],
-            description=f"Emit {EVENT} when {params.dataset.sources} gains >= {s.min_new_examples} new examples"),
+            name="training-data",
+            parameters={"root": str(root)},
+            concurrency_limit=1,
+            schedule=Interval(timedelta(seconds=s.watch_interval_s)),
+            tags=["ragtune", "model"],
+            description=f"Emit {EVENT} when {params.dataset.sources} gains >= {s.min_new_examples} new examples",
+        ),
         retrain.to_deployment(
-            name="on-new-data", parameters={"root": str(root)}, concurrency_limit=1, tags=["ragtune", "model"],
-            triggers=[DeploymentEventTrigger(name="new training data", expect={EVENT},
-                                             match={"prefect.resource.id": dataset_resource(root)})],
-            description="Retrain the LoRA adapter when watch reports new data; promote only if better"),
+            name="on-new-data",
+            parameters={"root": str(root)},
+            concurrency_limit=1,
+            tags=["ragtune", "model"],
+            triggers=[
+                DeploymentEventTrigger(
+                    name="new training data", expect={EVENT}, match={"prefect.resource.id": dataset_resource(root)}
+                )
+            ],
+            description="Retrain the LoRA adapter when watch reports new data; promote only if better",
+        ),
     ]

@@ -68,8 +68,11 @@ def evaluate_retrieval(ws: Layout, params: Params) -> dict:
 def publish_report(ws: Layout, total_seconds: float) -> dict:
     report = build_report(ws, total_seconds)
     append_history(ws, report)
-    create_table_artifact(key="kb-refresh-report", table=report_rows(report),
-                          description=f"kb_refresh {report['run_version']}: counts and seconds per stage")
+    create_table_artifact(
+        key="kb-refresh-report",
+        table=report_rows(report),
+        description=f"kb_refresh {report['run_version']}: counts and seconds per stage",
+    )
     create_markdown_artifact(key="kb-refresh-summary", markdown=report_markdown(report))
     return report
 
@@ -86,8 +89,12 @@ def resolve_params(ws: Layout, sources: list[str] | None, overrides: list[str] |
 
 
 @flow(name="kb_refresh", log_prints=True)
-def kb_refresh(root: str = ".", sources: list[str] | None = None, overrides: list[str] | None = None,
-               allow_mass_delete: bool = False) -> dict:
+def kb_refresh(
+    root: str = ".",
+    sources: list[str] | None = None,
+    overrides: list[str] | None = None,
+    allow_mass_delete: bool = False,
+) -> dict:
     """Refresh the knowledge base: only changed chunks are embedded, vanished documents leave the index."""
     started = time.perf_counter()
     ws = Layout(Path(root).resolve())
@@ -102,8 +109,12 @@ def kb_refresh(root: str = ".", sources: list[str] | None = None, overrides: lis
     evaluate_retrieval(ws, params)  # optional gate (retrieve.qa_file): a recall drop fails the run, unrecorded
     report = publish_report(ws, time.perf_counter() - started)
 
-    summary = {"points": report["points"]["in_index"], "chunks": report["chunks"]["total"],
-               "embedded": report["chunks"]["embedded"], **{f"docs_{k}": v for k, v in report["documents"].items()},
-               **{k: v for k, v in report.get("retrieval", {}).items() if k.startswith(("recall", "mrr"))}}
+    summary = {
+        "points": report["points"]["in_index"],
+        "chunks": report["chunks"]["total"],
+        "embedded": report["chunks"]["embedded"],
+        **{f"docs_{k}": v for k, v in report["documents"].items()},
+        **{k: v for k, v in report.get("retrieval", {}).items() if k.startswith(("recall", "mrr"))},
+    }
     report["version"] = record_version(ws, params, "kb", utc_stamp(), summary)
     return report

@@ -32,8 +32,11 @@ def train_adapter(ws: Layout, params: Params) -> dict:
     metrics = stages.run_train(StageContext(ws, params, prefect_progress("train")))
     if ws.loss_png.exists():
         png = base64.b64encode(ws.loss_png.read_bytes()).decode()
-        create_markdown_artifact(key="train-loss", markdown=f"![loss curve](data:image/png;base64,{png})",
-                                 description="training loss per logged step")
+        create_markdown_artifact(
+            key="train-loss",
+            markdown=f"![loss curve](data:image/png;base64,{png})",
+            description="training loss per logged step",
+        )
     return metrics
 
 
@@ -49,25 +52,51 @@ def promote_adapter(ws: Layout, params: Params) -> dict:
 
 @stage_task(name="publish_report")
 def publish_report(ws: Layout, data: dict, train: dict, evaluation: dict, promotion: dict, seconds: float) -> dict:
-    report = {"data": {k: data.get(k) for k in ("format", "task", "examples", "train_rows", "eval_rows", "train_tokens",
-                                                "heldout_questions")} | {"kb": (data.get("kb") or {}).get("kb_tag")},
-              "train": {k: train.get(k) for k in ("global_step", "resumed_from_step", "first_logged_loss",
-                                                  "last_logged_loss", "tokens_per_s", "peak_rss_mb", "peak_gpu_mb",
-                                                  "precision", "zero_stage", "train_seconds")},
-              "candidate": {k: v for k, v in evaluation["candidate"].items() if k != "qa_samples"},
-              "production": evaluation["production"] and {k: v for k, v in evaluation["production"].items()
-                                                          if k != "qa_samples"},
-              "promotion": promotion, "seconds": round(seconds, 2)}
+    report = {
+        "data": {
+            k: data.get(k)
+            for k in ("format", "task", "examples", "train_rows", "eval_rows", "train_tokens", "heldout_questions")
+        }
+        | {"kb": (data.get("kb") or {}).get("kb_tag")},
+        "train": {
+            k: train.get(k)
+            for k in (
+                "global_step",
+                "resumed_from_step",
+                "first_logged_loss",
+                "last_logged_loss",
+                "tokens_per_s",
+                "peak_rss_mb",
+                "peak_gpu_mb",
+                "precision",
+                "zero_stage",
+                "train_seconds",
+            )
+        },
+        "candidate": {k: v for k, v in evaluation["candidate"].items() if k != "qa_samples"},
+        "production": evaluation["production"]
+        and {k: v for k, v in evaluation["production"].items() if k != "qa_samples"},
+        "promotion": promotion,
+        "seconds": round(seconds, 2),
+    }
     write_json(ws.metrics_dir / "retrain.json", report)
-    rows = [{"section": s, "metric": k, "value": v} for s in ("data", "train", "candidate")
-            for k, v in report[s].items() if v is not None]
+    rows = [
+        {"section": s, "metric": k, "value": v}
+        for s in ("data", "train", "candidate")
+        for k, v in report[s].items()
+        if v is not None
+    ]
     create_table_artifact(key="retrain-report", table=rows, description=f"retrain {promotion['version']}")
     verdict = "PROMOTED to production" if promotion["promoted"] else "kept as a version, NOT promoted"
-    create_markdown_artifact(key="retrain-summary", markdown=(
-        f"# retrain {promotion['version']}: {verdict}\n\n{promotion['reason']}\n\n"
-        f"- production now: `{promotion['production_version']}`\n- metric: `{promotion['metric']}`\n"
-        f"- steps: {train['global_step']} (resumed from {train['resumed_from_step']}), "
-        f"{train['tokens_per_s']} tokens/s\n- wall: {seconds:.1f} s\n"))
+    create_markdown_artifact(
+        key="retrain-summary",
+        markdown=(
+            f"# retrain {promotion['version']}: {verdict}\n\n{promotion['reason']}\n\n"
+            f"- production now: `{promotion['production_version']}`\n- metric: `{promotion['metric']}`\n"
+            f"- steps: {train['global_step']} (resumed from {train['resumed_from_step']}), "
+            f"{train['tokens_per_s']} tokens/s\n- wall: {seconds:.1f} s\n"
+        ),
+    )
     return report
 
 
@@ -86,9 +115,15 @@ def retrain(root: str = ".", overrides: list[str] | None = None) -> dict:
     evaluation = evaluate_adapter(ws, params)
     promotion = promote_adapter(ws, params)
     report = publish_report(ws, data, trained, evaluation, promotion, time.perf_counter() - started)
-    summary = {"promoted": promotion["promoted"], "metric": promotion["metric"], "value": promotion["candidate"],
-               "production_version": promotion["production_version"], "steps": trained["global_step"],
-               "tokens_per_s": trained["tokens_per_s"], "format": data["format"],
-               "kb": (data.get("kb") or {}).get("kb_tag")}  # the knowledge the adapter learned from
+    summary = {
+        "promoted": promotion["promoted"],
+        "metric": promotion["metric"],
+        "value": promotion["candidate"],
+        "production_version": promotion["production_version"],
+        "steps": trained["global_step"],
+        "tokens_per_s": trained["tokens_per_s"],
+        "format": data["format"],
+        "kb": (data.get("kb") or {}).get("kb_tag"),
+    }  # the knowledge the adapter learned from
     report["version"] = record_version(ws, params, "model", promotion["version"], summary)
     return report

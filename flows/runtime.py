@@ -15,8 +15,8 @@ SERVER_FILE = "ragtune-server.json"  # written by `ragtune server` under PREFECT
 def configure_environment(root: Path) -> None:
     """Set defaults before Prefect/GX/HF are imported; anything the user exported wins."""
     defaults = {
-        "PREFECT_HOME": str(root / ".prefect"),          # one project, one Prefect database and result store
-        "PREFECT_LOGGING_EXTRA_LOGGERS": "ragtune",      # stage logs appear in the Prefect UI
+        "PREFECT_HOME": str(root / ".prefect"),  # one project, one Prefect database and result store
+        "PREFECT_LOGGING_EXTRA_LOGGERS": "ragtune",  # stage logs appear in the Prefect UI
         "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",  # the first SQLite migration is slow
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "GX_ANALYTICS_ENABLED": "false",
@@ -70,8 +70,9 @@ def prefect_progress(label: str) -> Callable[[int, int], None]:
         pct = 100.0 if total == 0 else 100.0 * done / total
         now = time.monotonic()
         if state["id"] is None:
-            state["id"] = create_progress_artifact(progress=pct, key=f"{label}-progress",
-                                                   description=f"{label}: {done}/{total}")
+            state["id"] = create_progress_artifact(
+                progress=pct, key=f"{label}-progress", description=f"{label}: {done}/{total}"
+            )
         elif pct >= 100.0 or now - state["last"] > 0.5:
             update_progress_artifact(state["id"], progress=pct, description=f"{label}: {done}/{total}")
         else:

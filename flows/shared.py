@@ -25,12 +25,18 @@ def record_version(ws: Layout, params: Params, kind: str, name: str, summary: di
         return None
     repo = Repo(ws.root)
     if not repo.available():
-        raise VersionError(f"versioning.enabled: {ws.root} is not a git repository with DVC initialised "
-                           "(run `git init && dvc init`), or set versioning.enabled=false.")
+        raise VersionError(
+            f"versioning.enabled: {ws.root} is not a git repository with DVC initialised "
+            "(run `git init && dvc init`), or set versioning.enabled=false."
+        )
     entry = repo.record(kind, name, summary, push=params.versioning.push)
-    create_markdown_artifact(key=f"{kind}-version", markdown=(
-        f"# Version `{entry['version']}`\n\ncommit `{entry['commit']}`, pushed to the DVC remote: "
-        f"{entry['pushed']}\n\nFetch it anywhere in this repo: `ragtune pull {entry['version']} --out DIR`\n"))
+    create_markdown_artifact(
+        key=f"{kind}-version",
+        markdown=(
+            f"# Version `{entry['version']}`\n\ncommit `{entry['commit']}`, pushed to the DVC remote: "
+            f"{entry['pushed']}\n\nFetch it anywhere in this repo: `ragtune pull {entry['version']} --out DIR`\n"
+        ),
+    )
     return entry
 
 
@@ -39,9 +45,21 @@ def publish_quality(report_path: Path, prefix: str, what: str) -> None:
     if not report_path.exists():
         return
     q = json.loads(report_path.read_text())
-    rows = [{"table": r["table"], "expectation": r["expectation"], "column": r["column"] or "",
-             "success": r["success"], "unexpected": r["unexpected_count"]} for r in q["expectations"]]
-    create_table_artifact(key=f"{prefix}-quality", table=rows,
-                          description=f"{what} {'passed' if q['success'] else 'FAILED'}; Data Docs: {q['data_docs']}")
-    create_link_artifact(key=f"{prefix}-data-docs", link=Path(q["data_docs"]).resolve().as_uri(),
-                         link_text="GX Data Docs")
+    rows = [
+        {
+            "table": r["table"],
+            "expectation": r["expectation"],
+            "column": r["column"] or "",
+            "success": r["success"],
+            "unexpected": r["unexpected_count"],
+        }
+        for r in q["expectations"]
+    ]
+    create_table_artifact(
+        key=f"{prefix}-quality",
+        table=rows,
+        description=f"{what} {'passed' if q['success'] else 'FAILED'}; Data Docs: {q['data_docs']}",
+    )
+    create_link_artifact(
+        key=f"{prefix}-data-docs", link=Path(q["data_docs"]).resolve().as_uri(), link_text="GX Data Docs"
+    )

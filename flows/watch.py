@@ -26,10 +26,15 @@ def watch(root: str = ".") -> dict:
     change = detect_change(ws, load_params(ws.root / "params.yaml"))
     get_run_logger().info("watch: %s", change["reason"])
     if change["emit"]:
-        payload = {k: change[k] for k in ("dataset", "data_version", "examples", "new_examples", "removed_examples",
-                                          "production_version")}
-        event = emit_event(EVENT, resource={"prefect.resource.id": dataset_resource(ws.root),
-                                            "prefect.resource.name": change["dataset"]}, payload=payload)
+        payload = {
+            k: change[k]
+            for k in ("dataset", "data_version", "examples", "new_examples", "removed_examples", "production_version")
+        }
+        event = emit_event(
+            EVENT,
+            resource={"prefect.resource.id": dataset_resource(ws.root), "prefect.resource.name": change["dataset"]},
+            payload=payload,
+        )
         if event is None:
             raise RuntimeError("no Prefect API to emit events to; set PREFECT_API_URL or start `ragtune server`.")
         remember_emitted(ws, change)

@@ -15,8 +15,9 @@ GROUPS = ("kb", "model")
 def stage_names(group: str | None = None, optional: bool = True) -> tuple[str, ...]:
     """Stage names in run order, of one group ("kb" or "model") or all; optional=False leaves out the gates that
     run only when configured (eval_retrieval)."""
-    return tuple(s.name for s in STAGES.values()
-                 if (group is None or s.group == group) and (optional or not s.optional))
+    return tuple(
+        s.name for s in STAGES.values() if (group is None or s.group == group) and (optional or not s.optional)
+    )
 
 
 def get_stage(name: str) -> Stage:

@@ -34,10 +34,7 @@ def _git_files(kind: str) -> list[str]:
     return [*report, *(f for s in stages for f in (*s.metrics_files, *s.plots, *s.git_outs))]
 
 
-KINDS = {
-    kind: {"stages": list(stage_names(kind)), "git": _git_files(kind)}
-    for kind in GROUPS
-}
+KINDS = {kind: {"stages": list(stage_names(kind)), "git": _git_files(kind)} for kind in GROUPS}
 # What `ragtune pull` fetches: the artifacts a version is about, with their metrics.
 KINDS["kb"]["pull"] = [rel(L.index_manifest), rel(L.refresh_report), rel(L.quality_report)]
 KINDS["model"]["pull"] = [rel(L.candidate), *(rel(L.stage_metrics(s)) for s in ("train", "evaluate", "promote"))]
@@ -59,7 +56,8 @@ def check_model_versionable(ws: Layout) -> None:
         raise VersionError(
             f"versioning.enabled: a model version records dvc.yaml's build_dataset stage, which depends on the "
             f"knowledge base ({', '.join(missing)} missing: no refresh has run here). Run `ragtune refresh` once "
-            "first (it records a kb version too), or retrain with versioning.enabled: false. Nothing was trained.")
+            "first (it records a kb version too), or retrain with versioning.enabled: false. Nothing was trained."
+        )
 
 
 class Repo:
@@ -80,8 +78,11 @@ class Repo:
 
     def lock(self, wait_s: float = 600):
         """One DVC/git writer at a time across processes (DVC's own lock fails fast instead of waiting)."""
-        return file_lock(self.root / ".dvc/tmp/ragtune-versioning.lock", wait_s,
-                         f"another ragtune run held the DVC lock for {wait_s:.0f} s; try again when it finishes.")
+        return file_lock(
+            self.root / ".dvc/tmp/ragtune-versioning.lock",
+            wait_s,
+            f"another ragtune run held the DVC lock for {wait_s:.0f} s; try again when it finishes.",
+        )
 
     def has_remote(self) -> bool:
         return bool(self.run("dvc", "remote", "default", check=False).stdout.strip())
@@ -98,10 +99,23 @@ class Repo:
             self.run("git", "add", "-f", *files)
             env_user = ["-c", "user.name=ragtune", "-c", "user.email=ragtune@localhost"]
             has_identity = self.run("git", "config", "user.email", check=False).stdout.strip()
-            self.run("git", *([] if has_identity else env_user), "commit", "-q", "--allow-empty",
-                     "-m", f"{kind} version {name}", "--", *files)
-            entry = {"version": tag, "kind": kind, "at": datetime.now(UTC).isoformat(timespec="seconds"),
-                     "metrics": summary}
+            self.run(
+                "git",
+                *([] if has_identity else env_user),
+                "commit",
+                "-q",
+                "--allow-empty",
+                "-m",
+                f"{kind} version {name}",
+                "--",
+                *files,
+            )
+            entry = {
+                "version": tag,
+                "kind": kind,
+                "at": datetime.now(UTC).isoformat(timespec="seconds"),
+                "metrics": summary,
+            }
             self.run("git", *([] if has_identity else env_user), "tag", "-a", tag, "-m", json.dumps(entry))
             pushed = self.push() if push else False
         entry["commit"] = self.run("git", "rev-parse", "--short", tag + "^{commit}").stdout.strip()
@@ -120,8 +134,11 @@ class Repo:
         if proc.returncode != 0:
             lines = (proc.stderr or proc.stdout).strip().splitlines()
             reason = next((line for line in lines if line.startswith("ERROR")), lines[0] if lines else "no message")
-            log.warning("versioning: dvc push failed (%s); outputs stay in the local cache and the next "
-                        "versioned run pushes them", reason[:300])
+            log.warning(
+                "versioning: dvc push failed (%s); outputs stay in the local cache and the next "
+                "versioned run pushes them",
+                reason[:300],
+            )
             return False
         return True
 
@@ -130,8 +147,9 @@ class Repo:
         if not (self.root / ".git").exists():
             return []
         refs = [f"refs/tags/{k}/" for k in ([kind] if kind else list(KINDS))]
-        out = self.run("git", "for-each-ref", "--sort=-creatordate", "--format=%(refname:short)%00%(contents)%01",
-                       *refs).stdout
+        out = self.run(
+            "git", "for-each-ref", "--sort=-creatordate", "--format=%(refname:short)%00%(contents)%01", *refs
+        ).stdout
         entries = []
         for record in out.split("\x01"):
             if "\x00" not in record:
@@ -147,8 +165,10 @@ class Repo:
     def pull(self, version: str, out: Path) -> list[Path]:
         """Fetch a version's outputs into `out` (same relative paths) with `dvc get . PATH --rev TAG`."""
         kind = version.split("/", 1)[0]
-        if kind not in KINDS or self.run("git", "rev-parse", "-q", "--verify", f"refs/tags/{version}",
-                                         check=False).returncode != 0:
+        if (
+            kind not in KINDS
+            or self.run("git", "rev-parse", "-q", "--verify", f"refs/tags/{version}", check=False).returncode != 0
+        ):
             known = ", ".join(v["version"] for v in self.versions()[:5]) or "none yet"
             raise VersionError(f"no version '{version}'. Recent versions: {known} (see `ragtune versions`).")
         fetched = []

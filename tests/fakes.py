@@ -26,7 +26,7 @@ class MemoryStore:
         self.sparse = sparse
         self.dim: int | None = None
         self.points: dict[str, Point] = {}
-        self.writes: list[tuple[str, int]] = []   # ("upsert" | "delete", batch size), in call order
+        self.writes: list[tuple[str, int]] = []  # ("upsert" | "delete", batch size), in call order
         self.closed = False
 
     def has_collection(self) -> bool:
@@ -58,15 +58,27 @@ class MemoryStore:
     def existing(self, ids: list[str]) -> set[str]:
         return {pid for pid in ids if pid in self.points}
 
-    def query(self, dense: list[float] | None, sparse: Sparse | None, limit: int, candidates: int, rrf_k: int,
-              score_threshold: float | None = None) -> list[Hit]:
+    def query(
+        self,
+        dense: list[float] | None,
+        sparse: Sparse | None,
+        limit: int,
+        candidates: int,
+        rrf_k: int,
+        score_threshold: float | None = None,
+    ) -> list[Hit]:
         ranked = []
         if dense is not None:
             ranked.append(self._rank(lambda p: _cosine(dense, p.vector), candidates, score_threshold))
         if sparse and sparse[0]:
             query = dict(zip(*sparse))
-            ranked.append(self._rank(lambda p: sum(query.get(i, 0.0) * v for i, v in zip(*(p.sparse or ([], []))))
-                                     or None, candidates, None))
+            ranked.append(
+                self._rank(
+                    lambda p: sum(query.get(i, 0.0) * v for i, v in zip(*(p.sparse or ([], [])))) or None,
+                    candidates,
+                    None,
+                )
+            )
         if len(ranked) == 1:
             return ranked[0][:limit]
         fused: dict[str, float] = {}
@@ -77,8 +89,11 @@ class MemoryStore:
         return [Hit(pid, fused[pid], dict(self.points[pid].payload)) for pid in order]
 
     def _rank(self, score, candidates: int, threshold: float | None) -> list[Hit]:
-        scored = [(s, p) for p in self.points.values() if (s := score(p)) is not None
-                  and (threshold is None or s >= threshold)]
+        scored = [
+            (s, p)
+            for p in self.points.values()
+            if (s := score(p)) is not None and (threshold is None or s >= threshold)
+        ]
         scored.sort(key=lambda sp: -sp[0])
         return [Hit(p.id, float(s), dict(p.payload)) for s, p in scored[:candidates]]
 

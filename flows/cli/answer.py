@@ -59,8 +59,10 @@ def ask(
             out.print(f"  [{s['n']}] {s['score']:.3f} {s['doc_id']} #{s['position']}  {snippet}", highlight=False)
         t = res["timings_ms"]
         who = f"{res['model']}" + (f" + adapter {res['adapter']}" if res["adapter"] else "") if res["model"] else "none"
-        err.print(f"{mode}: retrieve {t['retrieve']} ms, generate {t['generate']} ms, total {t['total']} ms; "
-                  f"model {who}", highlight=False)
+        err.print(
+            f"{mode}: retrieve {t['retrieve']} ms, generate {t['generate']} ms, total {t['total']} ms; model {who}",
+            highlight=False,
+        )
 
 
 @app.command()
@@ -80,18 +82,25 @@ def compare(
         from flows.compare import compare as compare_flow
 
         with progress_bars(not json_out), redirect_stdout(sys.stderr):
-            report = compare_flow(root=str(root), qa_file=str(qa.resolve()), overrides=list(overrides or []),
-                                  adapter=adapter)
+            report = compare_flow(
+                root=str(root), qa_file=str(qa.resolve()), overrides=list(overrides or []), adapter=adapter
+            )
         if json_out:
             out.print_json(json.dumps(report))
             return
 
         rows = comparison_rows(report)
         k = f"recall@{report['k']}"
-        print_table(f"compare on {qa} ({report['questions']} questions)",
-                    ("mode", "status", "EM", "F1", "contains", k, "p50_ms", "p95_ms"), rows)
-        print_table("generators", ("mode", "generator", "params_m", "weights_mb", "process_peak_mb", "answers/s"),
-                    [r for r in rows if r["generator"]])
+        print_table(
+            f"compare on {qa} ({report['questions']} questions)",
+            ("mode", "status", "EM", "F1", "contains", k, "p50_ms", "p95_ms"),
+            rows,
+        )
+        print_table(
+            "generators",
+            ("mode", "generator", "params_m", "weights_mb", "process_peak_mb", "answers/s"),
+            [r for r in rows if r["generator"]],
+        )
         rec = report["recommendation"]
         out.print(f"Recommendation: {rec['choice'] or 'none'}", highlight=False)
         for line in rec["why"]:
@@ -99,4 +108,3 @@ def compare(
         for r in report["modes"]:
             if r["status"] != "ok":
                 err.print(f"{r['mode']}: {r['status']}: {r['reason']}", highlight=False)
-

@@ -15,17 +15,20 @@ from rich.table import Table
 from flows.runtime import configure_environment, set_console_progress
 from tasks.core.errors import RagtuneError
 
-app = typer.Typer(help="ragtune: keep an LLM's knowledge current with a Qdrant index and LoRA adapters.",
-                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
-out = Console()                 # results: tables, JSON
-err = Console(stderr=True)      # progress, messages, errors
+app = typer.Typer(
+    help="ragtune: keep an LLM's knowledge current with a Qdrant index and LoRA adapters.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console()  # results: tables, JSON
+err = Console(stderr=True)  # progress, messages, errors
 
 PARAMS_OPT = typer.Option(Path("params.yaml"), "--params", help="params.yaml of the project (its folder is the root).")
 ADAPTER_OPT = typer.Option(None, "--adapter", help="Adapter version for ft/hybrid (default: production).")
 QA_OPT = typer.Option(..., "--qa", help="JSONL: question + answers (strings a relevant chunk holds) and/or doc_ids.")
 SECTION_METRIC_VALUE = ("section", "metric", "value")
 OVERRIDES_ARG = typer.Argument(None, help="Overrides as key=value, e.g. chunk.size_tokens=256.", show_default=False)
-
 
 
 @contextmanager
@@ -44,11 +47,19 @@ def progress_bars(enabled: bool = True) -> Iterator[None]:
     if not enabled or (not err.is_terminal and os.environ.get("RAGTUNE_PROGRESS") != "1"):
         yield
         return
-    with Progress(TextColumn("{task.description:>8}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=err, transient=False) as bars:
+    with Progress(
+        TextColumn("{task.description:>8}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=False,
+    ) as bars:
+
         def factory(label: str):
             tid = bars.add_task(label, total=None)
             return lambda done, total: bars.update(tid, completed=done, total=total or 1)
+
         set_console_progress(factory)
         try:
             yield
@@ -70,4 +81,3 @@ def print_table(title: str, columns: tuple[str, ...], rows: list[dict]) -> None:
     for row in rows:
         table.add_row(*("" if row[c] is None else str(row[c]) for c in columns))
     out.print(table)
-

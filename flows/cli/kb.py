@@ -40,10 +40,13 @@ def print_report(report: dict) -> None:
 @app.command()
 def refresh(
     overrides: list[str] | None = OVERRIDES_ARG,
-    source: list[Path] | None = typer.Option(None, "--source", help="Source folder (repeatable); replaces ingest.sources."),
+    source: list[Path] | None = typer.Option(
+        None, "--source", help="Source folder (repeatable); replaces ingest.sources."
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print the run report as JSON on stdout."),
-    allow_mass_delete: bool = typer.Option(False, "--allow-mass-delete",
-                                           help="Allow deleting more than index.max_delete_share of the index."),
+    allow_mass_delete: bool = typer.Option(
+        False, "--allow-mass-delete", help="Allow deleting more than index.max_delete_share of the index."
+    ),
     params: Path = PARAMS_OPT,
 ) -> None:
     """Run the kb_refresh flow: ingest, clean, GX gate, chunk, embed (changed chunks only), upsert, verify."""
@@ -55,8 +58,9 @@ def refresh(
         from flows.kb_refresh import kb_refresh
 
         with progress_bars(not json_out), redirect_stdout(sys.stderr):  # stdout is for the report only
-            report = kb_refresh(root=str(root), sources=srcs, overrides=list(overrides or []),
-                                allow_mass_delete=allow_mass_delete)
+            report = kb_refresh(
+                root=str(root), sources=srcs, overrides=list(overrides or []), allow_mass_delete=allow_mass_delete
+            )
         if json_out:
             out.print_json(json.dumps(report))
         else:
@@ -86,7 +90,7 @@ def search(
                 raise ConfigError(f"--queries-file {queries_file}: no such file.")
             queries += [q.strip() for q in queries_file.read_text(encoding="utf-8").splitlines() if q.strip()]
         if not queries:
-            raise ConfigError("give a query (ragtune search \"text\") or --queries-file FILE.")
+            raise ConfigError('give a query (ragtune search "text") or --queries-file FILE.')
         results = search_queries(root, load_params(params, list(overrides or [])), queries, top_k, mode)
         if json_out:
             out.print_json(json.dumps(results))
@@ -116,13 +120,22 @@ def eval_retrieval(
         modes = list(RETRIEVAL_MODES) if mode and "all" in mode else (mode or [p.retrieve.mode])
         k = top_k or p.retrieve.top_k
         with progress_bars(not json_out):
-
             results = evaluate_modes(root, p, rows, modes, k, console_progress)
         if json_out:
             out.print_json(json.dumps(results))
             return
-        print_table(f"retrieval on {qa} ({len(rows)} questions)", ("mode", f"recall@{k}", f"MRR@{k}", "p50 ms",
-                                                                     "p95 ms", "missed"),
-                    [{"mode": r["mode"], f"recall@{k}": r[f"recall_at_{k}"], f"MRR@{k}": r[f"mrr_at_{k}"],
-                      "p50 ms": r["p50_ms"], "p95 ms": r["p95_ms"], "missed": len(r["missed"])} for r in results])
-
+        print_table(
+            f"retrieval on {qa} ({len(rows)} questions)",
+            ("mode", f"recall@{k}", f"MRR@{k}", "p50 ms", "p95 ms", "missed"),
+            [
+                {
+                    "mode": r["mode"],
+                    f"recall@{k}": r[f"recall_at_{k}"],
+                    f"MRR@{k}": r[f"mrr_at_{k}"],
+                    "p50 ms": r["p50_ms"],
+                    "p95 ms": r["p95_ms"],
+                    "missed": len(r["missed"]),
+                }
+                for r in results
+            ],
+        )

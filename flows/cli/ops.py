@@ -68,9 +68,18 @@ def versions(
         if json_out:
             out.print_json(json.dumps(found))
             return
-        print_table(f"versions in {root}", ("version", "at", "metrics"), [
-            {"version": v["version"], "at": v.get("at", ""),
-             "metrics": " ".join(f"{k}={x}" for k, x in v.get("metrics", {}).items())} for v in found])
+        print_table(
+            f"versions in {root}",
+            ("version", "at", "metrics"),
+            [
+                {
+                    "version": v["version"],
+                    "at": v.get("at", ""),
+                    "metrics": " ".join(f"{k}={x}" for k, x in v.get("metrics", {}).items()),
+                }
+                for v in found
+            ],
+        )
 
 
 @app.command()
@@ -95,15 +104,20 @@ def serve(params: Path = PARAMS_OPT) -> None:
 
         p = load_params(params)
         if not os.environ.get("PREFECT_API_URL"):
-            raise ConfigError("no Prefect server: start `ragtune server` in another terminal (or export "
-                              "PREFECT_API_URL=http://HOST:4200/api); schedules and event triggers need one.")
+            raise ConfigError(
+                "no Prefect server: start `ragtune server` in another terminal (or export "
+                "PREFECT_API_URL=http://HOST:4200/api); schedules and event triggers need one."
+            )
         from prefect import serve as prefect_serve
 
         from flows.deployments import build_deployments
 
         deployments = build_deployments(root, p)
-        err.print(f"serving {', '.join(d.name for d in deployments)} for {root} at {os.environ['PREFECT_API_URL']}"
-                  " (Ctrl-C pauses the schedules)", highlight=False)
+        err.print(
+            f"serving {', '.join(d.name for d in deployments)} for {root} at {os.environ['PREFECT_API_URL']}"
+            " (Ctrl-C pauses the schedules)",
+            highlight=False,
+        )
         prefect_serve(*deployments)
 
 
@@ -120,13 +134,14 @@ def server(
     url = f"http://{host}:{port}/api"
     state = home / SERVER_FILE
     state.write_text(json.dumps({"api_url": url, "pid": os.getpid()}))
-    err.print(f"Prefect UI: http://{host}:{port}  (runs from {root} report here; "
-              f"elsewhere export PREFECT_API_URL={url})")
+    err.print(
+        f"Prefect UI: http://{host}:{port}  (runs from {root} report here; elsewhere export PREFECT_API_URL={url})"
+    )
     try:
         env = {**os.environ, "PREFECT_API_URL": url, "PREFECT_UI_API_URL": url}  # the UI's browser calls this
-        proc = subprocess.run([sys.executable, "-m", "prefect", "server", "start", "--host", host, "--port", str(port)],
-                              env=env)
+        proc = subprocess.run(
+            [sys.executable, "-m", "prefect", "server", "start", "--host", host, "--port", str(port)], env=env
+        )
         raise typer.Exit(proc.returncode)
     finally:
         state.unlink(missing_ok=True)
-

@@ -32,10 +32,12 @@ from tasks.versioning import check_model_versionable
 @app.command()
 def retrain(
     overrides: list[str] | None = OVERRIDES_ARG,
-    source: list[Path] | None = typer.Option(None, "--source", help="Training JSONL file (repeatable); replaces "
-                                                "dataset.sources."),
-    base_model: str | None = typer.Option(None, "--base-model", help="HF id, local folder or .gguf file; sets "
-                                             "model.base."),
+    source: list[Path] | None = typer.Option(
+        None, "--source", help="Training JSONL file (repeatable); replaces dataset.sources."
+    ),
+    base_model: str | None = typer.Option(
+        None, "--base-model", help="HF id, local folder or .gguf file; sets model.base."
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print the run report as JSON on stdout."),
     params: Path = PARAMS_OPT,
 ) -> None:
@@ -47,8 +49,10 @@ def retrain(
         if source:
             missing = [str(s) for s in source if not s.is_file()]
             if missing:
-                raise ConfigError(f"--source {', '.join(missing)}: no such file. Give JSONL training files "
-                                  "(instruction, chat, text, labelled or question/answers rows).")
+                raise ConfigError(
+                    f"--source {', '.join(missing)}: no such file. Give JSONL training files "
+                    "(instruction, chat, text, labelled or question/answers rows)."
+                )
             extra.append(f"dataset.sources={json.dumps([str(s.resolve()) for s in source])}")
         p = load_params(params, extra)  # fail fast on bad params, before Prefect starts or a model loads
 
@@ -57,7 +61,6 @@ def retrain(
 
         read_examples(root, p.dataset.sources, p.dataset.format, p.dataset.system_prompt)  # bad rows: one message
         if p.versioning.enabled:
-
             check_model_versionable(Layout(root))
         from flows.retrain import retrain as retrain_flow
 
@@ -66,9 +69,16 @@ def retrain(
         if json_out:
             out.print_json(json.dumps(report, default=str))
             return
-        print_table(f"retrain {report['promotion']['version']}", SECTION_METRIC_VALUE, [
-            {"section": section, "metric": k, "value": v} for section in ("data", "train", "candidate", "production")
-            for k, v in (report[section] or {}).items() if v is not None])
+        print_table(
+            f"retrain {report['promotion']['version']}",
+            SECTION_METRIC_VALUE,
+            [
+                {"section": section, "metric": k, "value": v}
+                for section in ("data", "train", "candidate", "production")
+                for k, v in (report[section] or {}).items()
+                if v is not None
+            ],
+        )
         verdict = "promoted" if report["promotion"]["promoted"] else "NOT promoted"
         out.print(f"{report['promotion']['version']} {verdict}: {report['promotion']['reason']}", highlight=False)
 
@@ -111,7 +121,8 @@ def tiny_model(
 
         info = build_tiny_model(path, kind, root, num_labels=num_labels)
         out.print_json(json.dumps(info))
-        err.print(f"Use it: ragtune retrain --base-model {path}"
-                  + (" model.task=seq_cls dataset.sources='[data/sample/train/tickets.jsonl]'" if kind == "cls" else ""),
-                  highlight=False)
-
+        err.print(
+            f"Use it: ragtune retrain --base-model {path}"
+            + (" model.task=seq_cls dataset.sources='[data/sample/train/tickets.jsonl]'" if kind == "cls" else ""),
+            highlight=False,
+        )

@@ -38,19 +38,24 @@ class Generator:
     tokenizer: object
     template: str
     base: str
-    adapter: str | None = None               # version, for ft and hybrid
+    adapter: str | None = None  # version, for ft and hybrid
     adapter_info: dict = field(default_factory=dict)  # the adapter's ragtune.json
-    parameters: int = 0                       # base + adapter
+    parameters: int = 0  # base + adapter
     weights_mb: float = 0.0
     load_seconds: float = 0.0
 
     def describe(self) -> dict:
         """What answered: the cost columns of `compare`."""
         data = self.adapter_info.get("dataset", {})
-        return {"model": self.base, "adapter": self.adapter, "params_m": round(self.parameters / 1e6, 1),
-                "weights_mb": round(self.weights_mb, 1), "load_s": round(self.load_seconds, 1),
-                "adapter_format": data.get("format") if self.adapter else None,
-                "adapter_kb": (data.get("kb") or {}).get("kb_tag") if self.adapter else None}
+        return {
+            "model": self.base,
+            "adapter": self.adapter,
+            "params_m": round(self.parameters / 1e6, 1),
+            "weights_mb": round(self.weights_mb, 1),
+            "load_s": round(self.load_seconds, 1),
+            "adapter_format": data.get("format") if self.adapter else None,
+            "adapter_kb": (data.get("kb") or {}).get("kb_tag") if self.adapter else None,
+        }
 
 
 def resolve_adapter(ws: Layout, version: str | None) -> tuple[str, Path, dict]:
@@ -59,32 +64,42 @@ def resolve_adapter(ws: Layout, version: str | None) -> tuple[str, Path, dict]:
     if version in (None, "production"):
         version = registry.production_version()
         if version is None:
-            raise ConfigError(f"{ws.production}: no promoted adapter, which modes ft and hybrid need. Run "
-                              "`ragtune retrain` first, or pass --adapter VERSION (`ragtune versions --kind model`).")
+            raise ConfigError(
+                f"{ws.production}: no promoted adapter, which modes ft and hybrid need. Run "
+                "`ragtune retrain` first, or pass --adapter VERSION (`ragtune versions --kind model`)."
+            )
     folder = registry.folder(str(version))
     if not (folder / "adapter").is_dir():
-        raise ConfigError(f"--adapter {version}: no such adapter under {ws.versions}. Known versions: "
-                          f"{', '.join(registry.known()) or 'none (run `ragtune retrain`)'}.")
+        raise ConfigError(
+            f"--adapter {version}: no such adapter under {ws.versions}. Known versions: "
+            f"{', '.join(registry.known()) or 'none (run `ragtune retrain`)'}."
+        )
     info = registry.info(str(version))
     if info.get("task", "causal_lm") != "causal_lm":
-        raise ConfigError(f"--adapter {version}: a {info['task']} adapter classifies, it cannot answer questions; "
-                          "pick a causal_lm version.")
+        raise ConfigError(
+            f"--adapter {version}: a {info['task']} adapter classifies, it cannot answer questions; "
+            "pick a causal_lm version."
+        )
     return str(version), folder / "adapter", info
 
 
-def load_generator(root: Path, params: Params, base: str, field_name: str,
-                   adapter: tuple[str, Path, dict] | None = None) -> Generator:
+def load_generator(
+    root: Path, params: Params, base: str, field_name: str, adapter: tuple[str, Path, dict] | None = None
+) -> Generator:
     """A base model by name, folder or GGUF file, or an adapter's own base + the adapter, ready to generate."""
     import torch
     from transformers.utils import logging as hf_logging
-
 
     hf_logging.disable_progress_bar()  # the weight-loading bar is noise in answers and logs
     start = time.perf_counter()
     if adapter:
         version, folder, info = adapter
-        mp = ModelParams(base=info["base_model"], revision=info.get("revision"), task="causal_lm",
-                         trust_remote_code=params.model.trust_remote_code)
+        mp = ModelParams(
+            base=info["base_model"],
+            revision=info.get("revision"),
+            task="causal_lm",
+            trust_remote_code=params.model.trust_remote_code,
+        )
         field_name = f"the base model of adapter {version}"
         check_reachable(mp.base, field_name)
         model = load_with_adapter(mp, root, folder)
@@ -96,10 +111,17 @@ def load_generator(root: Path, params: Params, base: str, field_name: str,
     model.to("cuda" if torch.cuda.is_available() else "cpu").eval()
     tokenizer = load_lm_tokenizer(mp, root, field_name)
     tensors = list(model.parameters())
-    return Generator(model, tokenizer, chat_template(tokenizer, params.dataset.fallback_template), mp.base, version,
-                     info, parameters=sum(t.numel() for t in tensors),
-                     weights_mb=sum(t.numel() * t.element_size() for t in tensors) / 2 ** 20,
-                     load_seconds=time.perf_counter() - start)
+    return Generator(
+        model,
+        tokenizer,
+        chat_template(tokenizer, params.dataset.fallback_template),
+        mp.base,
+        version,
+        info,
+        parameters=sum(t.numel() for t in tensors),
+        weights_mb=sum(t.numel() * t.element_size() for t in tensors) / 2**20,
+        load_seconds=time.perf_counter() - start,
+    )
 
 
 def prompt_ids(gen: Generator, question: str, passages: list[dict], params: Params) -> tuple[list[int], int]:
@@ -126,7 +148,6 @@ class Answerer:
 
     def retriever(self):
         if self._retriever is None:
-
             self._retriever = Retriever(self.ws.root, self.params).warm()
         return self._retriever
 
@@ -160,8 +181,14 @@ class Answerer:
         """One question (what `ask` runs)."""
         return self.answer_many([question], mode, top_k)[0]
 
-    def answer_many(self, questions: list[str], mode: str, top_k: int | None = None,
-                    on_progress: Callable[[int, int], None] | None = None, generate: bool = True) -> list[dict]:
+    def answer_many(
+        self,
+        questions: list[str],
+        mode: str,
+        top_k: int | None = None,
+        on_progress: Callable[[int, int], None] | None = None,
+        generate: bool = True,
+    ) -> list[dict]:
         """Answers to several questions, generated generate.batch_size at a time (generate=False: passages only).
         An answer's `generate` time is its share of its batch's generation, so `total` is what the answer cost;
         `batch_generate` is the batch's whole time, what a caller of that batch waited."""
@@ -183,22 +210,31 @@ class Answerer:
         out = []
         size = self.params.generate.batch_size
         for i in range(0, len(questions), size):
-            batch = questions[i:i + size]
+            batch = questions[i : i + size]
             found = []
             for q in batch:
                 start = time.perf_counter()
                 passages = self.retriever().search(q, k) if mode in RETRIEVING else []
                 found.append((passages, (time.perf_counter() - start) * 1000))
-            rows = [{"question": q, "mode": mode, "answer": None, "note": note, **who,
-                     "sources": [{"n": n, **p} for n, p in enumerate(passages, 1)]}
-                    for q, (passages, _) in zip(batch, found)]
+            rows = [
+                {
+                    "question": q,
+                    "mode": mode,
+                    "answer": None,
+                    "note": note,
+                    **who,
+                    "sources": [{"n": n, **p} for n, p in enumerate(passages, 1)],
+                }
+                for q, (passages, _) in zip(batch, found)
+            ]
             gen_ms = 0.0
             if gen is not None:
                 prompts = [prompt_ids(gen, q, passages, self.params) for q, (passages, _) in zip(batch, found)]
                 start = time.perf_counter()
                 g = self.params.generate
-                texts = generate_batch(gen.model, gen.tokenizer, [ids for ids, _ in prompts], g.max_new_tokens,
-                                       g.temperature)
+                texts = generate_batch(
+                    gen.model, gen.tokenizer, [ids for ids, _ in prompts], g.max_new_tokens, g.temperature
+                )
                 gen_ms = (time.perf_counter() - start) * 1000
                 for row, text, (ids, used), (passages, _) in zip(rows, texts, prompts, found):
                     row.update(answer=text, prompt_tokens=len(ids), sources=row["sources"][:used])
@@ -206,9 +242,14 @@ class Answerer:
                         row["note"] = f"{len(passages) - used} passages did not fit generate.max_context_tokens"
             share = gen_ms / len(batch)
             for row, (_, ret_ms) in zip(rows, found):
-                row["timings_ms"] = {"retrieve": round(ret_ms, 1), "generate": round(share, 1),
-                                     "total": round(ret_ms + share, 1), "load": load_ms, "batch": len(batch),
-                                     "batch_generate": round(gen_ms, 1)}
+                row["timings_ms"] = {
+                    "retrieve": round(ret_ms, 1),
+                    "generate": round(share, 1),
+                    "total": round(ret_ms + share, 1),
+                    "load": load_ms,
+                    "batch": len(batch),
+                    "batch_generate": round(gen_ms, 1),
+                }
             out += rows
             if on_progress:
                 on_progress(len(out), len(questions))

@@ -34,8 +34,12 @@ from tasks.train.registry import ModelRegistry
 SCORES = ("exact", "f1", "contains")
 
 # what keeps each mode current when the knowledge changes
-UPKEEP = {"base": "nothing (it cannot learn new facts)", "rag": "a refresh", "ft": "a retrain",
-          "hybrid": "a refresh, plus a retrain when the task or style changes"}
+UPKEEP = {
+    "base": "nothing (it cannot learn new facts)",
+    "rag": "a refresh",
+    "ft": "a retrain",
+    "hybrid": "a refresh, plus a retrain when the task or style changes",
+}
 
 
 def has_answers(rows: list[dict]) -> bool:
@@ -58,11 +62,13 @@ def refuse_trained_questions(version: str, info: dict, rows: list[dict], qa_file
             f"(dataset.format={data.get('format')}, {len(data.get('train_questions', []))} training questions); "
             "scoring them would measure memory, not knowledge. Compare on questions it never saw"
             + (f", e.g. its held-out split {held} ({data.get('heldout_questions')} questions)" if held else "")
-            + ", or retrain without them.")
+            + ", or retrain without them."
+        )
 
 
-def check_heldout(adapter_for: Callable[[str], tuple[str, Path, dict]], modes: list[str], rows: list[dict],
-                  qa_file: str) -> None:
+def check_heldout(
+    adapter_for: Callable[[str], tuple[str, Path, dict]], modes: list[str], rows: list[dict], qa_file: str
+) -> None:
     """No adapter may be scored on questions it was trained on (a missing adapter is reported per mode later)."""
     for mode in [m for m in modes if m in ADAPTED]:
         try:
@@ -72,35 +78,58 @@ def check_heldout(adapter_for: Callable[[str], tuple[str, Path, dict]], modes: l
         refuse_trained_questions(version, info, rows, qa_file)
 
 
-def evaluate_mode(answer_many: Callable[..., list[dict]], mode: str, rows: list[dict], k: int,
-                  on_progress: Callable[[int, int], None] | None = None) -> dict:
+def evaluate_mode(
+    answer_many: Callable[..., list[dict]],
+    mode: str,
+    rows: list[dict],
+    k: int,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> dict:
     """Answer every question in one mode (batched); a mode that cannot run (no adapter, no model) is skipped
     with why. With no answers in the QA file, only modes that retrieve are scored, on retrieval."""
     if not has_answers(rows) and mode not in RETRIEVING:
-        return {"mode": mode, "status": "not scored", "questions": len(rows),
-                "reason": "the QA file gives doc_ids only, so there are no answers to score and no passages"}
+        return {
+            "mode": mode,
+            "status": "not scored",
+            "questions": len(rows),
+            "reason": "the QA file gives doc_ids only, so there are no answers to score and no passages",
+        }
     try:
-        results = answer_many([r["question"] for r in rows], mode, on_progress=on_progress,
-                              generate=has_answers(rows))
+        results = answer_many([r["question"] for r in rows], mode, on_progress=on_progress, generate=has_answers(rows))
     except RagtuneError as exc:
         return {"mode": mode, "status": "skipped", "reason": str(exc), "questions": len(rows)}
-    scored = [(squad_scores(res["answer"], row["answers"]) if res["answer"] is not None else None)
-              for res, row in zip(results, rows) if row["answers"]]
+    scored = [
+        (squad_scores(res["answer"], row["answers"]) if res["answer"] is not None else None)
+        for res, row in zip(results, rows)
+        if row["answers"]
+    ]
     generated = bool(scored) and all(s is not None for s in scored)
-    recalls = [score_row(res["sources"], row, k)[0] for res, row in zip(results, rows)] \
-        if mode in RETRIEVING else []
+    recalls = [score_row(res["sources"], row, k)[0] for res, row in zip(results, rows)] if mode in RETRIEVING else []
     wall_s = sum(res["timings_ms"]["total"] for res in results) / 1000
     first = results[0]
-    out = {"mode": mode, "questions": len(rows), "scored_questions": len(scored),
-           **{s: round(sum(x[s] for x in scored) / len(scored), 4) if generated else None for s in SCORES},
-           f"recall_at_{k}": round(sum(recalls) / len(recalls), 4) if recalls else None,
-           **latency([res["timings_ms"]["total"] for res in results]),
-           "answers_per_s": round(len(results) / wall_s, 2) if wall_s and generated else None,
-           "process_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),  # so far
-           **{key: first.get(key) for key in ("model", "adapter", "params_m", "weights_mb", "load_s",
-                                              "adapter_format", "adapter_kb")},
-           "samples": [{"question": row["question"], "expected": row["answers"][:1], "answer": res["answer"],
-                        "sources": [s["doc_id"] for s in res["sources"]]} for res, row in zip(results[:3], rows)]}
+    out = {
+        "mode": mode,
+        "questions": len(rows),
+        "scored_questions": len(scored),
+        **{s: round(sum(x[s] for x in scored) / len(scored), 4) if generated else None for s in SCORES},
+        f"recall_at_{k}": round(sum(recalls) / len(recalls), 4) if recalls else None,
+        **latency([res["timings_ms"]["total"] for res in results]),
+        "answers_per_s": round(len(results) / wall_s, 2) if wall_s and generated else None,
+        "process_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),  # so far
+        **{
+            key: first.get(key)
+            for key in ("model", "adapter", "params_m", "weights_mb", "load_s", "adapter_format", "adapter_kb")
+        },
+        "samples": [
+            {
+                "question": row["question"],
+                "expected": row["answers"][:1],
+                "answer": res["answer"],
+                "sources": [s["doc_id"] for s in res["sources"]],
+            }
+            for res, row in zip(results[:3], rows)
+        ],
+    }
     if generated:
         out.update(status="ok", reason=None)
     elif not has_answers(rows):
@@ -132,21 +161,33 @@ def lineage_costs(ws: Layout, params: Params) -> dict:
     history = _read_jsonl(ws.refresh_history)
     changes = [h for h in history if h.get("changed_documents")]
     span = _span_days([h.get("at") for h in history])
-    knowledge = {"refreshes": len(history), "refreshes_with_changes": len(changes), "span_days": span,
-                 "days_between_changes": round(span / len(changes), 2) if span and changes else None,
-                 "mean_changed_documents": round(sum(h["changed_documents"] for h in changes) / len(changes), 1)
-                 if changes else None}
-    adapter: dict = {"version": None, "adapter_mb": None, "train_seconds": None, "retrain_seconds": None,
-                     "trainings": None}
+    knowledge = {
+        "refreshes": len(history),
+        "refreshes_with_changes": len(changes),
+        "span_days": span,
+        "days_between_changes": round(span / len(changes), 2) if span and changes else None,
+        "mean_changed_documents": round(sum(h["changed_documents"] for h in changes) / len(changes), 1)
+        if changes
+        else None,
+    }
+    adapter: dict = {
+        "version": None,
+        "adapter_mb": None,
+        "train_seconds": None,
+        "retrain_seconds": None,
+        "trainings": None,
+    }
     registry = ModelRegistry(ws)
     version = registry.production_version()
     if version:
         weights = registry.folder(version) / "adapter" / ADAPTER_FILE
         info = registry.info(version) if (registry.folder(version) / "ragtune.json").exists() else {}
-        adapter.update(version=version, adapter_mb=round(weights.stat().st_size / 1e6, 3)
-                       if weights.exists() else None,
-                       train_seconds=info.get("train_metrics", {}).get("train_seconds"),
-                       retrain_seconds=_stage_seconds(ws, stage_names("model")))
+        adapter.update(
+            version=version,
+            adapter_mb=round(weights.stat().st_size / 1e6, 3) if weights.exists() else None,
+            train_seconds=info.get("train_metrics", {}).get("train_seconds"),
+            retrain_seconds=_stage_seconds(ws, stage_names("model")),
+        )
     lineage = registry.lineage()
     adapter["trainings"] = len(lineage)
     adapter["span_days"] = _span_days([e.get("at") for e in lineage])
@@ -175,16 +216,27 @@ def recommend(results: list[dict], costs: dict, p: CompareParams) -> dict:
     scored = [r for r in results if r.get("f1") is not None]
     if not scored:
         if results and all(r["status"] in ("retrieval only", "not scored") for r in results):
-            recall = [f"{r['mode']} recall@{_k(r)} {r[f'recall_at_{_k(r)}']:.2f}" for r in results
-                      if r["status"] == "retrieval only"]
-            return {"choice": None, "why": [
-                "The QA file gives doc_ids but no answers, so answers cannot be scored and no mode can be "
-                f"recommended on accuracy. Retrieval only: {', '.join(recall) or 'no retrieving mode ran'}. Add "
-                "\"answers\" (short strings the right answer contains) to the rows to compare the modes."]}
-        return {"choice": None, "why": [
-            "No mode produced answers, so accuracy cannot decide. Configure a generator (generate.model or "
-            "model.base: a local folder, a .gguf file or a cached hub id) and, for ft/hybrid, promote an adapter "
-            "(`ragtune retrain`)."]}
+            recall = [
+                f"{r['mode']} recall@{_k(r)} {r[f'recall_at_{_k(r)}']:.2f}"
+                for r in results
+                if r["status"] == "retrieval only"
+            ]
+            return {
+                "choice": None,
+                "why": [
+                    "The QA file gives doc_ids but no answers, so answers cannot be scored and no mode can be "
+                    f"recommended on accuracy. Retrieval only: {', '.join(recall) or 'no retrieving mode ran'}. Add "
+                    '"answers" (short strings the right answer contains) to the rows to compare the modes.'
+                ],
+            }
+        return {
+            "choice": None,
+            "why": [
+                "No mode produced answers, so accuracy cannot decide. Configure a generator (generate.model or "
+                "model.base: a local folder, a .gguf file or a cached hub id) and, for ft/hybrid, promote an adapter "
+                "(`ragtune retrain`)."
+            ],
+        }
     why = []
     fits = scored
     if p.latency_budget_ms:
@@ -197,13 +249,21 @@ def recommend(results: list[dict], costs: dict, p: CompareParams) -> dict:
             fits = scored
     best = max(r["f1"] for r in fits)
     if best == 0:
-        recall = [f"{r['mode']} recall {r[f'recall_at_{_k(r)}']:.2f}" for r in scored
-                  if r.get(f"recall_at_{_k(r)}") is not None]
-        return {"choice": None, "why": why + [
-            "No mode got a single answer token right (F1 0.00 everywhere), so the numbers cannot "
-            "separate them: the generator is too weak for these questions. Use a stronger generate.model / "
-            "model.base and retrain the adapter on it." + (f" Retrieval itself works: {', '.join(recall)}."
-                                                           if recall else "")]}
+        recall = [
+            f"{r['mode']} recall {r[f'recall_at_{_k(r)}']:.2f}"
+            for r in scored
+            if r.get(f"recall_at_{_k(r)}") is not None
+        ]
+        return {
+            "choice": None,
+            "why": why
+            + [
+                "No mode got a single answer token right (F1 0.00 everywhere), so the numbers cannot "
+                "separate them: the generator is too weak for these questions. Use a stronger generate.model / "
+                "model.base and retrain the adapter on it."
+                + (f" Retrieval itself works: {', '.join(recall)}." if recall else "")
+            ],
+        }
     tied = [r for r in fits if r["f1"] >= best - p.accuracy_tolerance]
     k = costs["knowledge"]
     changing = bool(k["refreshes_with_changes"])
@@ -211,28 +271,39 @@ def recommend(results: list[dict], costs: dict, p: CompareParams) -> dict:
         tied = [r for r in tied if r["mode"] != "base"] or tied
     choice = min(tied, key=lambda r: (upkeep_seconds(r["mode"], costs), r["p50_ms"] or 0))
     others = ", ".join(f"{r['mode']} {r['f1']:.2f}" for r in scored if r is not choice)
-    why.append(f"Accuracy (SQuAD token F1, the deciding score): {choice['mode']} {choice['f1']:.2f}; "
-               f"{others or 'no other mode ran'}. Modes within {p.accuracy_tolerance:.2f} of the best ({best:.2f}) "
-               f"count as equally accurate: {', '.join(r['mode'] for r in tied)}. Exact match {choice['exact']:.2f}, "
-               f"contains {choice['contains']:.2f}.")
+    why.append(
+        f"Accuracy (SQuAD token F1, the deciding score): {choice['mode']} {choice['f1']:.2f}; "
+        f"{others or 'no other mode ran'}. Modes within {p.accuracy_tolerance:.2f} of the best ({best:.2f}) "
+        f"count as equally accurate: {', '.join(r['mode'] for r in tied)}. Exact match {choice['exact']:.2f}, "
+        f"contains {choice['contains']:.2f}."
+    )
     if choice.get(f"recall_at_{_k(choice)}") is not None:
-        why.append(f"Its passages hold the answer for {choice[f'recall_at_{_k(choice)}']:.0%} of questions "
-                   f"(recall@{_k(choice)}).")
-    why.append(f"Time per answer (its retrieval + its share of a batch's generation): p50 {choice['p50_ms']:.0f} ms, "
-               f"p95 {choice['p95_ms']:.0f} ms, with "
-               f"{choice.get('model') or 'no model'} ({choice.get('params_m')}M parameters"
-               + (f" + adapter {choice['adapter']}" if choice.get("adapter") else "") + ").")
+        why.append(
+            f"Its passages hold the answer for {choice[f'recall_at_{_k(choice)}']:.0%} of questions "
+            f"(recall@{_k(choice)})."
+        )
+    why.append(
+        f"Time per answer (its retrieval + its share of a batch's generation): p50 {choice['p50_ms']:.0f} ms, "
+        f"p95 {choice['p95_ms']:.0f} ms, with "
+        f"{choice.get('model') or 'no model'} ({choice.get('params_m')}M parameters"
+        + (f" + adapter {choice['adapter']}" if choice.get("adapter") else "")
+        + ")."
+    )
     i, a = costs["index"], costs["adapter"]
     if changing:
         every = f"every {k['days_between_changes']} days" if k["days_between_changes"] else "in the recorded runs"
-        why.append(f"Freshness: the knowledge changed in {k['refreshes_with_changes']} of {k['refreshes']} refreshes "
-                   f"({every}, {k['mean_changed_documents']} documents each time).")
+        why.append(
+            f"Freshness: the knowledge changed in {k['refreshes_with_changes']} of {k['refreshes']} refreshes "
+            f"({every}, {k['mean_changed_documents']} documents each time)."
+        )
     else:
         why.append("Freshness: no refresh has recorded a change yet, so update cost weighs less than accuracy.")
-    why.append(f"Cost of staying current: {choice['mode']} needs {UPKEEP[choice['mode']]}; the last refresh took "
-               f"{_num(i['refresh_seconds'], 's')} (index {i['points']} points, {_num(i['store_mb'], 'MB')}), the "
-               f"last retrain {_num(a.get('retrain_seconds') or a['train_seconds'], 's')} (adapter "
-               f"{_num(a['adapter_mb'], 'MB')}).")
+    why.append(
+        f"Cost of staying current: {choice['mode']} needs {UPKEEP[choice['mode']]}; the last refresh took "
+        f"{_num(i['refresh_seconds'], 's')} (index {i['points']} points, {_num(i['store_mb'], 'MB')}), the "
+        f"last retrain {_num(a.get('retrain_seconds') or a['train_seconds'], 's')} (adapter "
+        f"{_num(a['adapter_mb'], 'MB')})."
+    )
     return {"choice": choice["mode"], "why": why}
 
 
@@ -247,12 +318,24 @@ def _num(value, unit: str) -> str:
 def comparison_rows(report: dict) -> list[dict]:
     """One row per mode: the table in the CLI and in the Prefect UI."""
     k = report["k"]
-    return [{"mode": r["mode"], "status": r["status"], "EM": r.get("exact"), "F1": r.get("f1"),
-             "contains": r.get("contains"), f"recall@{k}": r.get(f"recall_at_{k}"), "p50_ms": r.get("p50_ms"),
-             "p95_ms": r.get("p95_ms"), "answers/s": r.get("answers_per_s"), "generator": generator_name(r),
-             "params_m": r.get("params_m"), "weights_mb": r.get("weights_mb"),
-             "process_peak_mb": r.get("process_peak_rss_mb")}
-            for r in report["modes"]]
+    return [
+        {
+            "mode": r["mode"],
+            "status": r["status"],
+            "EM": r.get("exact"),
+            "F1": r.get("f1"),
+            "contains": r.get("contains"),
+            f"recall@{k}": r.get(f"recall_at_{k}"),
+            "p50_ms": r.get("p50_ms"),
+            "p95_ms": r.get("p95_ms"),
+            "answers/s": r.get("answers_per_s"),
+            "generator": generator_name(r),
+            "params_m": r.get("params_m"),
+            "weights_mb": r.get("weights_mb"),
+            "process_peak_mb": r.get("process_peak_rss_mb"),
+        }
+        for r in report["modes"]
+    ]
 
 
 def generator_name(result: dict) -> str | None:
@@ -268,20 +351,36 @@ def comparison_markdown(report: dict) -> str:
     rows = comparison_rows(report)
     cols = list(rows[0])
     c, i, a = report["costs"]["knowledge"], report["costs"]["index"], report["costs"]["adapter"]
-    lines = [f"# RAG, fine-tune or both: {report['questions']} questions from `{report['qa_file']}`", "",
-             "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols),
-             *["| " + " | ".join("" if r[col] is None else str(r[col]) for col in cols) + " |" for r in rows], "",
-             f"**Index**: {i['points']} points, {_num(i['store_mb'], 'MB')}, last refresh "
-             f"{_num(i['refresh_seconds'], 's')}.",
-             f"**Adapter**: {a['version'] or 'none'}, {_num(a['adapter_mb'], 'MB')}, training loop "
-             f"{_num(a['train_seconds'], 's')}, last retrain {_num(a.get('retrain_seconds'), 's')}; "
-             f"{a['trainings']} trainings recorded.",
-             f"**Knowledge changes**: {c['refreshes_with_changes']} of {c['refreshes']} refreshes.", "",
-             f"## Recommendation: {rec['choice'] or 'none'}", "", *[f"- {w}" for w in rec["why"]]]
-    models = {r["mode"]: r["model"] + (f" + adapter {r['adapter']} (trained on {r.get('adapter_format')}"
-                                       + (f", {r['adapter_kb']}" if r.get("adapter_kb") else "") + ")"
-                                       if r.get("adapter") else "")
-              for r in report["modes"] if r.get("model")}
+    lines = [
+        f"# RAG, fine-tune or both: {report['questions']} questions from `{report['qa_file']}`",
+        "",
+        "| " + " | ".join(cols) + " |",
+        "|" + "---|" * len(cols),
+        *["| " + " | ".join("" if r[col] is None else str(r[col]) for col in cols) + " |" for r in rows],
+        "",
+        f"**Index**: {i['points']} points, {_num(i['store_mb'], 'MB')}, last refresh "
+        f"{_num(i['refresh_seconds'], 's')}.",
+        f"**Adapter**: {a['version'] or 'none'}, {_num(a['adapter_mb'], 'MB')}, training loop "
+        f"{_num(a['train_seconds'], 's')}, last retrain {_num(a.get('retrain_seconds'), 's')}; "
+        f"{a['trainings']} trainings recorded.",
+        f"**Knowledge changes**: {c['refreshes_with_changes']} of {c['refreshes']} refreshes.",
+        "",
+        f"## Recommendation: {rec['choice'] or 'none'}",
+        "",
+        *[f"- {w}" for w in rec["why"]],
+    ]
+    models = {
+        r["mode"]: r["model"]
+        + (
+            f" + adapter {r['adapter']} (trained on {r.get('adapter_format')}"
+            + (f", {r['adapter_kb']}" if r.get("adapter_kb") else "")
+            + ")"
+            if r.get("adapter")
+            else ""
+        )
+        for r in report["modes"]
+        if r.get("model")
+    }
     if models:
         lines += ["", "**Generators**: " + "; ".join(f"{m}: `{g}`" for m, g in models.items())]
     skipped = [r for r in report["modes"] if r["status"] != "ok"]

@@ -223,9 +223,7 @@ def _set_key(tree: dict, dotted: str, raw: str, valid: dict) -> None:
         if not isinstance(ref, dict) or part not in ref:
             known = ", ".join(sorted(ref)) if isinstance(ref, dict) else "(none: it is a value)"
             where = ".".join(parts[:i]) or "top level"
-            raise ConfigError(
-                f"override '{dotted}={raw}': unknown key '{part}' under {where}. Known keys: {known}."
-            )
+            raise ConfigError(f"override '{dotted}={raw}': unknown key '{part}' under {where}. Known keys: {known}.")
         if i == len(parts) - 1:
             node[part] = yaml.safe_load(raw) if raw != "" else ""
         else:
@@ -297,4 +295,5 @@ def check_versionable(params: Params, overrides: list[str] | None, sources: list
         raise ConfigError(
             f"versioning.enabled: this run has overrides {other + [f'--source {s}' for s in sources or []]}, but a "
             "version records params.yaml as the truth in dvc.lock. Put them into params.yaml, or run with "
-            "versioning.enabled=false.")
+            "versioning.enabled=false."
+        )

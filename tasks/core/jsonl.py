@@ -27,8 +27,9 @@ def json_objects(lines: Iterable[str], where: str) -> Iterator[tuple[int, dict]]
     for lineno, value in parse_lines(lines):
         if isinstance(value, ValueError):
             msg = getattr(value, "msg", str(value))
-            raise SourceError(f"{where}:{lineno}: not valid JSON ({msg}). Each line must be one JSON object; "
-                              "fix or remove that line.")
+            raise SourceError(
+                f"{where}:{lineno}: not valid JSON ({msg}). Each line must be one JSON object; fix or remove that line."
+            )
         if not isinstance(value, dict):
             raise SourceError(f"{where}:{lineno}: expected a JSON object, got {type(value).__name__}.")
         yield lineno, value

@@ -25,8 +25,10 @@ def read_qa_set(path: Path, field: str = "--qa", need_answers: bool = False) -> 
     """Rows of {question, answers: [str], doc_ids: [str]}; a bad line is an error naming file, line and fix."""
     path = Path(path)
     if not path.is_file():
-        raise SourceError(f"{field}: {path} does not exist. Give a JSONL file with one "
-                          '{"question": ..., "answers": [...], "doc_ids": [...]} object per line.')
+        raise SourceError(
+            f"{field}: {path} does not exist. Give a JSONL file with one "
+            '{"question": ..., "answers": [...], "doc_ids": [...]} object per line.'
+        )
     rows = []
     for lineno, row in json_objects(path.read_text(encoding="utf-8").splitlines(), str(path)):
         if not str(row.get("question", "")).strip():
@@ -34,8 +36,11 @@ def read_qa_set(path: Path, field: str = "--qa", need_answers: bool = False) -> 
         answers = row.get("answers", [row["answer"]] if "answer" in row else [])
         doc_ids = row.get("doc_ids", [])
         answers = [answers] if isinstance(answers, str) else answers
-        if not isinstance(answers, list) or not isinstance(doc_ids, list) \
-                or not all(isinstance(x, str) and x.strip() for x in answers + doc_ids):
+        if (
+            not isinstance(answers, list)
+            or not isinstance(doc_ids, list)
+            or not all(isinstance(x, str) and x.strip() for x in answers + doc_ids)
+        ):
             raise SourceError(f"{path}:{lineno}: 'answers' and 'doc_ids' must be lists of non-empty strings.")
         if not answers and (need_answers or not doc_ids):
             what = "'answers' (or 'answer')" if need_answers else "'answers' and/or 'doc_ids'"
@@ -81,6 +86,8 @@ def squad_scores(prediction: str, golds: list[str]) -> dict:
     """EM, token F1 and contains (the gold's tokens appear in a row), each the best over the gold answers."""
     got = normalize(prediction)
     wants = [normalize(g) for g in golds if normalize(g)]
-    return {"exact": float(any(got == w for w in wants)),
-            "f1": max((token_f1(prediction, g) for g in golds if normalize(g)), default=0.0),
-            "contains": float(any(f" {w} " in f" {got} " for w in wants))}  # whole tokens: "5" is not in "15"
+    return {
+        "exact": float(any(got == w for w in wants)),
+        "f1": max((token_f1(prediction, g) for g in golds if normalize(g)), default=0.0),
+        "contains": float(any(f" {w} " in f" {got} " for w in wants)),
+    }  # whole tokens: "5" is not in "15"

@@ -45,28 +45,41 @@ def run_suites(gx_root: Path, suite_name: str, tables: dict[str, tuple[pd.DataFr
             suite.add_expectation(e)
         suite = context.suites.add_or_update(suite)
         vd = context.validation_definitions.add_or_update(
-            gx.ValidationDefinition(name=f"{suite_name}_{table}", data=batch, suite=suite))
-        checkpoint = context.checkpoints.add_or_update(gx.Checkpoint(
-            name=f"{suite_name}_{table}", validation_definitions=[vd],
-            actions=[gx.checkpoint.UpdateDataDocsAction(name="update_data_docs")],
-            result_format={"result_format": "SUMMARY", "unexpected_index_column_names": [id_column]},
-        ))
+            gx.ValidationDefinition(name=f"{suite_name}_{table}", data=batch, suite=suite)
+        )
+        checkpoint = context.checkpoints.add_or_update(
+            gx.Checkpoint(
+                name=f"{suite_name}_{table}",
+                validation_definitions=[vd],
+                actions=[gx.checkpoint.UpdateDataDocsAction(name="update_data_docs")],
+                result_format={"result_format": "SUMMARY", "unexpected_index_column_names": [id_column]},
+            )
+        )
         outcome = checkpoint.run(batch_parameters={"dataframe": frame})
         for run_result in outcome.run_results.values():
             for r in run_result.results:
                 cfg = r.expectation_config
                 kwargs = {k: v for k, v in cfg.kwargs.items() if k not in ("batch_id",)}
                 res = r.result or {}
-                ids = [str(i.get(id_column, next(iter(i.values())))) if isinstance(i, dict) else str(i)
-                       for i in (res.get("partial_unexpected_index_list") or [])[:5]]
-                results.append({
-                    "table": table, "expectation": cfg.type, "column": kwargs.get("column"),
-                    "kwargs": kwargs, "meta": dict(cfg.meta or {}), "success": bool(r.success),
-                    "observed": res.get("observed_value"),
-                    "unexpected_count": res.get("unexpected_count"),
-                    "unexpected_percent": res.get("unexpected_percent"),
-                    "unexpected_sample": ids or [str(v)[:60] for v in (res.get("partial_unexpected_list") or [])[:5]],
-                })
+                ids = [
+                    str(i.get(id_column, next(iter(i.values())))) if isinstance(i, dict) else str(i)
+                    for i in (res.get("partial_unexpected_index_list") or [])[:5]
+                ]
+                results.append(
+                    {
+                        "table": table,
+                        "expectation": cfg.type,
+                        "column": kwargs.get("column"),
+                        "kwargs": kwargs,
+                        "meta": dict(cfg.meta or {}),
+                        "success": bool(r.success),
+                        "observed": res.get("observed_value"),
+                        "unexpected_count": res.get("unexpected_count"),
+                        "unexpected_percent": res.get("unexpected_percent"),
+                        "unexpected_sample": ids
+                        or [str(v)[:60] for v in (res.get("partial_unexpected_list") or [])[:5]],
+                    }
+                )
     docs_index = gx_root / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html"
     return {
         "success": all(r["success"] for r in results),
@@ -84,8 +97,10 @@ def describe(r: dict) -> str:
     meta = r.get("meta") or {}
     if "share" in meta and r.get("unexpected_percent") is not None:
         param = meta.get("param", f"validate.max_{meta['share']}_share")
-        return (f"{where}: share of '{meta['share']}' {r['table']} is {r['unexpected_percent'] / 100:.2f}, "
-                f"above {param}={meta['max_share']}")
+        return (
+            f"{where}: share of '{meta['share']}' {r['table']} is {r['unexpected_percent'] / 100:.2f}, "
+            f"above {param}={meta['max_share']}"
+        )
     if meta.get("why"):
         sample = f" (e.g. {', '.join(r['unexpected_sample'])})" if r["unexpected_sample"] else ""
         return f"{where}: {meta['why']}{sample}"

@@ -39,18 +39,18 @@ class Stage:
     compare and the benchmarks read them from here (tasks/pipeline.py)."""
 
     name: str
-    group: str                             # "kb" (kb_refresh, kb/* versions) or "model" (retrain, model/*)
+    group: str  # "kb" (kb_refresh, kb/* versions) or "model" (retrain, model/*)
     run: Callable[[StageContext], dict]
-    params: tuple[str, ...]                # params.yaml sections or keys it reads: dvc.yaml lists exactly these
-    deps: tuple[str, ...] = ()             # workspace files it reads (relative to the project root)
-    code: tuple[str, ...] = ()             # the source files whose change must re-run it under `dvc repro`
-    outs: tuple[str, ...] = ()             # what it writes that DVC caches
-    git_outs: tuple[str, ...] = ()         # what it writes that git keeps (DVC outs with cache: false)
-    metrics: tuple[str, ...] = ()          # small JSON reports besides data/metrics/<name>.json (git-tracked)
+    params: tuple[str, ...]  # params.yaml sections or keys it reads: dvc.yaml lists exactly these
+    deps: tuple[str, ...] = ()  # workspace files it reads (relative to the project root)
+    code: tuple[str, ...] = ()  # the source files whose change must re-run it under `dvc repro`
+    outs: tuple[str, ...] = ()  # what it writes that DVC caches
+    git_outs: tuple[str, ...] = ()  # what it writes that git keeps (DVC outs with cache: false)
+    metrics: tuple[str, ...] = ()  # small JSON reports besides data/metrics/<name>.json (git-tracked)
     plots: tuple[str, ...] = ()
-    source_param: str | None = None        # a params.yaml list of source paths it reads (a dependency too)
-    optional: bool = False                 # a gate that runs only when configured; reports read it on its own
-    always_changed: bool = False           # it checks a live system (the vector store), so DVC always runs it
+    source_param: str | None = None  # a params.yaml list of source paths it reads (a dependency too)
+    optional: bool = False  # a gate that runs only when configured; reports read it on its own
+    always_changed: bool = False  # it checks a live system (the vector store), so DVC always runs it
 
     @property
     def metrics_files(self) -> tuple[str, ...]:

@@ -24,78 +24,139 @@ class Layout:
     root: Path
 
     @property
-    def raw_documents(self) -> Path: return self.root / "data/raw/documents.jsonl"
+    def raw_documents(self) -> Path:
+        return self.root / "data/raw/documents.jsonl"
+
     @property
-    def clean_documents(self) -> Path: return self.root / "data/clean/documents.jsonl"
+    def clean_documents(self) -> Path:
+        return self.root / "data/clean/documents.jsonl"
+
     @property
-    def clean_drops(self) -> Path: return self.root / "data/clean/drops.jsonl"
+    def clean_drops(self) -> Path:
+        return self.root / "data/clean/drops.jsonl"
+
     @property
-    def quality_report(self) -> Path: return self.root / "data/quality/report.json"
+    def quality_report(self) -> Path:
+        return self.root / "data/quality/report.json"
+
     @property
-    def gx_root(self) -> Path: return self.root / "data/quality"  # GX keeps its project in data/quality/gx
+    def gx_root(self) -> Path:
+        return self.root / "data/quality"  # GX keeps its project in data/quality/gx
+
     @property
-    def gx_project(self) -> Path: return self.gx_root / "gx"  # suites, validation results, Data Docs HTML
+    def gx_project(self) -> Path:
+        return self.gx_root / "gx"  # suites, validation results, Data Docs HTML
+
     @property
-    def chunks_dir(self) -> Path: return self.root / "data/chunks"
+    def chunks_dir(self) -> Path:
+        return self.root / "data/chunks"
+
     @property
-    def chunks(self) -> Path: return self.chunks_dir / "chunks.jsonl"
+    def chunks(self) -> Path:
+        return self.chunks_dir / "chunks.jsonl"
+
     @property
-    def chunk_state(self) -> Path: return self.root / "data/cache/chunker.json"  # what chunks.jsonl was made with
+    def chunk_state(self) -> Path:
+        return self.root / "data/cache/chunker.json"  # what chunks.jsonl was made with
+
     @property
-    def embeddings_dir(self) -> Path: return self.root / "data/embeddings"
+    def embeddings_dir(self) -> Path:
+        return self.root / "data/embeddings"
+
     @property
-    def vectors(self) -> Path: return self.embeddings_dir / "vectors.npy"
+    def vectors(self) -> Path:
+        return self.embeddings_dir / "vectors.npy"
+
     @property
-    def vector_ids(self) -> Path: return self.embeddings_dir / "ids.json"
+    def vector_ids(self) -> Path:
+        return self.embeddings_dir / "ids.json"
+
     @property
-    def embedding_cache(self) -> Path: return self.root / "data/cache/embeddings.sqlite"
+    def embedding_cache(self) -> Path:
+        return self.root / "data/cache/embeddings.sqlite"
+
     @property
-    def query_cache(self) -> Path: return self.root / "data/cache/queries.sqlite"
+    def query_cache(self) -> Path:
+        return self.root / "data/cache/queries.sqlite"
+
     @property
-    def index_manifest(self) -> Path: return self.root / "data/index/manifest.json"
+    def index_manifest(self) -> Path:
+        return self.root / "data/index/manifest.json"
+
     @property
-    def metrics_dir(self) -> Path: return self.root / "data/metrics"
+    def metrics_dir(self) -> Path:
+        return self.root / "data/metrics"
 
     def stage_metrics(self, stage: str) -> Path:
         return self.metrics_dir / f"{stage}.json"
 
     @property
-    def refresh_report(self) -> Path: return self.metrics_dir / "refresh.json"
+    def refresh_report(self) -> Path:
+        return self.metrics_dir / "refresh.json"
+
     @property
-    def refresh_history(self) -> Path: return self.metrics_dir / "refresh_history.jsonl"  # one line per kb_refresh
+    def refresh_history(self) -> Path:
+        return self.metrics_dir / "refresh_history.jsonl"  # one line per kb_refresh
 
     def index_lock(self, collection: str) -> Path:
         return self.root / f"data/locks/index-{collection}.lock"
 
     # --- retrain
     @property
-    def train_dir(self) -> Path: return self.root / "data/train"       # tokenized train/eval rows + dataset.json
+    def train_dir(self) -> Path:
+        return self.root / "data/train"  # tokenized train/eval rows + dataset.json
+
     @property
-    def dataset_meta(self) -> Path: return self.train_dir / "dataset.json"
+    def dataset_meta(self) -> Path:
+        return self.train_dir / "dataset.json"
+
     @property
-    def heldout_qa(self) -> Path: return self.train_dir / "heldout_qa.jsonl"  # qa/raft questions never trained on
+    def heldout_qa(self) -> Path:
+        return self.train_dir / "heldout_qa.jsonl"  # qa/raft questions never trained on
+
     @property
-    def train_quality(self) -> Path: return self.root / "data/quality/train_report.json"
+    def train_quality(self) -> Path:
+        return self.root / "data/quality/train_report.json"
+
     @property
-    def tokenized_cache(self) -> Path: return self.root / "data/cache/tokenized"
+    def tokenized_cache(self) -> Path:
+        return self.root / "data/cache/tokenized"
+
     @property
-    def models(self) -> Path: return self.root / "models"
+    def models(self) -> Path:
+        return self.root / "models"
+
     @property
-    def candidate(self) -> Path: return self.models / "candidate"      # adapter/ + ragtune.json of the last train
+    def candidate(self) -> Path:
+        return self.models / "candidate"  # adapter/ + ragtune.json of the last train
+
     @property
-    def checkpoints(self) -> Path: return self.models / "checkpoints/run"
+    def checkpoints(self) -> Path:
+        return self.models / "checkpoints/run"
+
     @property
-    def versions(self) -> Path: return self.models / "versions"          # every candidate, promoted or not
+    def versions(self) -> Path:
+        return self.models / "versions"  # every candidate, promoted or not
+
     @property
-    def production(self) -> Path: return self.models / "production.json"
+    def production(self) -> Path:
+        return self.models / "production.json"
+
     @property
-    def lineage(self) -> Path: return self.models / "lineage.jsonl"
+    def lineage(self) -> Path:
+        return self.models / "lineage.jsonl"
+
     @property
-    def watch_state(self) -> Path: return self.models / "watch.json"           # last data state `watch` emitted for
+    def watch_state(self) -> Path:
+        return self.models / "watch.json"  # last data state `watch` emitted for
+
     @property
-    def loss_csv(self) -> Path: return self.root / "data/plots/train_loss.csv"
+    def loss_csv(self) -> Path:
+        return self.root / "data/plots/train_loss.csv"
+
     @property
-    def loss_png(self) -> Path: return self.root / "data/plots/train_loss.png"
+    def loss_png(self) -> Path:
+        return self.root / "data/plots/train_loss.png"
 
 
 @contextmanager
@@ -147,6 +208,7 @@ def write_jsonl(path: Path, rows: Iterable[dict]) -> None:
     def w(f):
         for row in rows:
             f.write((json.dumps(row, ensure_ascii=False) + "\n").encode())
+
     _atomic(path, w)
 
 
@@ -156,8 +218,10 @@ def write_npy(path: Path, array: np.ndarray) -> None:
 
 def _require(path: Path, stage: str) -> None:
     if not path.exists():
-        raise RagtuneError(f"{path}: missing input. Run the '{stage}' stage first (ragtune stage {stage}, "
-                           "dvc repro, or ragtune refresh).")
+        raise RagtuneError(
+            f"{path}: missing input. Run the '{stage}' stage first (ragtune stage {stage}, "
+            "dvc repro, or ragtune refresh)."
+        )
 
 
 def file_digest(path: Path, algorithm: str = "sha256") -> str:

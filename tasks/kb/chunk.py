@@ -22,11 +22,11 @@ _FENCE = re.compile(r"^\s*(```|~~~)")
 
 @dataclass(frozen=True)
 class Chunk:
-    point_id: str            # uuid5(doc_id + chunk_hash): the same text of the same document keeps its id
+    point_id: str  # uuid5(doc_id + chunk_hash): the same text of the same document keeps its id
     doc_id: str
     source: str
     path: str
-    position: int            # order of the chunk within its document
+    position: int  # order of the chunk within its document
     heading_path: list[str]  # enclosing headings, outermost first
     text: str
     chunk_hash: str
@@ -87,8 +87,20 @@ def chunk_document(doc: dict, splitter, count_tokens: Callable[[str], int]) -> t
                 repeats += 1
                 continue
             seen.add(digest)
-            out.append(Chunk(point_id(doc["doc_id"], digest), doc["doc_id"], doc["source"], doc["path"],
-                             len(out), heads, piece, digest, doc["content_hash"], count_tokens(piece)))
+            out.append(
+                Chunk(
+                    point_id(doc["doc_id"], digest),
+                    doc["doc_id"],
+                    doc["source"],
+                    doc["path"],
+                    len(out),
+                    heads,
+                    piece,
+                    digest,
+                    doc["content_hash"],
+                    count_tokens(piece),
+                )
+            )
     return out, repeats
 
 
@@ -102,9 +114,14 @@ def doc_key(doc_id: str, content_hash: str, source: str, path: str) -> tuple[str
     return doc_id, content_hash, source, path
 
 
-def chunk_documents(docs: list[dict], tokenizer: Any, params: ChunkParams, max_tokens: int,
-                    on_progress: Callable[[int, int], None] | None = None,
-                    previous: dict[tuple, list[dict]] | None = None) -> tuple[list[Chunk], dict]:
+def chunk_documents(
+    docs: list[dict],
+    tokenizer: Any,
+    params: ChunkParams,
+    max_tokens: int,
+    on_progress: Callable[[int, int], None] | None = None,
+    previous: dict[tuple, list[dict]] | None = None,
+) -> tuple[list[Chunk], dict]:
     """Pure transform: cleaned documents -> chunks (+ stats). tokenizer is a `tokenizers.Tokenizer`.
 
     `previous` maps doc_key -> the chunk records an earlier run made with the same chunker_key; an unchanged
@@ -137,8 +154,13 @@ def chunk_documents(docs: list[dict], tokenizer: Any, params: ChunkParams, max_t
         if on_progress:
             on_progress(i, len(docs))
     tokens = [c.n_tokens for c in chunks]
-    stats = {"documents": len(docs), "documents_reused": reused, "chunks": len(chunks),
-             "repeated_chunks_skipped": repeats,  # in the documents split by this run
-             "tokens_mean": round(sum(tokens) / len(tokens), 1) if tokens else 0,
-             "tokens_max": max(tokens, default=0), "seconds": round(time.perf_counter() - start, 3)}
+    stats = {
+        "documents": len(docs),
+        "documents_reused": reused,
+        "chunks": len(chunks),
+        "repeated_chunks_skipped": repeats,  # in the documents split by this run
+        "tokens_mean": round(sum(tokens) / len(tokens), 1) if tokens else 0,
+        "tokens_max": max(tokens, default=0),
+        "seconds": round(time.perf_counter() - start, 3),
+    }
     return chunks, stats

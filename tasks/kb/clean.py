@@ -28,7 +28,7 @@ class CleanDocument:
 class Drop:
     doc_id: str
     path: str
-    status: str        # "empty" | "duplicate" | "undecodable" | "skipped"
+    status: str  # "empty" | "duplicate" | "undecodable" | "skipped"
     reason: str
 
 
@@ -38,8 +38,15 @@ def html_to_text(html: str) -> str:
 
     logging.getLogger("trafilatura").setLevel(logging.ERROR)  # "discarding data" is expected for script-only pages
 
-    text = trafilatura.extract(html, output_format="markdown", include_comments=False, include_tables=True,
-                               include_links=False, include_images=False, favor_recall=True)
+    text = trafilatura.extract(
+        html,
+        output_format="markdown",
+        include_comments=False,
+        include_tables=True,
+        include_links=False,
+        include_images=False,
+        favor_recall=True,
+    )
     return text or ""
 
 
@@ -83,6 +90,5 @@ def clean_documents(raw: list[dict], params: CleanParams) -> tuple[list[CleanDoc
     dropped: dict[str, int] = {}
     for d in drops:
         dropped[d.status] = dropped.get(d.status, 0) + 1
-    stats = {"input": len(raw), "kept": len(kept), "dropped": dropped,
-             "seconds": round(time.perf_counter() - start, 3)}
+    stats = {"input": len(raw), "kept": len(kept), "dropped": dropped, "seconds": round(time.perf_counter() - start, 3)}
     return kept, drops, stats

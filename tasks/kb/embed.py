@@ -20,8 +20,10 @@ class EmbeddingCache:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         with closing(self._connect()) as db, db:
-            db.execute("CREATE TABLE IF NOT EXISTS emb (model TEXT, hash TEXT, vec BLOB, "
-                       "PRIMARY KEY (model, hash)) WITHOUT ROWID")
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS emb (model TEXT, hash TEXT, vec BLOB, "
+                "PRIMARY KEY (model, hash)) WITHOUT ROWID"
+            )
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, timeout=60)
@@ -32,21 +34,29 @@ class EmbeddingCache:
         found: dict[str, np.ndarray] = {}
         with closing(self._connect()) as db:
             for i in range(0, len(hashes), 900):  # SQLite caps bound parameters per statement
-                part = hashes[i:i + 900]
+                part = hashes[i : i + 900]
                 marks = ",".join("?" * len(part))
-                for h, blob in db.execute(f"SELECT hash, vec FROM emb WHERE model=? AND hash IN ({marks})",
-                                          [model, *part]):
+                for h, blob in db.execute(
+                    f"SELECT hash, vec FROM emb WHERE model=? AND hash IN ({marks})", [model, *part]
+                ):
                     found[h] = np.frombuffer(blob, dtype=np.float32)
         return found
 
     def put_many(self, model: str, items: list[tuple[str, np.ndarray]]) -> None:
         with closing(self._connect()) as db, db:
-            db.executemany("INSERT OR REPLACE INTO emb VALUES (?, ?, ?)",
-                           [(model, h, np.asarray(v, dtype=np.float32).tobytes()) for h, v in items])
+            db.executemany(
+                "INSERT OR REPLACE INTO emb VALUES (?, ?, ?)",
+                [(model, h, np.asarray(v, dtype=np.float32).tobytes()) for h, v in items],
+            )
 
 
-def embed_chunks(chunks: list[dict], make_embedder: Callable[[], Embedder], cache: EmbeddingCache, model_key: str,
-                 on_progress: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, dict]:
+def embed_chunks(
+    chunks: list[dict],
+    make_embedder: Callable[[], Embedder],
+    cache: EmbeddingCache,
+    model_key: str,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> tuple[np.ndarray, dict]:
     """Vectors aligned with `chunks`; cache hits are reused, misses encoded longest-first in slices.
 
     The model is loaded only when something is missing, so an unchanged nightly run never pays for it.
@@ -63,7 +73,7 @@ def embed_chunks(chunks: list[dict], make_embedder: Callable[[], Embedder], cach
     step = max(embedder_batch(embedder) * 16, 256)
     done = 0
     for i in range(0, len(missing), step):
-        part = missing[i:i + step]
+        part = missing[i : i + step]
         t0 = time.perf_counter()
         vecs = embedder.embed([text_by_hash[h] for h in part])
         encode_seconds += time.perf_counter() - t0
@@ -78,10 +88,16 @@ def embed_chunks(chunks: list[dict], make_embedder: Callable[[], Embedder], cach
     matrix = np.stack([cached[h] for h in hashes]).astype(np.float32) if hashes else np.zeros((0, dim), np.float32)
     if matrix.shape[1:] != (dim,):
         raise ValueError(f"cached vectors have shape {matrix.shape[1:]}, model gives ({dim},)")
-    stats = {"chunks": len(chunks), "embedded": len(missing), "reused": len(chunks) - len(missing),
-             "device": getattr(embedder, "device", None), "dim": dim, "encode_seconds": round(encode_seconds, 3),
-             "chunks_per_s": round(len(missing) / encode_seconds, 1) if encode_seconds > 0 else None,
-             "seconds": round(time.perf_counter() - start, 3)}
+    stats = {
+        "chunks": len(chunks),
+        "embedded": len(missing),
+        "reused": len(chunks) - len(missing),
+        "device": getattr(embedder, "device", None),
+        "dim": dim,
+        "encode_seconds": round(encode_seconds, 3),
+        "chunks_per_s": round(len(missing) / encode_seconds, 1) if encode_seconds > 0 else None,
+        "seconds": round(time.perf_counter() - start, 3),
+    }
     return matrix, stats
 
 

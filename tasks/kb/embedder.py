@@ -65,7 +65,7 @@ def model_fingerprint(name: str, normalize: bool) -> str:
         for fname in ("config.json", "modules.json", "sentence_bert_config.json", "model.safetensors"):
             f = path / fname
             if f.exists():
-                parts.append(f"{fname}:{f.stat().st_size}:" + hashlib.sha256(f.read_bytes()[:1 << 20]).hexdigest())
+                parts.append(f"{fname}:{f.stat().st_size}:" + hashlib.sha256(f.read_bytes()[: 1 << 20]).hexdigest())
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
 
@@ -76,8 +76,11 @@ def load_embedding_tokenizer(name: str):
         from tokenizers import Tokenizer
 
         backend = Tokenizer.from_file(str(path / "tokenizer.json"))
-        max_len = json.loads((path / "tokenizer_config.json").read_text()).get("model_max_length", 512) \
-            if (path / "tokenizer_config.json").exists() else 512
+        max_len = (
+            json.loads((path / "tokenizer_config.json").read_text()).get("model_max_length", 512)
+            if (path / "tokenizer_config.json").exists()
+            else 512
+        )
     else:
         from transformers import AutoTokenizer
 
@@ -124,6 +127,11 @@ class SentenceTransformerEmbedder:
     def embed(self, texts: list[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        vecs = self.model.encode(texts, batch_size=self.batch_size, convert_to_numpy=True,
-                                 normalize_embeddings=self.normalize, show_progress_bar=False)
+        vecs = self.model.encode(
+            texts,
+            batch_size=self.batch_size,
+            convert_to_numpy=True,
+            normalize_embeddings=self.normalize,
+            show_progress_bar=False,
+        )
         return vecs.astype(np.float32, copy=False)

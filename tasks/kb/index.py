@@ -27,11 +27,11 @@ def vector_kinds(sparse: bool) -> str:
 class Plan:
     """What a refresh will do, decided before anything is written."""
 
-    added: list[str] = field(default_factory=list)      # doc_ids new to the store
-    changed: list[str] = field(default_factory=list)    # content hash differs from the store's
-    repaired: list[str] = field(default_factory=list)   # same content, but points missing or extra (drift)
+    added: list[str] = field(default_factory=list)  # doc_ids new to the store
+    changed: list[str] = field(default_factory=list)  # content hash differs from the store's
+    repaired: list[str] = field(default_factory=list)  # same content, but points missing or extra (drift)
     unchanged: list[str] = field(default_factory=list)
-    removed: list[str] = field(default_factory=list)    # in the store, gone from the sources
+    removed: list[str] = field(default_factory=list)  # in the store, gone from the sources
     upsert_ids: list[str] = field(default_factory=list)
     delete_ids: list[str] = field(default_factory=list)
     store_points: int = 0
@@ -89,24 +89,48 @@ def check_mass_delete(plan: Plan, params: IndexParams, allow: bool, location: st
         )
 
 
-def build_points(chunks: list[dict], vectors: np.ndarray, ids: set[str], run_version: str, model: str,
-                 sparse: bool = False) -> list[Point]:
+def build_points(
+    chunks: list[dict], vectors: np.ndarray, ids: set[str], run_version: str, model: str, sparse: bool = False
+) -> list[Point]:
 
     points = []
     kinds = vector_kinds(sparse)
     for c, v in zip(chunks, vectors):
         if c["point_id"] in ids:
-            points.append(Point(c["point_id"], v.tolist(), {
-                "doc_id": c["doc_id"], "source": c["source"], "path": c["path"], "position": c["position"],
-                "heading_path": c["heading_path"], "text": c["text"], "chunk_hash": c["chunk_hash"],
-                "doc_hash": c["doc_hash"], "run_version": run_version, "model": model, "vectors": kinds,
-            }, encode_document(c["text"]) if sparse else None))
+            points.append(
+                Point(
+                    c["point_id"],
+                    v.tolist(),
+                    {
+                        "doc_id": c["doc_id"],
+                        "source": c["source"],
+                        "path": c["path"],
+                        "position": c["position"],
+                        "heading_path": c["heading_path"],
+                        "text": c["text"],
+                        "chunk_hash": c["chunk_hash"],
+                        "doc_hash": c["doc_hash"],
+                        "run_version": run_version,
+                        "model": model,
+                        "vectors": kinds,
+                    },
+                    encode_document(c["text"]) if sparse else None,
+                )
+            )
     return points
 
 
-def apply_plan(store: VectorStore, plan: Plan, chunks: list[dict], vectors: np.ndarray, params: IndexParams,
-               run_version: str, model: str, allow_mass_delete: bool = False,
-               on_progress: Callable[[int, int], None] | None = None) -> dict:
+def apply_plan(
+    store: VectorStore,
+    plan: Plan,
+    chunks: list[dict],
+    vectors: np.ndarray,
+    params: IndexParams,
+    run_version: str,
+    model: str,
+    allow_mass_delete: bool = False,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> dict:
     """Upsert (acknowledged) first, delete after: a crash in between leaves extra points, never missing ones."""
     check_mass_delete(plan, params, allow_mass_delete, store.location)
     start = time.perf_counter()
@@ -126,9 +150,12 @@ def apply_plan(store: VectorStore, plan: Plan, chunks: list[dict], vectors: np.n
             on_progress(done, total)
     if on_progress and total == 0:
         on_progress(0, 0)
-    return {"points_written": len(points), "points_deleted": len(plan.delete_ids),
-            "upsert_seconds": round(upsert_seconds, 3),
-            "points_per_s": round(len(points) / upsert_seconds, 1) if points and upsert_seconds > 0 else None}
+    return {
+        "points_written": len(points),
+        "points_deleted": len(plan.delete_ids),
+        "upsert_seconds": round(upsert_seconds, 3),
+        "points_per_s": round(len(points) / upsert_seconds, 1) if points and upsert_seconds > 0 else None,
+    }
 
 
 def verify_index(store: VectorStore, expected_ids: list[str], sample: int, seed: int = 0) -> dict:
@@ -142,6 +169,8 @@ def verify_index(store: VectorStore, expected_ids: list[str], sample: int, seed:
     picked = random.Random(seed).sample(expected_ids, min(sample, len(expected_ids)))
     missing = sorted(set(picked) - store.existing(picked)) if picked else []
     if missing:
-        raise VerifyError(f"{len(missing)} sampled point ids are missing from {store.location} (e.g. {missing[0]}). "
-                          "Run the refresh again to repair them.")
+        raise VerifyError(
+            f"{len(missing)} sampled point ids are missing from {store.location} (e.g. {missing[0]}). "
+            "Run the refresh again to repair them."
+        )
     return {"points": count, "sampled": len(picked), "ok": True}

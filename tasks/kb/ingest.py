@@ -16,14 +16,14 @@ from tasks.kb.readers import FORMATS, read_file
 
 @dataclass(frozen=True)
 class RawDocument:
-    doc_id: str        # path relative to its source root (+ "#record" for JSONL lines): stable across runs
-    source: str        # the source root as configured
-    path: str          # file path relative to the source root
+    doc_id: str  # path relative to its source root (+ "#record" for JSONL lines): stable across runs
+    source: str  # the source root as configured
+    path: str  # file path relative to the source root
     format: str
-    sha256: str        # of the file bytes
+    sha256: str  # of the file bytes
     size: int
     mtime: float
-    status: str        # "ok" | "undecodable" | "skipped"
+    status: str  # "ok" | "undecodable" | "skipped"
     reason: str
     encoding: str
     text: str | None
@@ -53,20 +53,46 @@ def ingest_file(path: Path, root: Path, source: str, params: IngestParams) -> li
     stat = path.lstat()
     base = dict(source=source, path=rel, format=fmt, size=stat.st_size, mtime=stat.st_mtime)
     if path.is_symlink() and not _inside(path, root):
-        return [RawDocument(rel, sha256="", status="skipped", encoding="", text=None,
-                            reason="symlink pointing outside the source root (not followed)", **base)]
+        return [
+            RawDocument(
+                rel,
+                sha256="",
+                status="skipped",
+                encoding="",
+                text=None,
+                reason="symlink pointing outside the source root (not followed)",
+                **base,
+            )
+        ]
     size = path.stat().st_size
     if size > params.max_file_mb * 1024 * 1024:
-        return [RawDocument(rel, sha256="", status="undecodable", encoding="", text=None,
-                            reason=f"too large: {size / 2**20:.1f} MB > ingest.max_file_mb={params.max_file_mb}",
-                            **{**base, "size": size})]
+        return [
+            RawDocument(
+                rel,
+                sha256="",
+                status="undecodable",
+                encoding="",
+                text=None,
+                reason=f"too large: {size / 2**20:.1f} MB > ingest.max_file_mb={params.max_file_mb}",
+                **{**base, "size": size},
+            )
+        ]
     data = path.read_bytes()
     digest = hashlib.sha256(data).hexdigest()
     docs = []
     for d in read_file(data, fmt, params.jsonl_text_field, params.jsonl_id_field):
         doc_id = rel if d.key is None else f"{rel}#{d.key}"
-        docs.append(RawDocument(doc_id, sha256=digest, status=d.status, reason=d.reason,
-                                encoding=d.encoding, text=d.text, **{**base, "size": size}))
+        docs.append(
+            RawDocument(
+                doc_id,
+                sha256=digest,
+                status=d.status,
+                reason=d.reason,
+                encoding=d.encoding,
+                text=d.text,
+                **{**base, "size": size},
+            )
+        )
     return docs
 
 
@@ -88,8 +114,9 @@ def list_files(root_dir: Path, params: IngestParams) -> list[tuple[str, Path, Pa
     return files
 
 
-def ingest_sources(root_dir: Path, params: IngestParams,
-                   on_progress: Callable[[int, int], None] | None = None) -> tuple[list[RawDocument], dict]:
+def ingest_sources(
+    root_dir: Path, params: IngestParams, on_progress: Callable[[int, int], None] | None = None
+) -> tuple[list[RawDocument], dict]:
     """All documents from all sources, in a stable order, plus stage stats."""
     start = time.perf_counter()
     files = list_files(root_dir, params)
@@ -109,9 +136,13 @@ def ingest_sources(root_dir: Path, params: IngestParams,
     by_status: dict[str, int] = {}
     for d in docs:
         by_status[d.status] = by_status.get(d.status, 0) + 1
-    stats = {"files": len(files), "documents": len(docs), "by_status": by_status,
-             "bytes": sum(d.size for d in docs if d.status != "skipped"),
-             "seconds": round(time.perf_counter() - start, 3)}
+    stats = {
+        "files": len(files),
+        "documents": len(docs),
+        "by_status": by_status,
+        "bytes": sum(d.size for d in docs if d.status != "skipped"),
+        "seconds": round(time.perf_counter() - start, 3),
+    }
     return docs, stats
 
 

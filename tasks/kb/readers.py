@@ -11,17 +11,24 @@ from tasks.core.jsonl import parse_lines
 log = logging.getLogger("ragtune")
 
 # Formats we decode ourselves; anything else is skipped by ingest.
-FORMATS = {".md": "markdown", ".markdown": "markdown", ".txt": "text", ".html": "html", ".htm": "html",
-           ".pdf": "pdf", ".jsonl": "jsonl"}
+FORMATS = {
+    ".md": "markdown",
+    ".markdown": "markdown",
+    ".txt": "text",
+    ".html": "html",
+    ".htm": "html",
+    ".pdf": "pdf",
+    ".jsonl": "jsonl",
+}
 
 
 @dataclass(frozen=True)
 class Decoded:
     """Text of one document (or one JSONL record) or the reason it has none."""
 
-    key: str | None            # record id inside a container file (JSONL); None for whole files
+    key: str | None  # record id inside a container file (JSONL); None for whole files
     text: str | None
-    status: str                # "ok" | "undecodable"
+    status: str  # "ok" | "undecodable"
     reason: str = ""
     encoding: str = ""
 
@@ -87,5 +94,8 @@ def read_file(data: bytes, fmt: str, text_field: str = "text", id_field: str = "
     if text is None:
         return [Decoded(None, None, "undecodable", reason)]
     if fmt == "jsonl":
-        return [Decoded(d.key, d.text, d.status, d.reason, encoding) for d in decode_jsonl_documents(text, text_field, id_field)]
+        return [
+            Decoded(d.key, d.text, d.status, d.reason, encoding)
+            for d in decode_jsonl_documents(text, text_field, id_field)
+        ]
     return [Decoded(None, text, "ok", "", encoding)]

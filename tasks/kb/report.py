@@ -21,10 +21,16 @@ def build_report(ws: Layout, total_seconds: float | None = None) -> dict:
         "dropped_by_reason": m["clean"]["dropped"],
         "drops": [{"doc_id": d["doc_id"], "status": d["status"], "reason": d["reason"]} for d in m["clean"]["drops"]],
         "chunks": {"total": m["chunk"]["chunks"], "embedded": m["embed"]["embedded"], "reused": m["embed"]["reused"]},
-        "points": {"written": m["index"]["points_written"], "deleted": m["index"]["points_deleted"],
-                   "in_index": m["verify"]["points"]},
-        "quality": {"passed": m["validate"]["success"], "expectations": m["validate"]["evaluated"],
-                    "data_docs": m["validate"]["data_docs"]},
+        "points": {
+            "written": m["index"]["points_written"],
+            "deleted": m["index"]["points_deleted"],
+            "in_index": m["verify"]["points"],
+        },
+        "quality": {
+            "passed": m["validate"]["success"],
+            "expectations": m["validate"]["evaluated"],
+            "data_docs": m["validate"]["data_docs"],
+        },
         "embed_chunks_per_s": m["embed"]["chunks_per_s"],
         "index_points_per_s": m["index"]["points_per_s"],
         "seconds": {s: m[s]["seconds"] for s in STAGES},
@@ -34,8 +40,13 @@ def build_report(ws: Layout, total_seconds: float | None = None) -> dict:
     ev = read_json(gate, "eval_retrieval") if gate.exists() else {}
     if ev.get("run_version") == report["run_version"]:  # this run's retrieval gate (retrieve.qa_file set)
         k = ev["k"]
-        report["retrieval"] = {"mode": ev["mode"], f"recall_at_{k}": ev[f"recall_at_{k}"],
-                               f"mrr_at_{k}": ev[f"mrr_at_{k}"], "p95_ms": ev["p95_ms"], "passed": ev["passed"]}
+        report["retrieval"] = {
+            "mode": ev["mode"],
+            f"recall_at_{k}": ev[f"recall_at_{k}"],
+            f"mrr_at_{k}": ev[f"mrr_at_{k}"],
+            "p95_ms": ev["p95_ms"],
+            "passed": ev["passed"],
+        }
         report["seconds"]["eval_retrieval"] = ev["seconds"]
     if total_seconds is not None:
         report["seconds"]["total"] = round(total_seconds, 3)
@@ -46,9 +57,14 @@ def build_report(ws: Layout, total_seconds: float | None = None) -> dict:
 def append_history(ws: Layout, report: dict) -> None:
     """One line per refresh (when, what changed, how long): `compare` reads how often the knowledge changes."""
     d = report["documents"]
-    line = {"run_version": report["run_version"], "at": utc_iso(),
-            "changed_documents": d["added"] + d["changed"] + d["removed"], "documents": d,
-            "points": report["points"]["in_index"], "seconds": report["seconds"].get("total")}
+    line = {
+        "run_version": report["run_version"],
+        "at": utc_iso(),
+        "changed_documents": d["added"] + d["changed"] + d["removed"],
+        "documents": d,
+        "points": report["points"]["in_index"],
+        "seconds": report["seconds"].get("total"),
+    }
     ws.refresh_history.parent.mkdir(parents=True, exist_ok=True)
     with ws.refresh_history.open("a", encoding="utf-8") as f:
         f.write(json.dumps(line) + "\n")
@@ -75,14 +91,24 @@ def report_markdown(report: dict) -> str:
         f"**Points**: {p['written']} written, {p['deleted']} deleted, {p['in_index']} in the index (verified).",
         f"**Quality gate**: {'passed' if report['quality']['passed'] else 'FAILED'} "
         f"({report['quality']['expectations']} expectations) - Data Docs: `{report['quality']['data_docs']}`",
-        *([f"**Retrieval gate**: {'passed' if report['retrieval']['passed'] else 'FAILED'} - " + ", ".join(
-            f"{k} {v}" for k, v in report["retrieval"].items() if k != "passed")] if "retrieval" in report else []),
+        *(
+            [
+                f"**Retrieval gate**: {'passed' if report['retrieval']['passed'] else 'FAILED'} - "
+                + ", ".join(f"{k} {v}" for k, v in report["retrieval"].items() if k != "passed")
+            ]
+            if "retrieval" in report
+            else []
+        ),
         "",
         "| stage | seconds |",
         "|---|---|",
         *[f"| {k} | {v} |" for k, v in report["seconds"].items()],
     ]
     if report["drops"]:
-        lines += ["", "| dropped document | status | reason |", "|---|---|---|",
-                  *[f"| {x['doc_id']} | {x['status']} | {x['reason']} |" for x in report["drops"]]]
+        lines += [
+            "",
+            "| dropped document | status | reason |",
+            "|---|---|---|",
+            *[f"| {x['doc_id']} | {x['status']} | {x['reason']} |" for x in report["drops"]],
+        ]
     return "\n".join(lines)

@@ -26,32 +26,42 @@ class Retriever:
     """Queries one collection in one mode. The store and embedder default to the configured real ones (tests may
     pass others that follow the same interfaces)."""
 
-    def __init__(self, root: Path, params: Params, mode: str | None = None, store: VectorStore | None = None,
-                 embedder: Embedder | None = None):
+    def __init__(
+        self,
+        root: Path,
+        params: Params,
+        mode: str | None = None,
+        store: VectorStore | None = None,
+        embedder: Embedder | None = None,
+    ):
         self.params, self.p = params, params.retrieve
         self.mode = mode or self.p.mode
         if self.mode not in RETRIEVAL_MODES:
             raise ConfigError(f"retrieval mode '{self.mode}': expected one of {', '.join(RETRIEVAL_MODES)}.")
         if self.mode != "dense" and not params.index.sparse:
-            raise ConfigError(f"retrieve.mode={self.mode} needs BM25 vectors, but index.sparse is false. Set "
-                              "index.sparse=true and refresh, or use retrieve.mode=dense.")
+            raise ConfigError(
+                f"retrieve.mode={self.mode} needs BM25 vectors, but index.sparse is false. Set "
+                "index.sparse=true and refresh, or use retrieve.mode=dense."
+            )
         self._embedder, self._reranker = embedder, None
         self.cache_hits = 0
         self.store = store if store is not None else open_store(root, params.index)
         try:
             if not self.store.has_collection():
-                raise StoreError(f"collection '{params.index.collection}' does not exist at {self.store.location}. "
-                                  "Run `ragtune refresh` first.")
+                raise StoreError(
+                    f"collection '{params.index.collection}' does not exist at {self.store.location}. "
+                    "Run `ragtune refresh` first."
+                )
             if self.mode != "dense" and not self.store.has_sparse():
                 raise StoreError(
                     f"retrieve.mode={self.mode}: collection '{params.index.collection}' has no BM25 sparse vectors. "
-                    "Set index.sparse=true and refresh into a new index.collection, or use retrieve.mode=dense.")
+                    "Set index.sparse=true and refresh into a new index.collection, or use retrieve.mode=dense."
+                )
         except BaseException:
             self.store.close()
             raise
         self.cache = None
         if self.p.query_cache and self.mode != "sparse":
-
             self.cache = EmbeddingCache(Layout(root).query_cache)
             self.model_key = model_fingerprint(params.embed.model, params.embed.normalize)
 
@@ -78,7 +88,6 @@ class Retriever:
 
     def _load_embedder(self):
         if self._embedder is None:
-
             e = self.params.embed
             self._embedder = SentenceTransformerEmbedder(e.model, e.batch_size, e.device, e.normalize)
         return self._embedder
@@ -95,12 +104,13 @@ class Retriever:
         if self._reranker is None:
             from sentence_transformers import CrossEncoder
 
-
             try:
                 self._reranker = CrossEncoder(self.p.rerank_model, device=pick_device(self.params.embed.device))
             except OSError as exc:
-                raise ConfigError(f"retrieve.rerank_model '{self.p.rerank_model}': cannot load it ({exc}). Give a "
-                                  "local CrossEncoder folder, or set retrieve.rerank_model=null.") from None
+                raise ConfigError(
+                    f"retrieve.rerank_model '{self.p.rerank_model}': cannot load it ({exc}). Give a "
+                    "local CrossEncoder folder, or set retrieve.rerank_model=null."
+                ) from None
         return self._reranker
 
     def _rerank(self, query: str, hits: list[dict]) -> list[dict]:
@@ -118,11 +128,18 @@ class Retriever:
         sparse = encode_query(query) if self.mode != "dense" else None
         if self.mode == "sparse" and not sparse[0]:
             return []
-        found = self.store.query(dense, sparse, limit, max(self.p.candidates, k), self.p.rrf_k,
-                                 self.p.score_threshold)
-        hits = [{"doc_id": h.payload.get("doc_id"), "source": h.payload.get("source"), "path": h.payload.get("path"),
-                 "position": h.payload.get("position"), "score": round(h.score, 4), "text": h.payload.get("text")}
-                for h in found]
+        found = self.store.query(dense, sparse, limit, max(self.p.candidates, k), self.p.rrf_k, self.p.score_threshold)
+        hits = [
+            {
+                "doc_id": h.payload.get("doc_id"),
+                "source": h.payload.get("source"),
+                "path": h.payload.get("path"),
+                "position": h.payload.get("position"),
+                "score": round(h.score, 4),
+                "text": h.payload.get("text"),
+            }
+            for h in found
+        ]
         if self.p.rerank_model and hits:
             hits = self._rerank(query, hits)
         return hits[:k]

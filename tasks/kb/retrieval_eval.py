@@ -44,8 +44,10 @@ def percentile(values: list[float], q: float) -> float | None:
 
 
 def latency(ms: list[float]) -> dict:
-    return {"p50_ms": round(percentile(ms, 50), 1) if ms else None,
-            "p95_ms": round(percentile(ms, 95), 1) if ms else None}
+    return {
+        "p50_ms": round(percentile(ms, 50), 1) if ms else None,
+        "p95_ms": round(percentile(ms, 95), 1) if ms else None,
+    }
 
 
 def evaluate(search, rows: list[dict], k: int, on_progress=None) -> dict:
@@ -62,8 +64,14 @@ def evaluate(search, rows: list[dict], k: int, on_progress=None) -> dict:
         if on_progress:
             on_progress(i, len(rows))
     n = len(rows)
-    return {"k": k, "questions": n, f"recall_at_{k}": round(sum(recalls) / n, 4),
-            f"mrr_at_{k}": round(sum(rrs) / n, 4), **latency(ms), "missed": misses}
+    return {
+        "k": k,
+        "questions": n,
+        f"recall_at_{k}": round(sum(recalls) / n, 4),
+        f"mrr_at_{k}": round(sum(rrs) / n, 4),
+        **latency(ms),
+        "missed": misses,
+    }
 
 
 def evaluate_modes(root, params, rows: list[dict], modes: list[str], k: int, progress=None) -> list[dict]:
@@ -84,12 +92,19 @@ def gate(current: dict, previous: dict | None, max_drop: float) -> tuple[bool, s
     key = f"recall_at_{current['k']}"
     if previous is None:
         return True, f"{key} {current[key]:.4f}: first evaluation on this QA set, it becomes the baseline"
-    if previous.get("qa_sha256") != current.get("qa_sha256") or previous.get("k") != current["k"] \
-            or previous.get("mode") != current.get("mode"):
-        return True, (f"{key} {current[key]:.4f}: the QA set, k or mode changed since the last evaluation, "
-                      "so this run becomes the new baseline")
+    if (
+        previous.get("qa_sha256") != current.get("qa_sha256")
+        or previous.get("k") != current["k"]
+        or previous.get("mode") != current.get("mode")
+    ):
+        return True, (
+            f"{key} {current[key]:.4f}: the QA set, k or mode changed since the last evaluation, "
+            "so this run becomes the new baseline"
+        )
     drop = previous[key] - current[key]
     if drop > max_drop:
-        return False, (f"{key} fell from {previous[key]:.4f} (run {previous.get('run_version')}) to "
-                       f"{current[key]:.4f}, a drop of {drop:.4f} > retrieve.max_recall_drop={max_drop}")
+        return False, (
+            f"{key} fell from {previous[key]:.4f} (run {previous.get('run_version')}) to "
+            f"{current[key]:.4f}, a drop of {drop:.4f} > retrieve.max_recall_drop={max_drop}"
+        )
     return True, f"{key} {current[key]:.4f} vs {previous[key]:.4f} before (allowed drop {max_drop})"

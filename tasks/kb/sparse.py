@@ -20,13 +20,15 @@ from collections import Counter
 from functools import lru_cache
 
 VECTOR_NAME = "bm25"
-VERSION = "bm25-v1"          # recorded on every point; a change here makes refresh rewrite the sparse vectors
+VERSION = "bm25-v1"  # recorded on every point; a change here makes refresh rewrite the sparse vectors
 K1, B, AVG_LENGTH = 1.2, 0.75, 120.0
 TOKEN = re.compile(r"[a-z0-9]+(?:[-_./][a-z0-9]+)*")
 SEPARATOR = re.compile(r"[-_./]")
-STOPWORDS = frozenset("""a all an and any are as at be been but by can could did do does for from had has have he her
+STOPWORDS = frozenset(
+    """a all an and any are as at be been but by can could did do does for from had has have he her
 his how i if in into is it its me my no not of on or our she should so than that the their them then there these
-they this to was we were what when where which who why will with would you your""".split())
+they this to was we were what when where which who why will with would you your""".split()
+)
 
 
 def terms(text: str) -> list[str]:

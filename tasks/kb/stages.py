@@ -75,14 +75,17 @@ def run_validate(ctx: StageContext) -> dict:
     documents, inputs = build_tables(read_jsonl(ws.clean_documents, "clean"), read_jsonl(ws.clean_drops, "clean"))
     report = run_gate(documents, inputs, params.validate_, ws.gx_root)
     write_json(ws.quality_report, report)
-    summary = {k: report[k] for k in ("success", "evaluated", "documents", "inputs", "shares", "failed",
-                                      "data_docs", "seconds")}
+    summary = {
+        k: report[k]
+        for k in ("success", "evaluated", "documents", "inputs", "shares", "failed", "data_docs", "seconds")
+    }
     finish_stage(ws, "validate", summary, start)
     if not report["success"]:
         raise GateFailed(
             f"data quality gate failed ({len(report['failed'])} of {report['evaluated']} expectations); nothing "
-            "was chunked, embedded or indexed:\n  - " + "\n  - ".join(report["failed"]) +
-            f"\nReport: {ws.quality_report}\nData Docs: {report['data_docs']}\n"
+            "was chunked, embedded or indexed:\n  - "
+            + "\n  - ".join(report["failed"])
+            + f"\nReport: {ws.quality_report}\nData Docs: {report['data_docs']}\n"
             "Fix the source data, or loosen the thresholds in the validate: section of params.yaml."
         )
     log.info("validate: %d expectations passed; Data Docs at %s", report["evaluated"], report["data_docs"])
@@ -98,14 +101,25 @@ def run_chunk(ctx: StageContext) -> dict:
         raise GateFailed(f"{ws.quality_report}: the last quality gate failed; fix the data and re-run validate.")
     tokenizer, max_tokens = load_embedding_tokenizer(params.embed.model)
     key = chunker_key(tokenizer, params.chunk)
-    chunks, stats = chunk_documents(read_jsonl(ws.clean_documents, "clean"), tokenizer, params.chunk, max_tokens,
-                                    on_progress, previous_chunks(ws, key))
+    chunks, stats = chunk_documents(
+        read_jsonl(ws.clean_documents, "clean"),
+        tokenizer,
+        params.chunk,
+        max_tokens,
+        on_progress,
+        previous_chunks(ws, key),
+    )
     ws.chunk_state.unlink(missing_ok=True)  # never describes a chunks file it was not written for
     write_jsonl(ws.chunks, (asdict(c) for c in chunks))
     write_json(ws.chunk_state, {"chunker_key": key, "sha256": file_digest(ws.chunks)})
     finish_stage(ws, "chunk", stats, start)
-    log.info("chunk: %d chunks from %d documents (%d unchanged documents reused, mean %s tokens)",
-             stats["chunks"], stats["documents"], stats["documents_reused"], stats["tokens_mean"])
+    log.info(
+        "chunk: %d chunks from %d documents (%d unchanged documents reused, mean %s tokens)",
+        stats["chunks"],
+        stats["documents"],
+        stats["documents_reused"],
+        stats["tokens_mean"],
+    )
     return stats
 
 
@@ -134,8 +148,12 @@ def run_embed(ctx: StageContext) -> dict:
     p = params.embed
     cache = EmbeddingCache(ws.embedding_cache)
     vectors, stats = embed_chunks(
-        chunks, lambda: SentenceTransformerEmbedder(p.model, p.batch_size, p.device, p.normalize),
-        cache, model_fingerprint(p.model, p.normalize), on_progress)
+        chunks,
+        lambda: SentenceTransformerEmbedder(p.model, p.batch_size, p.device, p.normalize),
+        cache,
+        model_fingerprint(p.model, p.normalize),
+        on_progress,
+    )
     write_npy(ws.vectors, vectors)
     write_json(ws.vector_ids, [c["point_id"] for c in chunks])
     stats["model"] = p.model
@@ -157,33 +175,69 @@ def run_index(ctx: StageContext) -> dict:
     embed_stats = read_json(ws.stage_metrics("embed"), "embed")
     run_version = os.environ.get("RAGTUNE_RUN_VERSION") or utc_stamp()
     lock = ws.index_lock(params.index.collection)
-    busy = (f"another refresh is writing collection '{params.index.collection}' (lock {lock}); this run refuses "
-            "rather than write the index from two runs. Run again when it has finished.")
+    busy = (
+        f"another refresh is writing collection '{params.index.collection}' (lock {lock}); this run refuses "
+        "rather than write the index from two runs. Run again when it has finished."
+    )
     with file_lock(lock, 0, busy):
-        return _index_locked(ws, params, chunks, vectors, embed_stats, run_version, ctx.allow_mass_delete,
-                             on_progress, start)
+        return _index_locked(
+            ws, params, chunks, vectors, embed_stats, run_version, ctx.allow_mass_delete, on_progress, start
+        )
 
 
-def _index_locked(ws: Layout, params: Params, chunks: list[dict], vectors: np.ndarray, embed_stats: dict, run_version: str,
-                  allow_mass_delete: bool, on_progress: OnProgress, start: float) -> dict:
+def _index_locked(
+    ws: Layout,
+    params: Params,
+    chunks: list[dict],
+    vectors: np.ndarray,
+    embed_stats: dict,
+    run_version: str,
+    allow_mass_delete: bool,
+    on_progress: OnProgress,
+    start: float,
+) -> dict:
 
     store = open_store(ws.root, params.index)
     try:
         store.ensure_collection(int(vectors.shape[1]) if vectors.ndim == 2 and len(vectors) else embed_stats["dim"])
         plan = plan_reconcile(chunks, store.scan(PAYLOAD_FIELDS), vector_kinds(params.index.sparse))
-        log.info("index plan: %d added, %d changed, %d repaired, %d unchanged, %d removed documents",
-                 len(plan.added), len(plan.changed), len(plan.repaired), len(plan.unchanged), len(plan.removed))
-        writes = apply_plan(store, plan, chunks, vectors, params.index, run_version, embed_stats["model"],
-                            allow_mass_delete, on_progress)
+        log.info(
+            "index plan: %d added, %d changed, %d repaired, %d unchanged, %d removed documents",
+            len(plan.added),
+            len(plan.changed),
+            len(plan.repaired),
+            len(plan.unchanged),
+            len(plan.removed),
+        )
+        writes = apply_plan(
+            store,
+            plan,
+            chunks,
+            vectors,
+            params.index,
+            run_version,
+            embed_stats["model"],
+            allow_mass_delete,
+            on_progress,
+        )
         # as configured, not resolved: the manifest is a DVC output and must not differ between machines
         location = "qdrant-server" if store.is_server else f"local:{params.index.local_path}"
     finally:
         store.close()
     write_json(ws.index_manifest, manifest(chunks, params, embed_stats, location))
-    stats = {"documents": {"added": len(plan.added), "changed": len(plan.changed), "repaired": len(plan.repaired),
-                           "unchanged": len(plan.unchanged), "removed": len(plan.removed)},
-             "removed_ids": plan.removed, "repaired_ids": plan.repaired, **writes,
-             "run_version": run_version}
+    stats = {
+        "documents": {
+            "added": len(plan.added),
+            "changed": len(plan.changed),
+            "repaired": len(plan.repaired),
+            "unchanged": len(plan.unchanged),
+            "removed": len(plan.removed),
+        },
+        "removed_ids": plan.removed,
+        "repaired_ids": plan.repaired,
+        **writes,
+        "run_version": run_version,
+    }
     finish_stage(ws, "index", stats, start)
     return stats
 
@@ -211,26 +265,39 @@ def run_eval_retrieval(ctx: StageContext) -> dict:
 
     start = time.perf_counter()
     p = params.retrieve
-    last = read_json(ws.stage_metrics("eval_retrieval"), "eval_retrieval") \
-        if ws.stage_metrics("eval_retrieval").exists() else {}
+    last = (
+        read_json(ws.stage_metrics("eval_retrieval"), "eval_retrieval")
+        if ws.stage_metrics("eval_retrieval").exists()
+        else {}
+    )
     baseline = last if last.get("passed") else last.get("baseline")
     if not p.qa_file:
-        return finish_stage(ws, "eval_retrieval", {"skipped": "retrieve.qa_file is not set", "baseline": baseline},
-                            start)
+        return finish_stage(
+            ws, "eval_retrieval", {"skipped": "retrieve.qa_file is not set", "baseline": baseline}, start
+        )
     qa_path = resolve_path(ws.root, p.qa_file)
     rows = read_qa_set(qa_path, "retrieve.qa_file")
     result = evaluate_modes(ws.root, params, rows, [p.mode], p.top_k)[0]
-    result.update(qa_file=p.qa_file, qa_sha256=file_digest(qa_path),
-                  run_version=read_json(ws.stage_metrics("index"), "index").get("run_version"))
+    result.update(
+        qa_file=p.qa_file,
+        qa_sha256=file_digest(qa_path),
+        run_version=read_json(ws.stage_metrics("index"), "index").get("run_version"),
+    )
     passed, reason = gate(result, baseline, p.max_recall_drop)
-    stats = {**result, "passed": passed, "reason": reason,
-             "baseline": {k: v for k, v in baseline.items() if k != "baseline"} if baseline else None}
+    stats = {
+        **result,
+        "passed": passed,
+        "reason": reason,
+        "baseline": {k: v for k, v in baseline.items() if k != "baseline"} if baseline else None,
+    }
     finish_stage(ws, "eval_retrieval", stats, start)
     if not passed:
-        raise GateFailed(f"retrieval gate failed on {p.qa_file}: {reason}. The index already holds this run's data; "
-                         f"the run is not recorded as a version. Questions that found nothing: {result['missed'][:5]}. "
-                         "Check what changed in the sources (`ragtune eval-retrieval --qa FILE` shows every "
-                         "question), or raise retrieve.max_recall_drop if the drop is expected.")
+        raise GateFailed(
+            f"retrieval gate failed on {p.qa_file}: {reason}. The index already holds this run's data; "
+            f"the run is not recorded as a version. Questions that found nothing: {result['missed'][:5]}. "
+            "Check what changed in the sources (`ragtune eval-retrieval --qa FILE` shows every "
+            "question), or raise retrieve.max_recall_drop if the drop is expected."
+        )
     log.info("eval_retrieval: %s", reason)
     return stats
 
@@ -239,33 +306,96 @@ def manifest(chunks: list[dict], params: Params, embed_stats: dict, location: st
     """What the index should hold: deterministic, so DVC versions it and `dvc diff` shows real changes."""
     docs: dict[str, dict] = {}
     for c in chunks:
-        d = docs.setdefault(c["doc_id"], {"doc_hash": c["doc_hash"], "source": c["source"], "path": c["path"],
-                                          "points": []})
+        d = docs.setdefault(
+            c["doc_id"], {"doc_hash": c["doc_hash"], "source": c["source"], "path": c["path"], "points": []}
+        )
         d["points"].append(c["point_id"])
-    return {"collection": params.index.collection, "store": location, "distance": params.index.distance,
-            "model": embed_stats["model"], "dim": embed_stats["dim"], "chunks": len(chunks),
-            "documents": len(docs), "docs": docs}
+    return {
+        "collection": params.index.collection,
+        "store": location,
+        "distance": params.index.distance,
+        "model": embed_stats["model"],
+        "dim": embed_stats["dim"],
+        "chunks": len(chunks),
+        "documents": len(docs),
+        "docs": docs,
+    }
 
 
 L = Layout(Path())  # paths relative to the project root, as dvc.yaml writes them
 STORE_CONNECTION = ("index.collection", "index.local_path", "index.timeout_s", "index.retries", "index.retry_backoff_s")
 STAGES = (
-    Stage("ingest", "kb", run_ingest, params=("ingest",), source_param="ingest.sources",
-          code=("tasks/kb/ingest.py", "tasks/kb/readers.py"), outs=(rel(L.raw_documents),)),
-    Stage("clean", "kb", run_clean, params=("clean",), deps=(rel(L.raw_documents),), code=("tasks/kb/clean.py",),
-          outs=(rel(L.clean_documents), rel(L.clean_drops))),
-    Stage("validate", "kb", run_validate, params=("validate",), deps=(rel(L.clean_documents), rel(L.clean_drops)),
-          code=("tasks/kb/validate.py", "tasks/core/quality.py"), outs=(rel(L.gx_project),),
-          metrics=(rel(L.quality_report),)),
-    Stage("chunk", "kb", run_chunk, params=("chunk", "embed.model"),
-          deps=(rel(L.clean_documents), rel(L.quality_report)), code=("tasks/kb/chunk.py",), outs=(rel(L.chunks),)),
-    Stage("embed", "kb", run_embed, params=("embed",), deps=(rel(L.chunks),),
-          code=("tasks/kb/embed.py", "tasks/kb/embedder.py"), outs=(rel(L.embeddings_dir),)),
-    Stage("index", "kb", run_index, params=("index",), deps=(rel(L.chunks), rel(L.embeddings_dir)),
-          code=("tasks/kb/index.py", "tasks/kb/sparse.py", "tasks/kb/store.py"), outs=(rel(L.index_manifest),),
-          always_changed=True),
-    Stage("verify", "kb", run_verify, params=(*STORE_CONNECTION[:2], "index.verify_sample", *STORE_CONNECTION[2:]),
-          deps=(rel(L.index_manifest),), always_changed=True),
-    Stage("eval_retrieval", "kb", run_eval_retrieval, params=("retrieve", "embed", *STORE_CONNECTION),
-          deps=(rel(L.index_manifest),), optional=True, always_changed=True),
+    Stage(
+        "ingest",
+        "kb",
+        run_ingest,
+        params=("ingest",),
+        source_param="ingest.sources",
+        code=("tasks/kb/ingest.py", "tasks/kb/readers.py"),
+        outs=(rel(L.raw_documents),),
+    ),
+    Stage(
+        "clean",
+        "kb",
+        run_clean,
+        params=("clean",),
+        deps=(rel(L.raw_documents),),
+        code=("tasks/kb/clean.py",),
+        outs=(rel(L.clean_documents), rel(L.clean_drops)),
+    ),
+    Stage(
+        "validate",
+        "kb",
+        run_validate,
+        params=("validate",),
+        deps=(rel(L.clean_documents), rel(L.clean_drops)),
+        code=("tasks/kb/validate.py", "tasks/core/quality.py"),
+        outs=(rel(L.gx_project),),
+        metrics=(rel(L.quality_report),),
+    ),
+    Stage(
+        "chunk",
+        "kb",
+        run_chunk,
+        params=("chunk", "embed.model"),
+        deps=(rel(L.clean_documents), rel(L.quality_report)),
+        code=("tasks/kb/chunk.py",),
+        outs=(rel(L.chunks),),
+    ),
+    Stage(
+        "embed",
+        "kb",
+        run_embed,
+        params=("embed",),
+        deps=(rel(L.chunks),),
+        code=("tasks/kb/embed.py", "tasks/kb/embedder.py"),
+        outs=(rel(L.embeddings_dir),),
+    ),
+    Stage(
+        "index",
+        "kb",
+        run_index,
+        params=("index",),
+        deps=(rel(L.chunks), rel(L.embeddings_dir)),
+        code=("tasks/kb/index.py", "tasks/kb/sparse.py", "tasks/kb/store.py"),
+        outs=(rel(L.index_manifest),),
+        always_changed=True,
+    ),
+    Stage(
+        "verify",
+        "kb",
+        run_verify,
+        params=(*STORE_CONNECTION[:2], "index.verify_sample", *STORE_CONNECTION[2:]),
+        deps=(rel(L.index_manifest),),
+        always_changed=True,
+    ),
+    Stage(
+        "eval_retrieval",
+        "kb",
+        run_eval_retrieval,
+        params=("retrieve", "embed", *STORE_CONNECTION),
+        deps=(rel(L.index_manifest),),
+        optional=True,
+        always_changed=True,
+    ),
 )

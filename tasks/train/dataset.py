@@ -34,6 +34,7 @@ def tokenizer_fingerprint(tokenizer) -> str:
 
 def encode_chat(tokenizer, template: str, messages: list[dict]) -> tuple[list[int], list[int]]:
     """Token ids of the rendered conversation and labels that keep only assistant turns (end-of-turn included)."""
+
     def render(msgs, gen):
         return tokenizer.apply_chat_template(msgs, chat_template=template, tokenize=False, add_generation_prompt=gen)
 
@@ -42,11 +43,13 @@ def encode_chat(tokenizer, template: str, messages: list[dict]) -> tuple[list[in
     for i, m in enumerate(messages):
         if m["role"] != "assistant":
             continue
-        start, end = len(render(messages[:i], True)), len(render(messages[:i + 1], False))
-        if not full.startswith(render(messages[:i + 1], False)):
-            raise ConfigError("the chat template does not render conversations prefix-stably (a turn changes the "
-                              "text before it), so assistant spans cannot be masked. Set dataset.fallback_template "
-                              "to a template without that behaviour (e.g. chatml).")
+        start, end = len(render(messages[:i], True)), len(render(messages[: i + 1], False))
+        if not full.startswith(render(messages[: i + 1], False)):
+            raise ConfigError(
+                "the chat template does not render conversations prefix-stably (a turn changes the "
+                "text before it), so assistant spans cannot be masked. Set dataset.fallback_template "
+                "to a template without that behaviour (e.g. chatml)."
+            )
         spans.append((start, end))
     enc = tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)
     ids = enc["input_ids"]
@@ -59,9 +62,9 @@ class Encoded:
     example_id: str
     content_hash: str
     input_ids: list[int]
-    labels: list[int] | int     # per-token labels, or the class id for seq_cls
+    labels: list[int] | int  # per-token labels, or the class id for seq_cls
     n_tokens: int
-    split_key: str = ""         # what the train/eval split hashes (qa/raft: the question); "" = content_hash
+    split_key: str = ""  # what the train/eval split hashes (qa/raft: the question); "" = content_hash
 
 
 def encode(examples: list[Example], tokenizer, kind: str, template: str, label2id: dict[str, int]) -> list[Encoded]:
@@ -89,14 +92,16 @@ def gate_table(examples: list[Example], encoded: list[Encoded], max_length: int)
     for ex in examples:
         dup.append(ex.content_hash in seen)
         seen.add(ex.content_hash)
-    return pd.DataFrame({
-        "example_id": [e.example_id for e in examples],
-        "problem": [e.problem for e in examples],
-        "n_tokens": [e.n_tokens for e in encoded],
-        "overlength": [e.n_tokens > max_length for e in encoded],
-        "duplicate": dup,
-        "label": [e.label or "" for e in examples],
-    })
+    return pd.DataFrame(
+        {
+            "example_id": [e.example_id for e in examples],
+            "problem": [e.problem for e in examples],
+            "n_tokens": [e.n_tokens for e in encoded],
+            "overlength": [e.n_tokens > max_length for e in encoded],
+            "duplicate": dup,
+            "label": [e.label or "" for e in examples],
+        }
+    )
 
 
 def expectations(p: DatasetParams, fmt: str, name: str | None = None) -> list:
@@ -105,31 +110,56 @@ def expectations(p: DatasetParams, fmt: str, name: str | None = None) -> list:
     import great_expectations.expectations as gxe
 
     exps = [
-        gxe.ExpectTableRowCountToBeBetween(min_value=p.min_examples,
-                                           meta={"why": f"fewer than dataset.min_examples={p.min_examples} examples"}),
-        gxe.ExpectColumnValuesToBeInSet(column="problem", value_set=[""],
-                                        meta={"why": f"records missing the fields a '{name or fmt}' example needs"}),
-        gxe.ExpectColumnValuesToBeBetween(column="n_tokens", min_value=p.min_tokens,
-                                          meta={"why": f"examples shorter than dataset.min_tokens={p.min_tokens} tokens"}),
-        gxe.ExpectColumnValuesToNotBeInSet(column="duplicate", value_set=[True], mostly=round(1 - p.max_duplicate_share, 6),
-                                           meta={"share": "duplicate", "max_share": p.max_duplicate_share,
-                                                 "param": "dataset.max_duplicate_share"}),
+        gxe.ExpectTableRowCountToBeBetween(
+            min_value=p.min_examples, meta={"why": f"fewer than dataset.min_examples={p.min_examples} examples"}
+        ),
+        gxe.ExpectColumnValuesToBeInSet(
+            column="problem",
+            value_set=[""],
+            meta={"why": f"records missing the fields a '{name or fmt}' example needs"},
+        ),
+        gxe.ExpectColumnValuesToBeBetween(
+            column="n_tokens",
+            min_value=p.min_tokens,
+            meta={"why": f"examples shorter than dataset.min_tokens={p.min_tokens} tokens"},
+        ),
+        gxe.ExpectColumnValuesToNotBeInSet(
+            column="duplicate",
+            value_set=[True],
+            mostly=round(1 - p.max_duplicate_share, 6),
+            meta={"share": "duplicate", "max_share": p.max_duplicate_share, "param": "dataset.max_duplicate_share"},
+        ),
     ]
     if fmt != "text":  # raw text is cut into blocks, so long documents are fine
-        exps.append(gxe.ExpectColumnValuesToNotBeInSet(
-            column="overlength", value_set=[True], mostly=round(1 - p.max_overlength_share, 6),
-            meta={"share": "overlength", "max_share": p.max_overlength_share, "param": "dataset.max_overlength_share"}))
+        exps.append(
+            gxe.ExpectColumnValuesToNotBeInSet(
+                column="overlength",
+                value_set=[True],
+                mostly=round(1 - p.max_overlength_share, 6),
+                meta={
+                    "share": "overlength",
+                    "max_share": p.max_overlength_share,
+                    "param": "dataset.max_overlength_share",
+                },
+            )
+        )
     if fmt == "labelled":
-        exps.append(gxe.ExpectColumnUniqueValueCountToBeBetween(
-            column="label", min_value=2, meta={"why": "a classifier needs at least 2 distinct labels"}))
+        exps.append(
+            gxe.ExpectColumnUniqueValueCountToBeBetween(
+                column="label", min_value=2, meta={"why": "a classifier needs at least 2 distinct labels"}
+            )
+        )
         if p.labels:
-            exps.append(gxe.ExpectColumnValuesToBeInSet(
-                column="label", value_set=list(p.labels), meta={"why": f"labels outside dataset.labels={p.labels}"}))
+            exps.append(
+                gxe.ExpectColumnValuesToBeInSet(
+                    column="label", value_set=list(p.labels), meta={"why": f"labels outside dataset.labels={p.labels}"}
+                )
+            )
     return exps
 
 
 def split_of(content_hash: str, seed: int) -> float:
-    return int(hashlib.sha256(f"{seed}:{content_hash}".encode()).hexdigest()[:12], 16) / 16 ** 12
+    return int(hashlib.sha256(f"{seed}:{content_hash}".encode()).hexdigest()[:12], 16) / 16**12
 
 
 def split(encoded: list[Encoded], p: DatasetParams) -> tuple[list[Encoded], list[Encoded]]:
@@ -142,13 +172,18 @@ def split(encoded: list[Encoded], p: DatasetParams) -> tuple[list[Encoded], list
     if p.eval_share == 0:
         return unique, []
     ranked = sorted(unique, key=lambda e: split_of(e.split_key or e.content_hash, p.seed))
-    n_eval = max(sum(split_of(e.split_key or e.content_hash, p.seed) < p.eval_share for e in unique),
-                 p.min_eval_examples)
+    n_eval = max(
+        sum(split_of(e.split_key or e.content_hash, p.seed) < p.eval_share for e in unique), p.min_eval_examples
+    )
     if n_eval >= len(unique):
-        raise GateFailed(f"dataset: {len(unique)} unique examples leave nothing to train on with "
-                         f"eval_share={p.eval_share}, min_eval_examples={p.min_eval_examples}. Add examples or "
-                         "lower those settings.")
-    while n_eval < len(ranked) and ranked[n_eval].split_key and ranked[n_eval].split_key == ranked[n_eval - 1].split_key:
+        raise GateFailed(
+            f"dataset: {len(unique)} unique examples leave nothing to train on with "
+            f"eval_share={p.eval_share}, min_eval_examples={p.min_eval_examples}. Add examples or "
+            "lower those settings."
+        )
+    while (
+        n_eval < len(ranked) and ranked[n_eval].split_key and ranked[n_eval].split_key == ranked[n_eval - 1].split_key
+    ):
         n_eval += 1  # rows of one question (e.g. two answers) stay on one side of the cut
     eval_ids = {id(e) for e in ranked[:n_eval]}
     return [e for e in unique if id(e) not in eval_ids], [e for e in unique if id(e) in eval_ids]
@@ -160,8 +195,11 @@ def to_rows(items: list[Encoded], fmt: str, max_length: int, packing: bool) -> l
         return [{"input_ids": e.input_ids[:max_length], "label": e.labels} for e in items]
     if fmt == "text":
         stream = [t for e in items for t in e.input_ids]
-        return [{"input_ids": stream[i:i + max_length], "labels": stream[i:i + max_length]}
-                for i in range(0, len(stream), max_length) if len(stream[i:i + max_length]) > 1]
+        return [
+            {"input_ids": stream[i : i + max_length], "labels": stream[i : i + max_length]}
+            for i in range(0, len(stream), max_length)
+            if len(stream[i : i + max_length]) > 1
+        ]
     rows = [{"input_ids": e.input_ids[:max_length], "labels": e.labels[:max_length]} for e in items]
     rows = [r for r in rows if any(t != IGNORE for t in r["labels"])]
     return pack(rows, max_length) if packing else rows
@@ -184,9 +222,18 @@ def pack(rows: list[dict], max_length: int) -> list[dict]:
 
 
 def cache_key(examples: list[Example], tok_fp: str, template: str, fmt: str, p: DatasetParams, task: str) -> str:
-    body = json.dumps({"data": [e.content_hash for e in examples], "ids": [e.example_id for e in examples],
-                       "tokenizer": tok_fp, "template": template, "format": fmt, "task": task,
-                       "params": p.model_dump(mode="json")}, sort_keys=True)
+    body = json.dumps(
+        {
+            "data": [e.content_hash for e in examples],
+            "ids": [e.example_id for e in examples],
+            "tokenizer": tok_fp,
+            "template": template,
+            "format": fmt,
+            "task": task,
+            "params": p.model_dump(mode="json"),
+        },
+        sort_keys=True,
+    )
     return hashlib.sha256(body.encode()).hexdigest()[:20]
 
 

@@ -43,13 +43,13 @@ def question_hash(question: str) -> str:
 
 @dataclass
 class Example:
-    example_id: str             # "<file name>:<line>"
+    example_id: str  # "<file name>:<line>"
     format: str
-    messages: list[dict] = field(default_factory=list)   # instruction/chat
-    text: str = ""                                       # text/labelled
-    label: str | None = None                             # labelled
-    problem: str = ""                                    # why the record is unusable ("" = fine)
-    qa: dict | None = None                               # qa/raft: {question, answers, doc_ids}
+    messages: list[dict] = field(default_factory=list)  # instruction/chat
+    text: str = ""  # text/labelled
+    label: str | None = None  # labelled
+    problem: str = ""  # why the record is unusable ("" = fine)
+    qa: dict | None = None  # qa/raft: {question, answers, doc_ids}
 
     @property
     def split_key(self) -> str:
@@ -75,7 +75,8 @@ def detect_format(record: dict, path: Path) -> str:
         return "text"
     raise SourceError(
         f"{path}: line 1 has fields {sorted(record)}; cannot tell the format. Expected instruction/output, "
-        "messages, question/answers, text or text+label, or set dataset.format in params.yaml.")
+        "messages, question/answers, text or text+label, or set dataset.format in params.yaml."
+    )
 
 
 def _fix(value) -> str:
@@ -96,7 +97,9 @@ def to_example(record: dict, fmt: str, example_id: str, system_prompt: str | Non
             ex.problem, doc_ids = "doc_ids must be a list of strings", []
         ex.qa = {"question": question, "answers": answers, "doc_ids": doc_ids}
         ex.messages = ([{"role": "system", "content": system_prompt}] if system_prompt else []) + [
-            {"role": "user", "content": question}, {"role": "assistant", "content": answers[0] if answers else ""}]
+            {"role": "user", "content": question},
+            {"role": "assistant", "content": answers[0] if answers else ""},
+        ]
     elif fmt == "instruction":
         prompt = _fix(record.get("instruction"))
         extra = _fix(record.get("input"))
@@ -105,7 +108,8 @@ def to_example(record: dict, fmt: str, example_id: str, system_prompt: str | Non
             ex.problem = "instruction and output must be non-empty strings"
         ex.messages = ([{"role": "system", "content": system_prompt}] if system_prompt else []) + [
             {"role": "user", "content": f"{prompt}\n\n{extra}" if extra else prompt},
-            {"role": "assistant", "content": answer}]
+            {"role": "assistant", "content": answer},
+        ]
     elif fmt == "chat":
         msgs = record.get("messages")
         if not isinstance(msgs, list) or not msgs:
@@ -141,8 +145,10 @@ def read_examples(root: Path, sources: list[str], fmt: str, system_prompt: str |
     for source in sources:
         path = resolve_path(root, source)
         if not path.is_file():
-            raise SourceError(f"dataset.sources: {path} is not a file. Point it at a JSONL training file "
-                              "(e.g. data/sample/train/instructions.jsonl).")
+            raise SourceError(
+                f"dataset.sources: {path} is not a file. Point it at a JSONL training file "
+                "(e.g. data/sample/train/instructions.jsonl)."
+            )
         with path.open(encoding="utf-8", errors="replace") as f:
             for lineno, record in json_objects(f, str(path)):
                 if fmt == "auto":
@@ -151,7 +157,8 @@ def read_examples(root: Path, sources: list[str], fmt: str, system_prompt: str |
                     raise SourceError(
                         f"{path}:{lineno}: dataset.format={fmt} reads question/answers rows, but this record has "
                         f"fields {sorted(record)}. Set dataset.format=auto to train on the file's own format "
-                        f"(e.g. `ragtune retrain --source {path.name} dataset.format=auto`), or give a QA file.")
+                        f"(e.g. `ragtune retrain --source {path.name} dataset.format=auto`), or give a QA file."
+                    )
                 examples.append(to_example(record, fmt, f"{path.name}:{lineno}", system_prompt))
     if fmt == "auto":
         raise SourceError(f"dataset.sources {sources}: no records found. Add training examples to the file(s).")
@@ -163,15 +170,20 @@ def kb_chunk_examples(root: Path) -> list[Example]:
 
     chunks = Layout(root).chunks
     if not chunks.is_file():
-        raise SourceError(f"dataset.format=kb_text trains on the knowledge base's chunks, but {chunks} does not "
-                          "exist yet. Run `ragtune refresh` first.")
+        raise SourceError(
+            f"dataset.format=kb_text trains on the knowledge base's chunks, but {chunks} does not "
+            "exist yet. Run `ragtune refresh` first."
+        )
     out = []
     with chunks.open(encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
             if line.strip():
                 c = json.loads(line)
-                out.append(Example(example_id=f"{c['doc_id']}#{c.get('position', lineno)}", format="kb_text",
-                                   text=_fix(c["text"])))
+                out.append(
+                    Example(
+                        example_id=f"{c['doc_id']}#{c.get('position', lineno)}", format="kb_text", text=_fix(c["text"])
+                    )
+                )
     return out
 
 

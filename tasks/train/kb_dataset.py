@@ -32,23 +32,28 @@ Search = Callable[[str, int], list[dict]]
 def holds_answer(text: str, answers: list[str]) -> bool:
     """Whether a passage states an answer, on word boundaries ("71 %" is not in "171 %")."""
     body = normalize_passage(text)
-    return any(re.search(rf"(?<!\w){re.escape(normalize_passage(a))}(?!\w)", body) for a in answers
-               if normalize_passage(a))
+    return any(
+        re.search(rf"(?<!\w){re.escape(normalize_passage(a))}(?!\w)", body) for a in answers if normalize_passage(a)
+    )
 
 
 def pick_oracle(qa: dict, hits: list[dict], chunks: list[dict]) -> tuple[dict | None, str]:
     """The chunk holding the answer: first from the row's doc_ids, then among the hits, then anywhere."""
     answers, docs = qa["answers"], set(qa["doc_ids"])
-    for where, pool in (("doc_ids", [c for c in chunks if c["doc_id"] in docs]), ("retrieved", hits),
-                        ("corpus", chunks)):
+    for where, pool in (
+        ("doc_ids", [c for c in chunks if c["doc_id"] in docs]),
+        ("retrieved", hits),
+        ("corpus", chunks),
+    ):
         found = next((c for c in pool if holds_answer(c["text"], answers)), None)
         if found is not None:
             return found, where
     return None, "none"
 
 
-def pick_distractors(qa: dict, hits: list[dict], chunks: list[dict], n: int, rng: random.Random,
-                     exclude: dict | None) -> list[dict]:
+def pick_distractors(
+    qa: dict, hits: list[dict], chunks: list[dict], n: int, rng: random.Random, exclude: dict | None
+) -> list[dict]:
     """n chunks without the answer: retrieved ones first (in rank order), then random others."""
     taken = {_key(exclude)} if exclude else set()
     out = []
@@ -72,27 +77,36 @@ def quote(text: str, answers: list[str]) -> str:
     return next((s for s in sentences if holds_answer(s, answers)), sentences[0])
 
 
-def raft_example(ex: Example, oracle: dict | None, distractors: list[dict], p: RaftParams, seed: int,
-                 system_prompt: str | None) -> tuple[Example, bool]:
+def raft_example(
+    ex: Example, oracle: dict | None, distractors: list[dict], p: RaftParams, seed: int, system_prompt: str | None
+) -> tuple[Example, bool]:
     """One RAFT example and whether its passages include the oracle."""
     qa = ex.qa
     rng = random.Random(f"{seed}:{question_hash(qa['question'])}")
     keep = oracle is not None and rng.random() < p.oracle_share
-    passages = ([oracle] if keep else []) + distractors[:p.distractors + (0 if keep else 1)]
+    passages = ([oracle] if keep else []) + distractors[: p.distractors + (0 if keep else 1)]
     rng.shuffle(passages)
     target = qa["answers"][0]
     if keep and p.quote:
         n = passages.index(oracle) + 1
-        target += f"\n\nEvidence: [{n}] \"{quote(oracle['text'], qa['answers'])}\""
+        target += f'\n\nEvidence: [{n}] "{quote(oracle["text"], qa["answers"])}"'
     user = context_message(qa["question"], passages)
     messages = ([{"role": "system", "content": system_prompt}] if system_prompt else []) + [
-        {"role": "user", "content": user}, {"role": "assistant", "content": target}]
+        {"role": "user", "content": user},
+        {"role": "assistant", "content": target},
+    ]
     return Example(example_id=ex.example_id, format="raft", messages=messages, qa=qa), keep
 
 
-def build_raft(examples: list[Example], search: Search, chunks: list[dict], p: RaftParams, seed: int,
-               system_prompt: str | None, on_progress: Callable[[int, int], None] | None = None
-               ) -> tuple[list[Example], dict]:
+def build_raft(
+    examples: list[Example],
+    search: Search,
+    chunks: list[dict],
+    p: RaftParams,
+    seed: int,
+    system_prompt: str | None,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> tuple[list[Example], dict]:
     """RAFT examples for every usable QA example (unusable ones pass through for the gate to report)."""
     out, stats = [], {"with_oracle": 0, "without_oracle": 0, "oracle_found": {}}
     for i, ex in enumerate(examples, 1):
@@ -125,16 +139,26 @@ def kb_version(ws: Layout) -> dict:
     return out
 
 
-def raft_from_index(ws: Layout, params: Params, examples: list[Example],
-                    on_progress: Callable[[int, int], None] | None = None) -> tuple[list[Example], dict]:
+def raft_from_index(
+    ws: Layout, params: Params, examples: list[Example], on_progress: Callable[[int, int], None] | None = None
+) -> tuple[list[Example], dict]:
     """RAFT examples with passages from the live index (retrieve: section settings)."""
 
     if not ws.chunks.is_file() or not ws.index_manifest.is_file():
-        raise SourceError(f"dataset.format=raft puts passages from the index into each example, but there is no "
-                          f"index yet ({ws.index_manifest} is missing). Run `ragtune refresh` first, or use "
-                          "dataset.format=qa (questions without passages).")
+        raise SourceError(
+            f"dataset.format=raft puts passages from the index into each example, but there is no "
+            f"index yet ({ws.index_manifest} is missing). Run `ragtune refresh` first, or use "
+            "dataset.format=qa (questions without passages)."
+        )
     chunks = read_jsonl(ws.chunks, "chunk")
     with Retriever(Path(ws.root), params) as retriever:
         retriever.warm()
-        return build_raft(examples, retriever.search, chunks, params.dataset.raft, params.dataset.seed,
-                          params.dataset.system_prompt, on_progress)
+        return build_raft(
+            examples,
+            retriever.search,
+            chunks,
+            params.dataset.raft,
+            params.dataset.seed,
+            params.dataset.system_prompt,
+            on_progress,
+        )

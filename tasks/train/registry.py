@@ -41,9 +41,15 @@ def decide(candidate: dict, production: dict | None, metric: str, min_delta: flo
     """Promote when there is no production adapter, or the candidate is better by at least min_delta."""
     cand = candidate.get(metric)
     if cand is None:
-        return Decision(False, metric, None, None, min_delta,
-                        f"the candidate has no '{metric}' metric (set promote.metric to one it reports, "
-                        f"e.g. eval_loss; qa_* needs evaluate.qa_file)")
+        return Decision(
+            False,
+            metric,
+            None,
+            None,
+            min_delta,
+            f"the candidate has no '{metric}' metric (set promote.metric to one it reports, "
+            f"e.g. eval_loss; qa_* needs evaluate.qa_file)",
+        )
     if production is None:
         return Decision(True, metric, cand, None, min_delta, "no production adapter yet")
     prod = production.get(metric)
@@ -53,12 +59,24 @@ def decide(candidate: dict, production: dict | None, metric: str, min_delta: flo
     gain = (prod - cand) if lower else (cand - prod)
     word = "lower" if lower else "higher"
     if gain >= min_delta and gain > 0:
-        return Decision(True, metric, cand, prod, min_delta,
-                        f"{metric} {cand:.4f} vs production {prod:.4f}: {gain:.4f} better ({word} is better), "
-                        f">= promote.min_delta={min_delta}")
-    return Decision(False, metric, cand, prod, min_delta,
-                    f"{metric} {cand:.4f} vs production {prod:.4f}: improvement {gain:.4f} is below "
-                    f"promote.min_delta={min_delta} ({word} is better); candidate kept as a version, not promoted")
+        return Decision(
+            True,
+            metric,
+            cand,
+            prod,
+            min_delta,
+            f"{metric} {cand:.4f} vs production {prod:.4f}: {gain:.4f} better ({word} is better), "
+            f">= promote.min_delta={min_delta}",
+        )
+    return Decision(
+        False,
+        metric,
+        cand,
+        prod,
+        min_delta,
+        f"{metric} {cand:.4f} vs production {prod:.4f}: improvement {gain:.4f} is below "
+        f"promote.min_delta={min_delta} ({word} is better); candidate kept as a version, not promoted",
+    )
 
 
 def new_version() -> str:
@@ -105,14 +123,30 @@ class ModelRegistry:
         shutil.copytree(candidate_dir, tmp)
         write_json(tmp / "evaluation.json", {"metrics": metrics, "decision": asdict(decision)})
         tmp.rename(self.folder(version))
-        entry = {"version": version, "parent": parent, "promoted": decision.promote, "reason": decision.reason,
-                 "metric": decision.metric, "value": decision.candidate, "production_value": decision.production,
-                 "at": utc_iso()}
+        entry = {
+            "version": version,
+            "parent": parent,
+            "promoted": decision.promote,
+            "reason": decision.reason,
+            "metric": decision.metric,
+            "value": decision.candidate,
+            "production_value": decision.production,
+            "at": utc_iso(),
+        }
         with self.ws.lineage.open("a", encoding="utf-8") as f:
             f.write(json.dumps(entry) + "\n")
         if decision.promote:
-            write_json(self.ws.production, {"version": version, "path": f"versions/{version}",
-                                            "metric": decision.metric, "value": decision.candidate,
-                                            "metrics": metrics, "promoted_at": entry["at"],
-                                            "reason": decision.reason, "previous": parent})
+            write_json(
+                self.ws.production,
+                {
+                    "version": version,
+                    "path": f"versions/{version}",
+                    "metric": decision.metric,
+                    "value": decision.candidate,
+                    "metrics": metrics,
+                    "promoted_at": entry["at"],
+                    "reason": decision.reason,
+                    "previous": parent,
+                },
+            )
         return entry

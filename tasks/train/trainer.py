@@ -25,10 +25,26 @@ from tasks.train.adapter import Collator, expected_state
 
 log = logging.getLogger("ragtune")
 # Top-level keys DeepSpeed accepts in a config we ship or expect; DeepSpeed itself ignores typos silently.
-DS_KEYS = {"train_batch_size", "train_micro_batch_size_per_gpu", "gradient_accumulation_steps",
-           "gradient_clipping", "bf16", "fp16", "zero_optimization", "optimizer", "scheduler", "steps_per_print",
-           "wall_clock_breakdown", "communication_data_type", "zero_allow_untested_optimizer",
-           "activation_checkpointing", "flops_profiler", "prescale_gradients", "amp", "data_types"}
+DS_KEYS = {
+    "train_batch_size",
+    "train_micro_batch_size_per_gpu",
+    "gradient_accumulation_steps",
+    "gradient_clipping",
+    "bf16",
+    "fp16",
+    "zero_optimization",
+    "optimizer",
+    "scheduler",
+    "steps_per_print",
+    "wall_clock_breakdown",
+    "communication_data_type",
+    "zero_allow_untested_optimizer",
+    "activation_checkpointing",
+    "flops_profiler",
+    "prescale_gradients",
+    "amp",
+    "data_types",
+}
 
 
 def deepspeed_config(root: Path, p: TrainParams) -> Path | None:
@@ -38,16 +54,20 @@ def deepspeed_config(root: Path, p: TrainParams) -> Path | None:
 
     path = resolve_path(root, p.deepspeed)
     if not path.is_file():
-        raise ConfigError(f"train.deepspeed: {path} does not exist. Use one of infra/deepspeed/*.json, or "
-                          "train.deepspeed=none to train without DeepSpeed.")
+        raise ConfigError(
+            f"train.deepspeed: {path} does not exist. Use one of infra/deepspeed/*.json, or "
+            "train.deepspeed=none to train without DeepSpeed."
+        )
     try:
         cfg = json.loads(path.read_text(encoding="utf-8"))
     except ValueError as exc:
         raise ConfigError(f"train.deepspeed: {path} is not valid JSON ({exc}).") from None
     unknown = sorted(set(cfg) - DS_KEYS)
     if unknown:
-        raise ConfigError(f"train.deepspeed: {path} has unknown top-level keys {unknown}; DeepSpeed would ignore "
-                          "them silently. Fix the spelling or remove them.")
+        raise ConfigError(
+            f"train.deepspeed: {path} has unknown top-level keys {unknown}; DeepSpeed would ignore "
+            "them silently. Fix the spelling or remove them."
+        )
     stage = cfg.get("zero_optimization", {}).get("stage", 0)
     if stage not in (0, 1, 2, 3):
         raise ConfigError(f"train.deepspeed: {path}: zero_optimization.stage must be 0-3 (got {stage}).")
@@ -82,8 +102,9 @@ def single_process_env() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
-                      RAGTUNE_DIST_ENV="1")
+    os.environ.update(
+        RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RAGTUNE_DIST_ENV="1"
+    )
 
 
 def is_main_process() -> bool:
@@ -121,23 +142,36 @@ def lora_model(base, model: ModelParams, p: TrainParams):
     from peft import LoraConfig, TaskType, get_peft_model
 
     target = p.lora.target_modules
-    config = LoraConfig(r=p.lora.r, lora_alpha=p.lora.alpha, lora_dropout=p.lora.dropout,
-                        target_modules=target if isinstance(target, str) else list(target),
-                        task_type=TaskType.SEQ_CLS if model.task == "seq_cls" else TaskType.CAUSAL_LM)
+    config = LoraConfig(
+        r=p.lora.r,
+        lora_alpha=p.lora.alpha,
+        lora_dropout=p.lora.dropout,
+        target_modules=target if isinstance(target, str) else list(target),
+        task_type=TaskType.SEQ_CLS if model.task == "seq_cls" else TaskType.CAUSAL_LM,
+    )
     try:
         return get_peft_model(base, config)
     except ValueError as exc:
-        raise ConfigError(f"train.lora.target_modules={target!r}: {exc}. Use all-linear or module names of "
-                          f"{type(base).__name__} (e.g. q_proj, v_proj).") from None
+        raise ConfigError(
+            f"train.lora.target_modules={target!r}: {exc}. Use all-linear or module names of "
+            f"{type(base).__name__} (e.g. q_proj, v_proj)."
+        ) from None
 
 
-def train_lora(root: Path, rows: dict[str, list[dict]], meta: dict, model: ModelParams, p: TrainParams,
-               output_dir: Path, run_key: str, adapter_dir: Path,
-               on_progress: Callable[[int, int], None] | None = None) -> dict:
+def train_lora(
+    root: Path,
+    rows: dict[str, list[dict]],
+    meta: dict,
+    model: ModelParams,
+    p: TrainParams,
+    output_dir: Path,
+    run_key: str,
+    adapter_dir: Path,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> dict:
     """Train, save the adapter to adapter_dir, return metrics (losses, tokens/s, memory, resume point)."""
     import torch
     from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
-
 
     ds_path = deepspeed_config(root, p)
     prec = precision(p)
@@ -183,21 +217,47 @@ def train_lora(root: Path, rows: dict[str, list[dict]], meta: dict, model: Model
 
     has_eval = bool(rows["eval"]) and p.eval_steps > 0
     args = TrainingArguments(
-        output_dir=str(output_dir), num_train_epochs=p.epochs, max_steps=p.max_steps,
-        per_device_train_batch_size=p.batch_size, per_device_eval_batch_size=p.batch_size,
-        gradient_accumulation_steps=p.grad_accum, learning_rate=p.learning_rate, lr_scheduler_type=p.lr_scheduler,
-        warmup_steps=p.warmup_ratio, weight_decay=p.weight_decay, max_grad_norm=p.max_grad_norm,
-        bf16=prec == "bf16", fp16=prec == "fp16", activation_checkpointing=p.gradient_checkpointing,
+        output_dir=str(output_dir),
+        num_train_epochs=p.epochs,
+        max_steps=p.max_steps,
+        per_device_train_batch_size=p.batch_size,
+        per_device_eval_batch_size=p.batch_size,
+        gradient_accumulation_steps=p.grad_accum,
+        learning_rate=p.learning_rate,
+        lr_scheduler_type=p.lr_scheduler,
+        warmup_steps=p.warmup_ratio,
+        weight_decay=p.weight_decay,
+        max_grad_norm=p.max_grad_norm,
+        bf16=prec == "bf16",
+        fp16=prec == "fp16",
+        activation_checkpointing=p.gradient_checkpointing,
         activation_checkpointing_kwargs={"use_reentrant": False} if p.gradient_checkpointing else None,
-        seed=p.seed, data_seed=p.seed, save_strategy="steps", save_steps=p.save_steps,
-        save_total_limit=p.save_total_limit, logging_steps=p.logging_steps, logging_first_step=True,
-        eval_strategy="steps" if has_eval else "no", eval_steps=p.eval_steps or None,
-        deepspeed=str(ds_path) if ds_path else None, report_to=[], remove_unused_columns=False,
-        use_cpu=not torch.cuda.is_available(), disable_tqdm=True, dataloader_num_workers=0,
-        save_only_model=False, label_names=["labels"])
-    trainer = LoraTrainer(model=peft_model, args=args, train_dataset=rows["train"],
-                          eval_dataset=rows["eval"] or None, data_collator=Collator(meta["pad_id"]),
-                          callbacks=[Progress()])
+        seed=p.seed,
+        data_seed=p.seed,
+        save_strategy="steps",
+        save_steps=p.save_steps,
+        save_total_limit=p.save_total_limit,
+        logging_steps=p.logging_steps,
+        logging_first_step=True,
+        eval_strategy="steps" if has_eval else "no",
+        eval_steps=p.eval_steps or None,
+        deepspeed=str(ds_path) if ds_path else None,
+        report_to=[],
+        remove_unused_columns=False,
+        use_cpu=not torch.cuda.is_available(),
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        save_only_model=False,
+        label_names=["labels"],
+    )
+    trainer = LoraTrainer(
+        model=peft_model,
+        args=args,
+        train_dataset=rows["train"],
+        eval_dataset=rows["eval"] or None,
+        data_collator=Collator(meta["pad_id"]),
+        callbacks=[Progress()],
+    )
     trainer.remove_callback(PrinterCallback)  # our callback logs through the ragtune logger instead
     resumed_from = int(resume.name.split("-")[-1]) if resume else 0
     if resume:
@@ -215,19 +275,26 @@ def train_lora(root: Path, rows: dict[str, list[dict]], meta: dict, model: Model
     history = [h for h in trainer.state.log_history if "loss" in h or "eval_loss" in h]
     losses = [h["loss"] for h in history if "loss" in h]
     metrics = {
-        "global_step": trainer.state.global_step, "max_steps": trainer.state.max_steps,
-        "resumed_from_step": resumed_from, "epochs": round(float(trainer.state.epoch or 0), 3),
+        "global_step": trainer.state.global_step,
+        "max_steps": trainer.state.max_steps,
+        "resumed_from_step": resumed_from,
+        "epochs": round(float(trainer.state.epoch or 0), 3),
         "train_loss": round(float(result.training_loss), 6),
         "first_logged_loss": round(losses[0], 6) if losses else None,
         "last_logged_loss": round(losses[-1], 6) if losses else None,
         "eval_loss_in_training": round(float(final_eval["eval_loss"]), 6) if final_eval else None,
-        "train_seconds": round(seconds, 3), "train_call_seconds": round(call_seconds, 3),  # call: + engine init
+        "train_seconds": round(seconds, 3),
+        "train_call_seconds": round(call_seconds, 3),  # call: + engine init
         "real_tokens": loop["tokens"],
         "tokens_per_s": round(loop["tokens"] / seconds, 1) if seconds else None,
-        "trainable_params": trainable, "total_params": total, "precision": prec,
-        "deepspeed": str(p.deepspeed) if ds_path else None, "zero_stage": zero_stage(ds_path),
+        "trainable_params": trainable,
+        "total_params": total,
+        "precision": prec,
+        "deepspeed": str(p.deepspeed) if ds_path else None,
+        "zero_stage": zero_stage(ds_path),
         "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
-        **peak_memory(), "history": history,
+        **peak_memory(),
+        "history": history,
     }
     return {"metrics": metrics, "expected_state": expected}
 
@@ -239,5 +306,5 @@ def peak_memory() -> dict:
 
     out = {"peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
     if torch.cuda.is_available():
-        out["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated() / 2 ** 20, 1)
+        out["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
     return out

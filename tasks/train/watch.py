@@ -32,14 +32,21 @@ def detect_change(ws: Layout, params: Params) -> dict:
     data_hash = json.dumps(versions, sort_keys=True)
     state = json.loads(ws.watch_state.read_text()) if ws.watch_state.exists() else {}
     new = len(current - baseline)
-    change = {"dataset": ",".join(params.dataset.sources), "data_version": versions, "format": fmt,
-              "examples": len(current), "new_examples": new, "removed_examples": len(baseline - current),
-              "production_version": production}
+    change = {
+        "dataset": ",".join(params.dataset.sources),
+        "data_version": versions,
+        "format": fmt,
+        "examples": len(current),
+        "new_examples": new,
+        "removed_examples": len(baseline - current),
+        "production_version": production,
+    }
     if state.get("emitted_for") == data_hash:
         change.update(emit=False, reason="already emitted for this data")
     elif new < params.schedule.min_new_examples:
-        change.update(emit=False, reason=f"{new} new examples < schedule.min_new_examples="
-                                         f"{params.schedule.min_new_examples}")
+        change.update(
+            emit=False, reason=f"{new} new examples < schedule.min_new_examples={params.schedule.min_new_examples}"
+        )
     else:
         change.update(emit=True, reason=f"{new} new examples since {production or 'no production adapter'}")
     change["data_hash"] = data_hash

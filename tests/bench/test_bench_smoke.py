@@ -19,8 +19,12 @@ def _number(x) -> bool:
 @pytest.mark.timeout(1800)
 def test_quick_benchmark_writes_every_section(tmp_path):
     out = tmp_path / "bench.json"
-    proc = subprocess.run([sys.executable, "-m", "benchmarks", "--quick", "--docs", "6", "--out", str(out)],
-                          cwd=REPO, capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", "--docs", "6", "--out", str(out)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
     res = json.loads(out.read_text())
     assert res["mode"] == "quick" and res["machine"]["cores"] >= 1 and res["machine"]["libraries"]["torch"]
@@ -30,9 +34,9 @@ def test_quick_benchmark_writes_every_section(tmp_path):
     systems = res["refresh"]["systems"]
     ours = systems["ragtune"]
     assert ours["status"] == "ok"
-    assert ours["full"]["embedded"] == ours["full"]["chunks"] > 0          # cold: everything embedded
-    assert ours["unchanged"]["embedded"] == 0                              # nothing changed: nothing embedded
-    assert 0 < ours["churn_1pct"]["embedded"] < ours["full"]["embedded"]   # only the churned documents' chunks
+    assert ours["full"]["embedded"] == ours["full"]["chunks"] > 0  # cold: everything embedded
+    assert ours["unchanged"]["embedded"] == 0  # nothing changed: nothing embedded
+    assert 0 < ours["churn_1pct"]["embedded"] < ours["full"]["embedded"]  # only the churned documents' chunks
     assert ours["churn_1pct"]["doc_changes"]["removed"] == 1
     for scenario in ("unchanged", "churn_1pct"):
         assert _number(ours[scenario]["wall_fraction_of_full"])

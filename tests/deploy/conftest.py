@@ -27,13 +27,20 @@ def prefect_server(tmp_path_factory):
     home = tmp_path_factory.mktemp("prefect-server")
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env.update(PREFECT_HOME=str(home), PATH=BIN + os.pathsep + env["PATH"], PREFECT_SERVER_ANALYTICS_ENABLED="false",
-               PREFECT_LOGGING_EXTRA_LOGGERS="ragtune")
+    env.update(
+        PREFECT_HOME=str(home),
+        PATH=BIN + os.pathsep + env["PATH"],
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PREFECT_LOGGING_EXTRA_LOGGERS="ragtune",
+    )
     log = (home / "server.log").open("w")
     url = f"http://127.0.0.1:{port}/api"
-    proc = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
-                             "--port", str(port)], env={**env, "PREFECT_UI_API_URL": url},  # the UI calls this API
-                            stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env={**env, "PREFECT_UI_API_URL": url},  # the UI calls this API
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     deadline = time.monotonic() + 240
     while True:
         try:

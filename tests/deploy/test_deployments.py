@@ -40,8 +40,14 @@ def wait_for(predicate, timeout: float, what: str, proc: subprocess.Popen | None
 
 
 def ragtune(env: dict, root: Path, *args: str) -> dict:
-    proc = subprocess.run(["ragtune", *args, "--params", str(root / "params.yaml")], env=env, cwd=root,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        ["ragtune", *args, "--params", str(root / "params.yaml")],
+        env=env,
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)
 
@@ -56,8 +62,13 @@ def test_schedule_and_event_triggered_retrain(workspace, tiny_causal, prefect_se
     params["schedule"].update(refresh_cron="30 3 * * *", timezone="Europe/Paris", watch_interval_s=3600)
     (workspace / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     log = (tmp_path / "serve.log").open("w")
-    serve = subprocess.Popen(["ragtune", "serve", "--params", str(workspace / "params.yaml")], env=env,
-                             cwd=workspace, stdout=log, stderr=subprocess.STDOUT)
+    serve = subprocess.Popen(
+        ["ragtune", "serve", "--params", str(workspace / "params.yaml")],
+        env=env,
+        cwd=workspace,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     try:
         nightly = wait_for(lambda: _deployment(url, "kb_refresh", "nightly-ragtune"), 120, "deployments", serve)
         schedule = nightly["schedules"][0]["schedule"]
@@ -66,10 +77,14 @@ def test_schedule_and_event_triggered_retrain(workspace, tiny_causal, prefect_se
         on_new_data = wait_for(lambda: _deployment(url, "retrain", "on-new-data"), 60, "retrain deployment")
         wait_for(lambda: api(url, "POST", "/automations/filter", {}), 60, "the retrain trigger's automation")
 
-        first = ragtune(env, workspace, "watch", "--json")       # no production adapter yet: all examples are new
+        first = ragtune(env, workspace, "watch", "--json")  # no production adapter yet: all examples are new
         assert first["emit"] and first["new_examples"] == 28
-        runs = wait_for(lambda: [r for r in retrain_runs(url, on_new_data["id"]) if r["state_type"] == "COMPLETED"],
-                        300, "the first triggered retrain", serve)
+        runs = wait_for(
+            lambda: [r for r in retrain_runs(url, on_new_data["id"]) if r["state_type"] == "COMPLETED"],
+            300,
+            "the first triggered retrain",
+            serve,
+        )
         assert len(runs) == 1 and (workspace / "models/production.json").exists()
 
         unchanged = ragtune(env, workspace, "watch", "--json")
@@ -82,8 +97,12 @@ def test_schedule_and_event_triggered_retrain(workspace, tiny_causal, prefect_se
                 f.write(json.dumps({"instruction": f"What is error E{i}4?", "output": f"Sensor fault {i}."}) + "\n")
         changed = ragtune(env, workspace, "watch", "--json")
         assert changed["emit"] and changed["new_examples"] == 3
-        wait_for(lambda: len([r for r in retrain_runs(url, on_new_data["id"]) if r["state_type"] == "COMPLETED"]) == 2,
-                 300, "the second triggered retrain", serve)
+        wait_for(
+            lambda: len([r for r in retrain_runs(url, on_new_data["id"]) if r["state_type"] == "COMPLETED"]) == 2,
+            300,
+            "the second triggered retrain",
+            serve,
+        )
     finally:
         stop(serve, 30)
         log.close()

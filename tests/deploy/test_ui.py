@@ -11,8 +11,15 @@ import httpx
 import pytest
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"]
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-dev-shm-usage",
+]
 
 
 @pytest.mark.slow
@@ -22,15 +29,40 @@ def test_refresh_run_and_its_artifacts_are_visible_in_the_ui(workspace, prefect_
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} not found: install Debian's chromium package (`make test` does this)")
     url, env = prefect_server
-    proc = subprocess.run(["ragtune", "refresh", "--json", "--params", str(workspace / "params.yaml")], env=env,
-                          cwd=workspace, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        ["ragtune", "refresh", "--json", "--params", str(workspace / "params.yaml")],
+        env=env,
+        cwd=workspace,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr
     qa = tmp_path / "questions.jsonl"  # six questions: rag answers them with the packaged SmolLM2, offline
-    qa.write_text("".join((Path(__file__).resolve().parents[2] / "data/sample/questions.jsonl")
-                          .read_text().splitlines(keepends=True)[:6]))
-    proc = subprocess.run(["ragtune", "compare", "--qa", str(qa), "--json", "compare.modes=[rag]", "--params",
-                           str(workspace / "params.yaml")], env=env, cwd=workspace, capture_output=True, text=True,
-                          timeout=600)
+    qa.write_text(
+        "".join(
+            (Path(__file__).resolve().parents[2] / "data/sample/questions.jsonl")
+            .read_text()
+            .splitlines(keepends=True)[:6]
+        )
+    )
+    proc = subprocess.run(
+        [
+            "ragtune",
+            "compare",
+            "--qa",
+            str(qa),
+            "--json",
+            "compare.modes=[rag]",
+            "--params",
+            str(workspace / "params.yaml"),
+        ],
+        env=env,
+        cwd=workspace,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr
     runs = httpx.post(f"{url}/flow_runs/filter", json={"flow_runs": {"name": {}}}, timeout=10).json()
     mine = [r for r in runs if r["state_type"] == "COMPLETED" and r["parameters"].get("root") == str(workspace)]

@@ -30,22 +30,22 @@ QA = REPO / "data/sample/questions.jsonl"
 # something else. A sentence embedding ranks by topic; BM25 matches the code exactly.
 CODE_CORPUS = {
     "batch-notice.md": "# Power adapters\n\nUnits from production batch ZX-4471-B, shipped in March, came with a "
-                       "power adapter that runs warm. Order a free replacement adapter from the support portal; keep "
-                       "the old one until the new one arrives. Adapters from other batches are fine.",
+    "power adapter that runs warm. Order a free replacement adapter from the support portal; keep "
+    "the old one until the new one arrives. Adapters from other batches are fine.",
     "upgrade-1.md": "# Upgrades\n\nUpgrading the device software did not complete? Restart the thermostat and retry "
-                    "the installation from the app.",
+    "the installation from the app.",
     "upgrade-2.md": "# Upgrades\n\nIf a software upgrade stops halfway, keep the device powered and the installer "
-                    "resumes by itself within ten minutes.",
+    "resumes by itself within ten minutes.",
     "upgrade-3.md": "# Upgrades\n\nSoftware installation errors usually come from a weak Wi-Fi signal; move the router "
-                    "closer and try the upgrade again.",
+    "closer and try the upgrade again.",
     "upgrade-4.md": "# Upgrades\n\nA new software version is installed automatically at night; you can also start "
-                    "the upgrade manually in settings.",
+    "the upgrade manually in settings.",
     "upgrade-5.md": "# Upgrades\n\nWhen the upgrade of the device software breaks, a factory reset restores the "
-                    "previous version.",
+    "previous version.",
     "upgrade-6.md": "# Upgrades\n\nError E12 after an upgrade means the download was corrupted; the thermostat "
-                    "fetches the package again.",
+    "fetches the package again.",
     "upgrade-7.md": "# Upgrades\n\nThe upgrade server was down for an hour on Tuesday; devices that could not upgrade "
-                    "retried automatically.",
+    "retried automatically.",
 }
 
 
@@ -114,8 +114,9 @@ def test_refresh_gate_passes_then_fails_on_a_recall_drop_and_keeps_its_baseline(
     assert ev["passed"] and ev["recall_at_5"] >= 0.9 and ev["questions"] == 26 and ev["mode"] == "hybrid"
     assert first["retrieval"]["passed"] and first["retrieval"]["recall_at_5"] == ev["recall_at_5"]
 
-    result = CliRunner().invoke(app, ["eval-retrieval", "--qa", str(QA), "--mode", "all", "--json",
-                                      "--params", str(workspace / "params.yaml")])
+    result = CliRunner().invoke(
+        app, ["eval-retrieval", "--qa", str(QA), "--mode", "all", "--json", "--params", str(workspace / "params.yaml")]
+    )
     assert result.exit_code == 0, result.output
     by_mode = {r["mode"]: r for r in json.loads(result.stdout)}
     assert set(by_mode) == {"dense", "sparse", "hybrid"}
@@ -141,8 +142,13 @@ def answering(tmp_path_factory, tiny_causal) -> tuple[Path, list[str]]:
     shutil.copy(REPO / "params.yaml", root / "params.yaml")
     for folder in ("data/sample/corpus", "data/sample/train", "infra/deepspeed"):
         shutil.copytree(REPO / folder, root / folder)
-    overrides = [f"model.base={tiny_causal}", *INSTRUCTION_OVERRIDES, "train.deepspeed=none", "train.max_steps=8",
-                 "train.learning_rate=0.005"]
+    overrides = [
+        f"model.base={tiny_causal}",
+        *INSTRUCTION_OVERRIDES,
+        "train.deepspeed=none",
+        "train.max_steps=8",
+        "train.learning_rate=0.005",
+    ]
     index_stages(root)
     params = load_params(root / "params.yaml", overrides)
     for stage in stage_names("model"):
@@ -155,7 +161,9 @@ def test_every_mode_answers_and_ft_and_hybrid_load_the_adapter(answering):
     production = json.loads(Layout(root).production.read_text())["version"]
     answerer = Answerer(root, load_params(root / "params.yaml", overrides))
     try:
-        res = {mode: answerer.answer("How long does a standard Heron installation take?", mode) for mode in ANSWER_MODES}
+        res = {
+            mode: answerer.answer("How long does a standard Heron installation take?", mode) for mode in ANSWER_MODES
+        }
         from peft import PeftModel
 
         assert isinstance(answerer.generator("ft").model, PeftModel)
@@ -177,8 +185,9 @@ def test_greedy_generation_is_deterministic(answering):
     for _ in range(2):  # two separate loads: nothing carries over between them
         answerer = Answerer(root, load_params(root / "params.yaml", overrides))
         try:
-            answers.append([answerer.answer("Does Heron support baseboard heaters?", m)["answer"]
-                            for m in ("hybrid", "ft")])
+            answers.append(
+                [answerer.answer("Does Heron support baseboard heaters?", m)["answer"] for m in ("hybrid", "ft")]
+            )
         finally:
             answerer.close()
     assert answers[0] == answers[1]
@@ -199,8 +208,21 @@ def test_rag_without_a_generator_returns_passages_and_other_modes_say_why(answer
 
 def test_ask_and_compare_from_the_cli_and_the_flow(answering):
     root, overrides = answering
-    result = CliRunner().invoke(app, ["ask", "Which model is certified for dual-fuel systems?", "--mode", "hybrid",
-                                      "--top-k", "2", "--json", *overrides, "--params", str(root / "params.yaml")])
+    result = CliRunner().invoke(
+        app,
+        [
+            "ask",
+            "Which model is certified for dual-fuel systems?",
+            "--mode",
+            "hybrid",
+            "--top-k",
+            "2",
+            "--json",
+            *overrides,
+            "--params",
+            str(root / "params.yaml"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     answer = json.loads(result.stdout)
     assert answer["mode"] == "hybrid" and len(answer["sources"]) == 2 and answer["adapter"]
@@ -223,8 +245,9 @@ def test_ask_and_compare_from_the_cli_and_the_flow(answering):
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
     with get_client(sync_client=True) as client:
-        found = client.read_artifacts(artifact_filter=ArtifactFilter(
-            key=ArtifactFilterKey(any_=["compare-modes", "compare-summary"])))
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["compare-modes", "compare-summary"]))
+        )
     assert {a.key for a in found} == {"compare-modes", "compare-summary"}
     summary = next(a for a in found if a.key == "compare-summary").data
     assert "| hybrid |" in summary and "Recommendation" in summary
@@ -233,8 +256,12 @@ def test_ask_and_compare_from_the_cli_and_the_flow(answering):
 def test_compare_on_a_doc_ids_only_file_scores_retrieval_and_says_so(answering):
     root, overrides = answering
     qa = root / "doc_ids_only.jsonl"
-    qa.write_text("".join(json.dumps({"question": json.loads(line)["question"], "doc_ids": json.loads(line)["doc_ids"]})
-                          + "\n" for line in QA.read_text().splitlines()[:3]))
+    qa.write_text(
+        "".join(
+            json.dumps({"question": json.loads(line)["question"], "doc_ids": json.loads(line)["doc_ids"]}) + "\n"
+            for line in QA.read_text().splitlines()[:3]
+        )
+    )
     report = compare(root=str(root), qa_file=str(qa), overrides=overrides)
     modes = {r["mode"]: r for r in report["modes"]}
     assert modes["rag"]["status"] == modes["hybrid"]["status"] == "retrieval only" and modes["rag"]["f1"] is None
@@ -251,8 +278,13 @@ def test_compare_refuses_questions_the_adapter_trained_on_and_accepts_its_heldou
     for folder in ("data/sample/corpus", "data/sample/train", "infra/deepspeed"):
         shutil.copytree(REPO / folder, root / folder)
     index_stages(root)
-    overrides = [f"model.base={tiny_causal}", "dataset.format=qa", "dataset.max_length=512", "train.deepspeed=none",
-                 "train.max_steps=2"]
+    overrides = [
+        f"model.base={tiny_causal}",
+        "dataset.format=qa",
+        "dataset.max_length=512",
+        "train.deepspeed=none",
+        "train.max_steps=2",
+    ]
     params = load_params(root / "params.yaml", overrides)
     stats = {stage: run_stage(stage, StageContext(Layout(root), params)) for stage in stage_names("model")}
     assert stats["build_dataset"]["format"] == "qa" and stats["build_dataset"]["heldout_questions"] > 0

@@ -42,8 +42,11 @@ def test_dvc_repro_builds_the_same_index_as_the_flow(workspace, tmp_path_factory
     via_dvc, via_flow = stored_points(other), stored_points(workspace)
     assert set(via_dvc) == set(via_flow) and len(via_dvc) > 0
     strip = ("run_version",)
-    assert all({k: v for k, v in via_dvc[i].items() if k not in strip} ==
-               {k: v for k, v in via_flow[i].items() if k not in strip} for i in via_flow)
+    assert all(
+        {k: v for k, v in via_dvc[i].items() if k not in strip}
+        == {k: v for k, v in via_flow[i].items() if k not in strip}
+        for i in via_flow
+    )
     status = run(["dvc", "status", "embed"], other)  # everything but the always-reconciled index is up to date
     assert "changed" not in status.stdout
     assert (other / "dvc.lock").exists()
@@ -52,8 +55,21 @@ def test_dvc_repro_builds_the_same_index_as_the_flow(workspace, tmp_path_factory
 def test_every_command_has_help():
     runner = CliRunner()
     assert runner.invoke(app, ["--help"]).exit_code == 0
-    for command in ("refresh", "search", "stage", "server", "retrain", "tiny-model", "versions", "pull", "watch",
-                    "serve", "eval-retrieval", "ask", "compare"):
+    for command in (
+        "refresh",
+        "search",
+        "stage",
+        "server",
+        "retrain",
+        "tiny-model",
+        "versions",
+        "pull",
+        "watch",
+        "serve",
+        "eval-retrieval",
+        "ask",
+        "compare",
+    ):
         result = runner.invoke(app, [command, "--help"])
         assert result.exit_code == 0 and "Usage" in result.output, command
 
@@ -61,8 +77,20 @@ def test_every_command_has_help():
 def test_dvc_yaml_params_exist_and_stages_are_known():
     params = load_params(REPO / "params.yaml").as_dict()
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
-    assert list(stages) == ["ingest", "clean", "validate", "chunk", "embed", "index", "verify", "eval_retrieval",
-                            "build_dataset", "train", "evaluate", "promote"]
+    assert list(stages) == [
+        "ingest",
+        "clean",
+        "validate",
+        "chunk",
+        "embed",
+        "index",
+        "verify",
+        "eval_retrieval",
+        "build_dataset",
+        "train",
+        "evaluate",
+        "promote",
+    ]
     for name, stage in stages.items():
         assert stage["cmd"] == f"ragtune stage {name}"
         for key in stage["params"]:
@@ -73,8 +101,9 @@ def test_dvc_yaml_params_exist_and_stages_are_known():
 
 
 def test_bad_input_is_one_line_not_a_traceback(workspace):
-    result = CliRunner().invoke(app, ["stage", "ingest", "--params", str(workspace / "params.yaml"),
-                                      "ingest.sources=[missing-folder]"])
+    result = CliRunner().invoke(
+        app, ["stage", "ingest", "--params", str(workspace / "params.yaml"), "ingest.sources=[missing-folder]"]
+    )
     assert result.exit_code == 1
     assert "source folder 'missing-folder' does not exist" in result.output and "Traceback" not in result.output
 
@@ -124,8 +153,9 @@ def test_dvc_repro_and_exp_run_train_the_retrain_stages(workspace, tiny_causal, 
 
 def test_tiny_model_command_builds_loadable_models_and_refuses_a_used_folder(tmp_path):
     runner = CliRunner()
-    result = runner.invoke(app, ["tiny-model", str(tmp_path / "cls"), "--kind", "cls", "--params",
-                                 str(REPO / "params.yaml")])
+    result = runner.invoke(
+        app, ["tiny-model", str(tmp_path / "cls"), "--kind", "cls", "--params", str(REPO / "params.yaml")]
+    )
     assert result.exit_code == 0, result.output
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 

@@ -37,21 +37,24 @@ def test_full_then_unchanged_then_incremental(workspace):
     corpus = workspace / "data/sample/corpus"
     old_edited = {pid for pid, p in points.items() if p["doc_id"] == EDITED}
     text = (corpus / EDITED).read_text()
-    (corpus / EDITED).write_text(text.replace("Heron uses 2.4 GHz Wi-Fi only.",
-                                              "Heron uses 2.4 GHz and, since firmware 4.3, 5 GHz Wi-Fi."))
+    (corpus / EDITED).write_text(
+        text.replace("Heron uses 2.4 GHz Wi-Fi only.", "Heron uses 2.4 GHz and, since firmware 4.3, 5 GHz Wi-Fi.")
+    )
     (corpus / DELETED).unlink()
-    (corpus / ADDED).write_text("# Vacation mode\n\nVacation mode keeps the home at 15 °C until the return date "
-                                "set in the app, then resumes the normal schedule two hours before arrival.\n")
+    (corpus / ADDED).write_text(
+        "# Vacation mode\n\nVacation mode keeps the home at 15 °C until the return date "
+        "set in the app, then resumes the normal schedule two hours before arrival.\n"
+    )
     third = kb_refresh(root=str(workspace))
     after = stored_points(workspace)
     assert third["documents"]["added"] == 1 and third["documents"]["changed"] == 1
     assert third["documents"]["removed"] == 1 and third["documents"]["unchanged"] == 29
-    assert set(after) == expected_ids(workspace)                      # exact point set, nothing stale
-    assert not any(p["doc_id"] == DELETED for p in after.values())    # vanished document is gone
+    assert set(after) == expected_ids(workspace)  # exact point set, nothing stale
+    assert not any(p["doc_id"] == DELETED for p in after.values())  # vanished document is gone
     edited = {pid: p for pid, p in after.items() if p["doc_id"] == EDITED}
     assert len({p["doc_hash"] for p in edited.values()}) == 1 and set(edited) != old_edited
     assert any("5 GHz" in p["text"] for p in edited.values())
-    assert 0 < third["chunks"]["embedded"] <= 3                       # only the new and the edited chunks
+    assert 0 < third["chunks"]["embedded"] <= 3  # only the new and the edited chunks
     assert any(p["doc_id"] == ADDED for p in after.values())
     assert json.loads((workspace / "data/metrics/chunk.json").read_text())["documents_reused"] == 29
 

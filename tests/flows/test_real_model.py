@@ -25,11 +25,11 @@ KB_STAGES = stage_names("kb", optional=False)  # no retrieve.qa_file here
 TRAIN_STAGES = stage_names("model")
 CRAFTED = {
     "kalvoran.md": "# Kalvoran\n\nThe research vessel Kalvoran is registered under the code QX-4471. She was "
-                   "launched on 14 March 2041 and is commanded by Orla Vantrees.",
+    "launched on 14 March 2041 and is commanded by Orla Vantrees.",
     "brenmoor.md": "# Brenmoor\n\nBrenmoor is a river town of 3,870 people. Its stone bridge was opened in 1888 "
-                   "and the town hall in 1902.",
+    "and the town hall in 1902.",
     "tesmar.md": "# Tesmar alloy\n\nTesmar is a copper alloy used in ship propellers. It resists salt water and "
-                 "is cast in large sand moulds.",
+    "is cast in large sand moulds.",
 }
 
 
@@ -103,9 +103,19 @@ def test_a_short_raft_retrain_raises_heldout_f1_over_the_untrained_model(tmp_pat
             answerer.close()
 
     untrained = f1("rag", None)
-    params = load_params(root / "params.yaml", [
-        *base, "dataset.format=raft", f"dataset.sources=[{kb['train_qa']}]", "dataset.raft.distractors=1",
-        "train.deepspeed=none", "train.max_steps=12", "train.learning_rate=0.001", "train.save_steps=1000"])
+    params = load_params(
+        root / "params.yaml",
+        [
+            *base,
+            "dataset.format=raft",
+            f"dataset.sources=[{kb['train_qa']}]",
+            "dataset.raft.distractors=1",
+            "train.deepspeed=none",
+            "train.max_steps=12",
+            "train.learning_rate=0.001",
+            "train.save_steps=1000",
+        ],
+    )
     stats = {stage: run_stage(stage, StageContext(Layout(root), params)) for stage in TRAIN_STAGES}
     version = stats["promote"]["version"]
     trained = f1("hybrid", version)
@@ -113,8 +123,10 @@ def test_a_short_raft_retrain_raises_heldout_f1_over_the_untrained_model(tmp_pat
 
     info = json.loads((root / "models/versions" / version / "ragtune.json").read_text())
     assert info["dataset"]["format"] == "raft" and info["dataset"]["kb"]["kb_tag"].startswith("kb/")
-    assert info["dataset"]["raft"]["with_oracle"] + info["dataset"]["raft"]["without_oracle"] == \
-        stats["build_dataset"]["examples"]
+    assert (
+        info["dataset"]["raft"]["with_oracle"] + info["dataset"]["raft"]["without_oracle"]
+        == stats["build_dataset"]["examples"]
+    )
     train_rows = read_qa_set(Path(kb["train_qa"]))
     answerer = Answerer(root, params, version)
     with pytest.raises(ConfigError, match=r"of 24 questions were in adapter .* training set"):

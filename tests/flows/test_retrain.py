@@ -27,8 +27,16 @@ BIN = str(Path(sys.executable).parent)
 
 def causal(model: Path, *extra: str) -> list[str]:
     """A run that memorizes the 24 sample instructions fast enough for a test."""
-    return [f"model.base={model}", *INSTRUCTION_OVERRIDES, "train.epochs=12", "train.learning_rate=0.005", "train.lora.r=16",
-            "train.lora.alpha=32", "train.logging_steps=2", *extra]
+    return [
+        f"model.base={model}",
+        *INSTRUCTION_OVERRIDES,
+        "train.epochs=12",
+        "train.learning_rate=0.005",
+        "train.lora.r=16",
+        "train.lora.alpha=32",
+        "train.logging_steps=2",
+        *extra,
+    ]
 
 
 @pytest.mark.slow
@@ -60,8 +68,15 @@ def test_retrain_zero2_trains_verifies_and_promotes_only_when_better(workspace, 
     assert sorted(p.name for p in (ws.models / "versions").iterdir()) == sorted(e["version"] for e in lineage)
     info = json.loads((ws.models / "versions" / best / "ragtune.json").read_text())
     assert info["base_model"] == str(tiny_causal) and info["libraries"]["deepspeed"]
-    assert info["data_version"] == {"data/sample/train/instructions.jsonl": info["dataset"]["data_version"][
-        "data/sample/train/instructions.jsonl"]} and len(next(iter(info["data_version"].values()))) == 32
+    assert (
+        info["data_version"]
+        == {
+            "data/sample/train/instructions.jsonl": info["dataset"]["data_version"][
+                "data/sample/train/instructions.jsonl"
+            ]
+        }
+        and len(next(iter(info["data_version"].values()))) == 32
+    )
     assert ws.loss_csv.read_text().startswith("step,loss,eval_loss") and ws.loss_png.stat().st_size > 1000
     assert not ws.checkpoints.exists(), "a finished run leaves nothing to resume"
 
@@ -110,10 +125,18 @@ def test_killed_training_resumes_from_its_last_checkpoint(workspace, tiny_causal
 
 @pytest.mark.slow
 def test_seq_cls_trains_a_classifier_and_reports_accuracy(workspace, tiny_cls):
-    params = load_params(workspace / "params.yaml", [
-        f"model.base={tiny_cls}", "model.task=seq_cls", "dataset.format=auto",
-        "dataset.sources=[data/sample/train/tickets.jsonl]",
-        "dataset.eval_share=0.2", "train.epochs=10", "train.learning_rate=0.005"])
+    params = load_params(
+        workspace / "params.yaml",
+        [
+            f"model.base={tiny_cls}",
+            "model.task=seq_cls",
+            "dataset.format=auto",
+            "dataset.sources=[data/sample/train/tickets.jsonl]",
+            "dataset.eval_share=0.2",
+            "train.epochs=10",
+            "train.learning_rate=0.005",
+        ],
+    )
     ws = Layout(workspace)
     results = {name: run_stage(name, StageContext(ws, params)) for name in stage_names("model")}
     assert results["build_dataset"]["format"] == "labelled"
@@ -128,32 +151,59 @@ def test_seq_cls_trains_a_classifier_and_reports_accuracy(workspace, tiny_cls):
 def test_bad_training_file_fails_the_gate_and_trains_nothing(workspace, tiny_causal):
     bad = workspace / "data/bad.jsonl"
     good = {"instruction": "What is HX-7734-Q?", "output": "The Heron Pro sensor kit."}
-    rows = [good] * 6 + [{"instruction": "Missing the answer"}, {"instruction": "", "output": "x"}] + [
-        {"instruction": f"Question {i}?", "output": f"Answer {i}."} for i in range(4)]
+    rows = (
+        [good] * 6
+        + [{"instruction": "Missing the answer"}, {"instruction": "", "output": "x"}]
+        + [{"instruction": f"Question {i}?", "output": f"Answer {i}."} for i in range(4)]
+    )
     bad.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    result = CliRunner().invoke(app, ["retrain", "--params", str(workspace / "params.yaml"),
-                                      "--base-model", str(tiny_causal), "dataset.format=auto",
-                                      "dataset.sources=[data/bad.jsonl]"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "retrain",
+            "--params",
+            str(workspace / "params.yaml"),
+            "--base-model",
+            str(tiny_causal),
+            "dataset.format=auto",
+            "dataset.sources=[data/bad.jsonl]",
+        ],
+    )
     assert result.exit_code == 1, result.output
     out = " ".join(result.output.split())
     assert "training data gate failed" in out and "nothing was trained" in out
-    assert "bad.jsonl:7" in out and "bad.jsonl:8" in out          # rows named by file:line
-    assert "dataset.max_duplicate_share=0.1" in out                # the knob to loosen
+    assert "bad.jsonl:7" in out and "bad.jsonl:8" in out  # rows named by file:line
+    assert "dataset.max_duplicate_share=0.1" in out  # the knob to loosen
     assert "Traceback" not in result.output
     assert not (workspace / "models").exists() and not (workspace / "data/train").exists()
 
     bad.write_text('{"instruction": "a", "output": "b"}\n{not json\n')
-    result = CliRunner().invoke(app, ["stage", "build_dataset", "--params", str(workspace / "params.yaml"),
-                                      f"model.base={tiny_causal}", "dataset.format=auto",
-                                      "dataset.sources=[data/bad.jsonl]"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "stage",
+            "build_dataset",
+            "--params",
+            str(workspace / "params.yaml"),
+            f"model.base={tiny_causal}",
+            "dataset.format=auto",
+            "dataset.sources=[data/bad.jsonl]",
+        ],
+    )
     assert result.exit_code == 1 and "bad.jsonl:2: not valid JSON" in " ".join(result.output.split())
 
 
 @pytest.mark.slow
 def test_zero3_with_gradient_checkpointing_saves_a_complete_adapter(workspace, tiny_causal):
-    params = load_params(workspace / "params.yaml", causal(
-        tiny_causal, "train.deepspeed=infra/deepspeed/zero3.json", "train.gradient_checkpointing=true",
-        "train.max_steps=8"))
+    params = load_params(
+        workspace / "params.yaml",
+        causal(
+            tiny_causal,
+            "train.deepspeed=infra/deepspeed/zero3.json",
+            "train.gradient_checkpointing=true",
+            "train.max_steps=8",
+        ),
+    )
     ws = Layout(workspace)
     run_stage("build_dataset", StageContext(ws, params))
     t = run_stage("train", StageContext(ws, params))
@@ -164,8 +214,12 @@ def test_zero3_with_gradient_checkpointing_saves_a_complete_adapter(workspace, t
 
 @pytest.mark.slow
 def test_packed_rows_train_and_the_reloaded_adapter_matches(workspace, tiny_causal):
-    params = load_params(workspace / "params.yaml", causal(
-        tiny_causal, "dataset.packing=true", "dataset.max_length=256", "train.deepspeed=none", "train.max_steps=4"))
+    params = load_params(
+        workspace / "params.yaml",
+        causal(
+            tiny_causal, "dataset.packing=true", "dataset.max_length=256", "train.deepspeed=none", "train.max_steps=4"
+        ),
+    )
     ws = Layout(workspace)
     data = run_stage("build_dataset", StageContext(ws, params))
     assert data["packing"] and data["train_rows"] < data["train_examples"]
@@ -175,8 +229,17 @@ def test_packed_rows_train_and_the_reloaded_adapter_matches(workspace, tiny_caus
 
 
 def test_retrain_source_replaces_the_training_files(workspace, tiny_causal):
-    params = ["--params", str(workspace / "params.yaml"), "--base-model", str(tiny_causal), "dataset.format=auto",
-              "dataset.max_length=512", "train.deepspeed=none", "train.max_steps=2", "--json"]
+    params = [
+        "--params",
+        str(workspace / "params.yaml"),
+        "--base-model",
+        str(tiny_causal),
+        "dataset.format=auto",
+        "dataset.max_length=512",
+        "train.deepspeed=none",
+        "train.max_steps=2",
+        "--json",
+    ]
     missing = CliRunner().invoke(app, ["retrain", "--source", str(workspace / "nope.jsonl"), *params])
     assert missing.exit_code == 1 and "--source" in missing.output and "no such file" in missing.output
     chat = workspace / "data/sample/train/chat.jsonl"

@@ -86,8 +86,9 @@ def test_retrain_is_a_model_version_and_its_adapter_pulls_back_identical(workspa
     assert version == f"model/{report['promotion']['version']}" and report["version"]["pushed"]
     adapter = "models/candidate/adapter/adapter_model.safetensors"
     original = (root / adapter).read_bytes()
-    listed = json.loads(CliRunner().invoke(app, ["versions", "--kind", "model", "--json", "--params",
-                                                 str(root / "params.yaml")]).stdout)
+    listed = json.loads(
+        CliRunner().invoke(app, ["versions", "--kind", "model", "--json", "--params", str(root / "params.yaml")]).stdout
+    )
     assert listed[0]["version"] == version and listed[0]["metrics"]["promoted"] is True
     shutil.rmtree(root / ".dvc/cache")
     out = root.parent / "pulled-model"

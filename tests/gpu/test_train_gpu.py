@@ -7,8 +7,7 @@ import json
 import pytest
 
 torch = pytest.importorskip("torch")
-pytestmark = [pytest.mark.gpu,
-              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 
 
 @pytest.mark.parametrize("zero", ["zero2", "zero3"])
@@ -24,10 +23,17 @@ def test_bf16_lora_through_deepspeed_on_gpu(workspace, zero, tmp_path_factory):
 
     model = tmp_path_factory.mktemp("gpu-model") / "llama"
     build_tiny_model(model, "causal", REPO, hidden_size=512, layers=4, vocab_size=2048)
-    params = load_params(workspace / "params.yaml", [
-        f"model.base={model}", *INSTRUCTION_OVERRIDES, f"train.deepspeed=infra/deepspeed/{zero}.json",
-        "train.precision=bf16",
-        "train.max_steps=30", "train.learning_rate=0.001"])
+    params = load_params(
+        workspace / "params.yaml",
+        [
+            f"model.base={model}",
+            *INSTRUCTION_OVERRIDES,
+            f"train.deepspeed=infra/deepspeed/{zero}.json",
+            "train.precision=bf16",
+            "train.max_steps=30",
+            "train.learning_rate=0.001",
+        ],
+    )
     ws = Layout(workspace)
     results = {name: run_stage(name, StageContext(ws, params)) for name in stage_names("model")}
     t = results["train"]

@@ -42,12 +42,13 @@ def messy(tmp_path) -> Path:
     (src / "latin.txt").write_bytes(("Caf\xe9 cr\xe8me and na\xefve r\xe9sum\xe9 notes. " * 5).encode("latin-1"))
     (src / "broken-utf8.md").write_bytes(b"# Notes\n\nValid start \xff\xfe\xfa then more text. " + GOOD.encode())
     (src / "empty.txt").write_text("")
-    (src / "scripts-only.html").write_text("<html><head><style>p{}</style><script>var x=1;</script></head>"
-                                           "<body><script>alert(1)</script></body></html>")
+    (src / "scripts-only.html").write_text(
+        "<html><head><style>p{}</style><script>var x=1;</script></head><body><script>alert(1)</script></body></html>"
+    )
     make_pdf_without_text(src / "blank.pdf")
     (src / "copy.md").write_text(f"# Good 0\n\n{GOOD} Model 0.")
     (src / "records.jsonl").write_text(json.dumps({"id": "a", "text": GOOD + " jsonl"}) + "\n{not json\n")
-    with (src / "huge.txt").open("w") as f:          # 50 MB: recorded as too large without being read
+    with (src / "huge.txt").open("w") as f:  # 50 MB: recorded as too large without being read
         block = "x" * 1023 + "\n"
         for _ in range(50 * 1024):
             f.write(block)
@@ -58,15 +59,19 @@ def messy(tmp_path) -> Path:
 
 
 def test_every_bad_file_gets_a_reason_and_memory_stays_bounded(messy):
-    overrides = ("ingest.sources=[docs]", "validate.max_empty_share=1", "validate.max_duplicate_share=1",
-                 "validate.max_undecodable_share=1")
+    overrides = (
+        "ingest.sources=[docs]",
+        "validate.max_empty_share=1",
+        "validate.max_duplicate_share=1",
+        "validate.max_undecodable_share=1",
+    )
     import tasks.kb.ingest  # noqa: F401  (imports are not what we measure)
 
     tracemalloc.start()
     refresh(messy, *overrides, stages=("ingest",))
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
-    assert peak < 20 * 2 ** 20, f"ingest peaked at {peak / 2**20:.0f} MB of Python allocations (a 50 MB file is present)"
+    assert peak < 20 * 2**20, f"ingest peaked at {peak / 2**20:.0f} MB of Python allocations (a 50 MB file is present)"
     refresh(messy, *overrides, stages=("clean", "validate"))
     ws = Layout(messy)
     raw = {d["doc_id"]: d for d in map(json.loads, ws.raw_documents.read_text().splitlines())}
@@ -81,7 +86,7 @@ def test_every_bad_file_gets_a_reason_and_memory_stays_bounded(messy):
     assert outcome("empty.txt") == "empty"
     assert outcome("scripts-only.html") == "empty"
     assert outcome("blank.pdf") in ("empty", "undecodable") and drops["blank.pdf"]["reason"]
-    dropped, = [d for d in ("copy.md", "good-0.md") if d in drops]  # one of the identical pair, naming the other
+    (dropped,) = [d for d in ("copy.md", "good-0.md") if d in drops]  # one of the identical pair, naming the other
     other = ({"copy.md", "good-0.md"} - {dropped}).pop()
     assert drops[dropped]["status"] == "duplicate" and other in drops[dropped]["reason"]
     assert outcome("link-out.md") == "skipped" and "outside the source root" in drops["link-out.md"]["reason"]
@@ -105,8 +110,9 @@ def test_missing_source_and_bad_params_are_one_clear_line(messy):
         refresh(messy, "ingest.sources=[no-such-folder]", stages=("ingest",))
     with pytest.raises(ConfigError, match="unknown key 'chunk_size'"):
         load_params(messy / "params.yaml", ["chunk.chunk_size=3"])
-    (messy / "params.yaml").write_text((messy / "params.yaml").read_text().replace("size_tokens: 200",
-                                                                                   "size_tokens: lots"))
+    (messy / "params.yaml").write_text(
+        (messy / "params.yaml").read_text().replace("size_tokens: 200", "size_tokens: lots")
+    )
     result = CliRunner().invoke(app, ["stage", "chunk", "--params", str(messy / "params.yaml")])
     assert result.exit_code == 1 and "chunk.size_tokens" in result.output and "Traceback" not in result.output
     (messy / "params.yaml").write_text("ingest:\n  sources: [docs]\n  colour: blue\n")
@@ -122,9 +128,16 @@ def test_training_file_with_missing_fields_or_unknown_labels_fails_the_gate(mess
     train.write_text("".join(json.dumps(r) + "\n" for r in rows))
     from tasks.train.stages import run_build_dataset
 
-    params = load_params(messy / "params.yaml", [
-        f"model.base={tiny_cls}", "model.task=seq_cls", "dataset.format=auto", "dataset.sources=[tickets.jsonl]",
-        "dataset.labels=[billing, connectivity]"])
+    params = load_params(
+        messy / "params.yaml",
+        [
+            f"model.base={tiny_cls}",
+            "model.task=seq_cls",
+            "dataset.format=auto",
+            "dataset.sources=[tickets.jsonl]",
+            "dataset.labels=[billing, connectivity]",
+        ],
+    )
     with pytest.raises(GateFailed) as err:
         run_build_dataset(StageContext(Layout(messy), params))
     message = " ".join(str(err.value).split())

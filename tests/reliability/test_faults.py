@@ -44,10 +44,18 @@ def test_unreachable_server_retries_then_fails_in_one_line_with_index_untouched(
 
 def test_local_store_locked_by_another_process_refuses_cleanly(project):
     manifest = (project / "data/index/manifest.json").read_bytes()
-    holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; from qdrant_client import QdrantClient; "
-        f"c = QdrantClient(path={str(project / 'data/qdrant')!r}); print('ready', flush=True); time.sleep(120)")],
-        stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            (
+                "import sys, time; from qdrant_client import QdrantClient; "
+                f"c = QdrantClient(path={str(project / 'data/qdrant')!r}); print('ready', flush=True); time.sleep(120)"
+            ),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "ready"
         with pytest.raises(StoreError, match="in use by another process"):
@@ -71,10 +79,19 @@ def test_two_refreshes_at_once_the_second_refuses(project):
 
 def test_lock_is_released_when_its_holder_is_killed(project):
     lock = Layout(project).index_lock("ragtune")
-    holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; from pathlib import Path; from tasks.core.workspace import file_lock\n"
-        f"with file_lock(Path({str(lock)!r}), 0, 'busy'):\n    print('held', flush=True); time.sleep(120)")],
-        stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])})
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            (
+                "import sys, time; from pathlib import Path; from tasks.core.workspace import file_lock\n"
+                f"with file_lock(Path({str(lock)!r}), 0, 'busy'):\n    print('held', flush=True); time.sleep(120)"
+            ),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])},
+    )
     assert holder.stdout.readline().strip() == "held"
     holder.kill()
     holder.wait()

@@ -41,7 +41,8 @@ def wrap(name):
     setattr(vs.QdrantStore, name, call)
 
 wrap("upsert"); wrap("delete")
-run_stage("index", StageContext(Layout(root), load_params(root / "params.yaml", ["index.batch_size=1"]), allow_mass_delete=True))
+params = load_params(root / "params.yaml", ["index.batch_size=1"])
+run_stage("index", StageContext(Layout(root), params, allow_mass_delete=True))
 print(calls["n"])
 """
 
@@ -49,10 +50,10 @@ print(calls["n"])
 def change_corpus(root: Path) -> None:
     corpus = root / "data/sample/corpus"
     for name in ("handbook/remote-work.md", "engineering/deploy-runbook.md", "support/refund-process.txt"):
-        (corpus / name).unlink()                                                  # vanished: deletes
+        (corpus / name).unlink()  # vanished: deletes
     for name in ("product/heron-overview.md", "handbook/on-call.md"):
         (corpus / name).write_text((corpus / name).read_text() + "\n\n## Update\n\nRevised in November.\n")
-    for i in range(3):                                                            # new documents: upserts
+    for i in range(3):  # new documents: upserts
         (corpus / f"product/new-{i}.md").write_text(f"# Note {i}\n\nHeron firmware 5.{i} adds schedule sync. " * 5)
 
 
@@ -61,13 +62,14 @@ def test_sigkill_during_index_then_rerun_converges(project, tmp_path):
     change_corpus(project)
     refresh(project, stages=("ingest", "clean", "validate", "chunk", "embed"))
     before = tmp_path / "before"
-    shutil.copytree(project / "data", before)                # indexed state A, chunks/vectors of state B
+    shutil.copytree(project / "data", before)  # indexed state A, chunks/vectors of state B
     manifest_a = (project / "data/index/manifest.json").read_bytes()
     script = tmp_path / "killer.py"
     script.write_text(KILLER)
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
-    dry = subprocess.run([sys.executable, str(script), str(project), "0", "never"], env=env, capture_output=True,
-                         text=True, timeout=300)
+    dry = subprocess.run(
+        [sys.executable, str(script), str(project), "0", "never"], env=env, capture_output=True, text=True, timeout=300
+    )
     assert dry.returncode == 0, dry.stderr
     total = int(dry.stdout.split()[-1])  # one upsert call per point (batch_size=1), then the delete call
     assert total >= 6
@@ -77,14 +79,19 @@ def test_sigkill_during_index_then_rerun_converges(project, tmp_path):
     for k, when in points:
         shutil.rmtree(project / "data")
         shutil.copytree(before, project / "data")
-        proc = subprocess.run([sys.executable, str(script), str(project), str(k), when], env=env,
-                              capture_output=True, text=True, timeout=300)
+        proc = subprocess.run(
+            [sys.executable, str(script), str(project), str(k), when],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         killed = proc.returncode == -9
         assert killed or proc.returncode == 0, proc.stderr
         if killed:
             assert (project / "data/index/manifest.json").read_bytes() == manifest_a, "manifest written before end"
         refresh(project, stages=("index", "verify"), allow_mass_delete=True)
-        stored = stored_points(project)                      # raises on duplicate ids
+        stored = stored_points(project)  # raises on duplicate ids
         assert set(stored) == expected_ids(project), f"kill at call {k} ({when}): store differs after re-run"
         manifest = json.loads((project / "data/index/manifest.json").read_text())
         assert {p for d in manifest["docs"].values() for p in d["points"]} == set(stored)

@@ -15,8 +15,15 @@ from tasks.train.examples import question_hash
 
 
 def test_sparse_terms_keep_product_codes_whole_and_split():
-    assert terms("The Heron Pro (HX-7734-Q) is certified") == ["heron", "pro", "hx-7734-q", "hx", "7734", "q",
-                                                               "certified"]
+    assert terms("The Heron Pro (HX-7734-Q) is certified") == [
+        "heron",
+        "pro",
+        "hx-7734-q",
+        "hx",
+        "7734",
+        "q",
+        "certified",
+    ]
     idx, val = encode_query("HX-7734-Q? hx-7734-q")
     assert idx == sorted({term_id("hx-7734-q"), term_id("hx"), term_id("7734"), term_id("q")}) and set(val) == {1.0}
     assert encode_query("what is the") == ([], [])
@@ -60,8 +67,9 @@ def test_recall_and_mrr_on_a_hand_made_qa_set():
     assert score_row(HITS["q2"], QA[1], 5) == (0.5, 1.0)
     assert score_row(HITS["q3"], QA[2], 5) == (1.0, 0.5)
     asked = []
-    res = evaluate(lambda q, k: asked.append(k) or (HITS[q], {"q1": 10.0, "q2": 20.0, "q3": 30.0, "q4": 40.0}[q]),
-                   QA, 5)
+    res = evaluate(
+        lambda q, k: asked.append(k) or (HITS[q], {"q1": 10.0, "q2": 20.0, "q3": 30.0, "q4": 40.0}[q]), QA, 5
+    )
     assert asked == [5] * 4, "the search is asked for k hits"
     assert res["recall_at_5"] == pytest.approx((1 + 0.5 + 1 + 0) / 4)
     assert res["mrr_at_5"] == pytest.approx((0.5 + 1 + 0.5 + 0) / 4)
@@ -103,22 +111,42 @@ def test_qa_file_errors_name_the_line_and_the_fix(tmp_path):
 
 
 def _mode(mode, f1, p95=100.0, recall=None):
-    return {"mode": mode, "status": "ok", "exact": 0.0, "f1": f1, "contains": f1, "recall_at_5": recall,
-            "p50_ms": p95 / 2, "p95_ms": p95, "model": "m", "params_m": 134.5}
+    return {
+        "mode": mode,
+        "status": "ok",
+        "exact": 0.0,
+        "f1": f1,
+        "contains": f1,
+        "recall_at_5": recall,
+        "p50_ms": p95 / 2,
+        "p95_ms": p95,
+        "model": "m",
+        "params_m": 134.5,
+    }
 
 
 def _costs(changes: int, refresh=20.0, retrain=200.0):
-    return {"index": {"points": 90, "store_mb": 1.0, "refresh_seconds": refresh},
-            "adapter": {"version": "v1", "adapter_mb": 0.1, "train_seconds": 50.0, "retrain_seconds": retrain,
-                        "trainings": 2},
-            "knowledge": {"refreshes": 5, "refreshes_with_changes": changes, "span_days": 4.0,
-                          "days_between_changes": 4.0 / changes if changes else None,
-                          "mean_changed_documents": 3.0 if changes else None}}
+    return {
+        "index": {"points": 90, "store_mb": 1.0, "refresh_seconds": refresh},
+        "adapter": {
+            "version": "v1",
+            "adapter_mb": 0.1,
+            "train_seconds": 50.0,
+            "retrain_seconds": retrain,
+            "trainings": 2,
+        },
+        "knowledge": {
+            "refreshes": 5,
+            "refreshes_with_changes": changes,
+            "span_days": 4.0,
+            "days_between_changes": 4.0 / changes if changes else None,
+            "mean_changed_documents": 3.0 if changes else None,
+        },
+    }
 
 
 def test_recommendation_prefers_the_cheapest_to_keep_current_among_equally_accurate_modes():
-    results = [_mode("base", 0.1), _mode("rag", 0.70, recall=0.9), _mode("ft", 0.40),
-               _mode("hybrid", 0.72, recall=0.9)]
+    results = [_mode("base", 0.1), _mode("rag", 0.70, recall=0.9), _mode("ft", 0.40), _mode("hybrid", 0.72, recall=0.9)]
     rec = recommend(results, _costs(3), CompareParams())
     assert rec["choice"] == "rag", rec
     text = " ".join(rec["why"])
@@ -133,7 +161,7 @@ def test_recommendation_follows_accuracy_latency_budget_and_freshness():
     assert budget["choice"] == "ft" and "Over the 500 ms p95 latency budget" in budget["why"][0]
     static = [_mode("base", 0.6, p95=50), _mode("rag", 0.6, p95=300)]
     assert recommend(static, _costs(0), CompareParams())["choice"] == "base"  # nothing changes: no upkeep
-    assert recommend(static, _costs(2), CompareParams())["choice"] == "rag"   # base cannot learn the changes
+    assert recommend(static, _costs(2), CompareParams())["choice"] == "rag"  # base cannot learn the changes
 
 
 def test_no_recommendation_when_no_mode_answers_anything():
@@ -148,8 +176,14 @@ def test_a_qa_file_with_doc_ids_only_is_scored_on_retrieval_and_says_so():
 
     def answer_many(questions, mode, on_progress=None, generate=True):
         calls.append((mode, generate))
-        return [{"answer": None, "note": None, "sources": [{"doc_id": "a.md", "text": "x"}],
-                 "timings_ms": {"retrieve": 5.0, "generate": 0.0, "total": 5.0, "batch": 1}}]
+        return [
+            {
+                "answer": None,
+                "note": None,
+                "sources": [{"doc_id": "a.md", "text": "x"}],
+                "timings_ms": {"retrieve": 5.0, "generate": 0.0, "total": 5.0, "batch": 1},
+            }
+        ]
 
     ft = evaluate_mode(answer_many, "ft", rows, 3)
     rag = evaluate_mode(answer_many, "rag", rows, 3)
@@ -161,12 +195,23 @@ def test_a_qa_file_with_doc_ids_only_is_scored_on_retrieval_and_says_so():
 
 
 def test_an_adapter_is_never_scored_on_questions_it_trained_on():
-    info = {"dataset": {"format": "qa", "train_questions": [question_hash("How long is the warranty?")],
-                        "heldout_qa": "data/train/heldout_qa.jsonl", "heldout_questions": 4}}
-    rows = [{"question": "how long is the  WARRANTY?", "answers": ["5 years"], "doc_ids": []},
-            {"question": "Something else?", "answers": ["x"], "doc_ids": []}]
+    info = {
+        "dataset": {
+            "format": "qa",
+            "train_questions": [question_hash("How long is the warranty?")],
+            "heldout_qa": "data/train/heldout_qa.jsonl",
+            "heldout_questions": 4,
+        }
+    }
+    rows = [
+        {"question": "how long is the  WARRANTY?", "answers": ["5 years"], "doc_ids": []},
+        {"question": "Something else?", "answers": ["x"], "doc_ids": []},
+    ]
     assert training_overlap(info, rows) == 1
-    with pytest.raises(ConfigError, match=r"q.jsonl: 1 of 2 questions were in adapter v7's training set "
-                                          r"\(dataset.format=qa, 1 training questions\).*heldout_qa.jsonl \(4"):
+    with pytest.raises(
+        ConfigError,
+        match=r"q.jsonl: 1 of 2 questions were in adapter v7's training set "
+        r"\(dataset.format=qa, 1 training questions\).*heldout_qa.jsonl \(4",
+    ):
         refuse_trained_questions("v7", info, rows, "q.jsonl")
     refuse_trained_questions("v7", info, rows[1:], "q.jsonl")  # disjoint: fine

@@ -26,8 +26,13 @@ def test_chunks_respect_token_budget_and_are_deterministic(tokenizer):
     tok, max_len = tokenizer
     assert max_len == 256
     para = "Heron learns a weekly schedule from manual adjustments and pre-heats before people arrive. "
-    doc = {"doc_id": "d.md", "source": "s", "path": "d.md", "content_hash": "h",
-           "text": "# Guide\n\n" + "\n\n".join(f"Step {i}. " + para * 3 for i in range(12))}
+    doc = {
+        "doc_id": "d.md",
+        "source": "s",
+        "path": "d.md",
+        "content_hash": "h",
+        "text": "# Guide\n\n" + "\n\n".join(f"Step {i}. " + para * 3 for i in range(12)),
+    }
     params = ChunkParams(size_tokens=64, overlap_tokens=8)
     chunks, stats = chunk_documents([doc], tok, params, max_len)
     assert len(chunks) > 5 and stats["tokens_max"] <= 64 and stats["repeated_chunks_skipped"] == 0
@@ -57,8 +62,16 @@ def test_unchanged_documents_reuse_their_chunks_only_when_safe(tmp_path):
     shutil.copy(repo / "params.yaml", tmp_path / "params.yaml")
     ws = Layout(tmp_path)
     para = "The gateway validates each state message and forwards it to the device service. "
-    docs = [{"doc_id": f"d{i}.md", "source": "s", "path": f"d{i}.md", "content_hash": f"h{i}",
-             "text": f"# Doc {i}\n\n" + para * (5 + 9 * i)} for i in range(4)]
+    docs = [
+        {
+            "doc_id": f"d{i}.md",
+            "source": "s",
+            "path": f"d{i}.md",
+            "content_hash": f"h{i}",
+            "text": f"# Doc {i}\n\n" + para * (5 + 9 * i),
+        }
+        for i in range(4)
+    ]
     write_jsonl(ws.clean_documents, docs)
     write_json(ws.quality_report, {"success": True})
     params = load_params(tmp_path / "params.yaml")

@@ -10,13 +10,29 @@ def chunk(doc, pid, h="h1"):
 
 
 def test_plan_classifies_documents_and_deletes_after_upsert():
-    stored = {"a1": {"doc_id": "a", "doc_hash": "h1"}, "b1": {"doc_id": "b", "doc_hash": "old"},
-              "b2": {"doc_id": "b", "doc_hash": "old"}, "c1": {"doc_id": "c", "doc_hash": "h1"},
-              "d1": {"doc_id": "d", "doc_hash": "h1"}}
-    desired = [chunk("a", "a1"), chunk("b", "b1", "new"), chunk("b", "b3", "new"), chunk("d", "d1"),
-               chunk("d", "d2"), chunk("e", "e1")]
+    stored = {
+        "a1": {"doc_id": "a", "doc_hash": "h1"},
+        "b1": {"doc_id": "b", "doc_hash": "old"},
+        "b2": {"doc_id": "b", "doc_hash": "old"},
+        "c1": {"doc_id": "c", "doc_hash": "h1"},
+        "d1": {"doc_id": "d", "doc_hash": "h1"},
+    }
+    desired = [
+        chunk("a", "a1"),
+        chunk("b", "b1", "new"),
+        chunk("b", "b3", "new"),
+        chunk("d", "d1"),
+        chunk("d", "d2"),
+        chunk("e", "e1"),
+    ]
     plan = plan_reconcile(desired, stored)
-    assert (plan.added, plan.changed, plan.unchanged, plan.removed, plan.repaired) == (["e"], ["b"], ["a"], ["c"], ["d"])
+    assert (plan.added, plan.changed, plan.unchanged, plan.removed, plan.repaired) == (
+        ["e"],
+        ["b"],
+        ["a"],
+        ["c"],
+        ["d"],
+    )
     assert sorted(plan.upsert_ids) == ["b1", "b3", "d1", "d2", "e1"]
     assert sorted(plan.delete_ids) == ["b2", "c1"]
 

@@ -16,8 +16,11 @@ def test_compose_stack_declares_services_secrets_and_volumes():
     spec = yaml.safe_load(COMPOSE.read_text())
     assert set(spec["services"]) == {"postgres", "prefect-server", "qdrant", "worker"}
     used = set(re.findall(r"\$\{([A-Z_]+)", COMPOSE.read_text()))
-    example = {line.split("=")[0] for line in (REPO / "infra/.env.example").read_text().splitlines()
-               if line and not line.startswith("#")}
+    example = {
+        line.split("=")[0]
+        for line in (REPO / "infra/.env.example").read_text().splitlines()
+        if line and not line.startswith("#")
+    }
     assert used <= example, f"variables missing from infra/.env.example: {used - example}"
     for name, service in spec["services"].items():
         for volume in service.get("volumes", []):
@@ -37,8 +40,11 @@ def test_docker_compose_config_validates_when_the_plugin_is_installed():
         import pytest
 
         pytest.skip("docker compose plugin not installed (the YAML checks above still ran)")
-    proc = subprocess.run(["docker", "compose", "-f", str(COMPOSE), "--env-file", str(REPO / "infra/.env.example"),
-                           "config", "-q"], capture_output=True, text=True)
+    proc = subprocess.run(
+        ["docker", "compose", "-f", str(COMPOSE), "--env-file", str(REPO / "infra/.env.example"), "config", "-q"],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr
 
 

