@@ -6,6 +6,7 @@ import base64
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
@@ -52,7 +53,7 @@ def promote_adapter(ws: Layout, params: Params) -> dict:
 
 @stage_task(name="publish_report")
 def publish_report(ws: Layout, data: dict, train: dict, evaluation: dict, promotion: dict, seconds: float) -> dict:
-    report = {
+    report: dict[str, Any] = {
         "data": {
             k: data.get(k)
             for k in ("format", "task", "examples", "train_rows", "eval_rows", "train_tokens", "heldout_questions")

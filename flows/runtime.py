@@ -8,6 +8,7 @@ import time
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
+from uuid import UUID
 
 SERVER_FILE = "ragtune-server.json"  # written by `ragtune server` under PREFECT_HOME
 
@@ -62,21 +63,23 @@ def prefect_progress(label: str) -> Callable[[int, int], None]:
     from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
     bar = console_progress(label)
-    state = {"id": None, "last": 0.0}
+    artifact: UUID | None = None
+    last = 0.0
 
     def update(done: int, total: int) -> None:
+        nonlocal artifact, last
         if bar:
             bar(done, total)
         pct = 100.0 if total == 0 else 100.0 * done / total
         now = time.monotonic()
-        if state["id"] is None:
-            state["id"] = create_progress_artifact(
+        if artifact is None:
+            artifact = create_progress_artifact(  # type: ignore[assignment]  # sync in a flow, not a coroutine
                 progress=pct, key=f"{label}-progress", description=f"{label}: {done}/{total}"
             )
-        elif pct >= 100.0 or now - state["last"] > 0.5:
-            update_progress_artifact(state["id"], progress=pct, description=f"{label}: {done}/{total}")
+        elif pct >= 100.0 or now - last > 0.5:
+            update_progress_artifact(artifact, progress=pct, description=f"{label}: {done}/{total}")
         else:
             return
-        state["last"] = now
+        last = now
 
     return update

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import ParamSpec, TypeVar
 
-from prefect import task
+from prefect import Task, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
@@ -13,8 +15,14 @@ from tasks.core.config import Params
 from tasks.core.workspace import Layout
 from tasks.versioning import Repo, VersionError
 
-# Stages write files (DVC's unit of caching) and the store; Prefect must always run them, never replay a result.
-stage_task = task(cache_policy=NO_CACHE)
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def stage_task(name: str, task_run_name: str | None = None) -> Callable[[Callable[P, R]], Task[P, R]]:
+    """A Prefect task for a stage. Stages write files (DVC's unit of caching) and the store, so Prefect must
+    always run them, never replay a cached result."""
+    return task(name=name, task_run_name=task_run_name, cache_policy=NO_CACHE)
 
 
 @stage_task(name="record_version")

@@ -14,9 +14,10 @@ import json
 import logging
 import subprocess
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
+from tasks.core.clock import utc_iso
 from tasks.core.errors import RagtuneError
 from tasks.core.stage import rel
 from tasks.core.workspace import Layout, file_lock
@@ -110,10 +111,10 @@ class Repo:
                 "--",
                 *files,
             )
-            entry = {
+            entry: dict[str, Any] = {
                 "version": tag,
                 "kind": kind,
-                "at": datetime.now(UTC).isoformat(timespec="seconds"),
+                "at": utc_iso(),
                 "metrics": summary,
             }
             self.run("git", *([] if has_identity else env_user), "tag", "-a", tag, "-m", json.dumps(entry))

@@ -143,8 +143,8 @@ class Answerer:
     def __init__(self, root: Path, params: Params, adapter_version: str | None = None):
         self.ws, self.params, self.adapter_version = Layout(root), params, adapter_version
         self._retriever = None
-        self._generators: dict[tuple, Generator] = {}
-        self._failed: dict[tuple, RagtuneError] = {}  # a model that did not load is not retried per question
+        self._generators: dict[str, Generator] = {}  # by model spec or adapter:<version>
+        self._failed: dict[str, RagtuneError] = {}  # a model that did not load is not retried per question
 
     def retriever(self):
         if self._retriever is None:
@@ -160,7 +160,7 @@ class Answerer:
 
     def adapter_for(self, mode: str) -> tuple[str, Path, dict]:
         """(version, folder, ragtune.json) of the adapter ft or hybrid uses; --adapter wins over params.yaml."""
-        version = self.adapter_version or self.params.generate.adapters.get(mode)
+        version = self.adapter_version or self.params.generate.adapters.get(mode)  # type: ignore[call-overload]
         return resolve_adapter(self.ws, None if version == "production" else version)
 
     def generator(self, mode: str) -> Generator:

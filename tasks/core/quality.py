@@ -31,7 +31,7 @@ def run_suites(gx_root: Path, suite_name: str, tables: dict[str, tuple[pd.DataFr
     gx_root.mkdir(parents=True, exist_ok=True)
     context = gx.get_context(mode="file", project_root_dir=str(gx_root))
     try:
-        context.variables.progress_bars = {"globally": False}
+        context.variables.progress_bars = {"globally": False}  # type: ignore[assignment]  # GX takes the dict
         context.variables.save()
     except Exception:  # progress bar config differs across 1.x releases; only cosmetics
         pass
@@ -59,6 +59,8 @@ def run_suites(gx_root: Path, suite_name: str, tables: dict[str, tuple[pd.DataFr
         for run_result in outcome.run_results.values():
             for r in run_result.results:
                 cfg = r.expectation_config
+                if cfg is None:  # GX fills it for every result of a suite it ran
+                    continue
                 kwargs = {k: v for k, v in cfg.kwargs.items() if k not in ("batch_id",)}
                 res = r.result or {}
                 ids = [

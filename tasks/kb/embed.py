@@ -70,9 +70,10 @@ def embed_chunks(
     encode_seconds = 0.0
     embedder = make_embedder() if missing else None
     # Slices keep memory flat and drive the progress bar; longest-first keeps sentence-transformers' batches tight.
-    step = max(embedder_batch(embedder) * 16, 256)
+    step = max(embedder_batch(embedder) * 16, 256) if embedder else 256
     done = 0
     for i in range(0, len(missing), step):
+        assert embedder is not None  # loaded above whenever something is missing
         part = missing[i : i + step]
         t0 = time.perf_counter()
         vecs = embedder.embed([text_by_hash[h] for h in part])

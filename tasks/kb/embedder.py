@@ -121,8 +121,8 @@ class SentenceTransformerEmbedder:
         self.device = pick_device(device)
         self.model = SentenceTransformer(resolve_model_path(name), device=self.device)
         get_dim = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
-        self.dim = int(get_dim())
-        self.max_tokens = int(self.model.max_seq_length)
+        self.dim = int(get_dim() or 0)
+        self.max_tokens = int(self.model.max_seq_length or 512)
 
     def embed(self, texts: list[str]) -> np.ndarray:
         if not texts:

@@ -143,9 +143,9 @@ def apply_plan(
         if on_progress:
             on_progress(done, total)
     upsert_seconds = time.perf_counter() - start
-    for batch in batched(plan.delete_ids, max(params.batch_size, 1024)):
-        store.delete(batch)
-        done += len(batch)
+    for ids in batched(plan.delete_ids, max(params.batch_size, 1024)):
+        store.delete(ids)
+        done += len(ids)
         if on_progress:
             on_progress(done, total)
     if on_progress and total == 0:

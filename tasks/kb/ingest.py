@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from tasks.core.config import IngestParams, resolve_path
 from tasks.core.errors import SourceError
@@ -51,7 +52,7 @@ def ingest_file(path: Path, root: Path, source: str, params: IngestParams) -> li
     rel = path.relative_to(root).as_posix()
     fmt = FORMATS[path.suffix.lower()]
     stat = path.lstat()
-    base = dict(source=source, path=rel, format=fmt, size=stat.st_size, mtime=stat.st_mtime)
+    base: dict[str, Any] = dict(source=source, path=rel, format=fmt, size=stat.st_size, mtime=stat.st_mtime)
     if path.is_symlink() and not _inside(path, root):
         return [
             RawDocument(

@@ -126,7 +126,7 @@ class Retriever:
         limit = max(k, self.p.candidates) if self.p.rerank_model else k
         dense = self._embed(query) if self.mode != "sparse" else None
         sparse = encode_query(query) if self.mode != "dense" else None
-        if self.mode == "sparse" and not sparse[0]:
+        if self.mode == "sparse" and sparse is not None and not sparse[0]:
             return []
         found = self.store.query(dense, sparse, limit, max(self.p.candidates, k), self.p.rrf_k, self.p.score_threshold)
         hits = [
@@ -156,7 +156,9 @@ def without_query_cache(params: Params) -> Params:
     return params.model_copy(update={"retrieve": params.retrieve.model_copy(update={"query_cache": False})})
 
 
-def search_queries(root: Path, params: Params, queries: list[str], top_k: int, mode: str | None = None) -> list[dict]:
+def search_queries(
+    root: Path, params: Params, queries: list[str], top_k: int | None, mode: str | None = None
+) -> list[dict]:
     """For each query, the top_k chunks."""
     with Retriever(root, params, mode) as r:
         return [{"query": q, "mode": r.mode, "hits": r.search(q, top_k)} for q in queries]

@@ -43,10 +43,14 @@ def percentile(values: list[float], q: float) -> float | None:
     return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
 
 
+def _round1(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
+
+
 def latency(ms: list[float]) -> dict:
     return {
-        "p50_ms": round(percentile(ms, 50), 1) if ms else None,
-        "p95_ms": round(percentile(ms, 95), 1) if ms else None,
+        "p50_ms": _round1(percentile(ms, 50)),
+        "p95_ms": _round1(percentile(ms, 95)),
     }
 
 

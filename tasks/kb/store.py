@@ -7,6 +7,7 @@ import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -137,8 +138,12 @@ class QdrantStore:
             for field in ("doc_id", "source"):
                 self._call(
                     "create_payload_index",
-                    lambda f=field: self.client.create_payload_index(
-                        name, field_name=f, field_schema=models.PayloadSchemaType.KEYWORD, wait=True
+                    partial(
+                        self.client.create_payload_index,
+                        name,
+                        field_name=field,
+                        field_schema=models.PayloadSchemaType.KEYWORD,
+                        wait=True,
                     ),
                 )
         log.info("created collection %s (%d-dim, %s) at %s", name, dim, self.params.distance, self.location)
@@ -150,8 +155,13 @@ class QdrantStore:
         while True:
             points, offset = self._call(
                 "scroll",
-                lambda o=offset: self.client.scroll(
-                    self.collection, limit=1024, offset=o, with_payload=fields, with_vectors=False
+                partial(
+                    self.client.scroll,
+                    self.collection,
+                    limit=1024,
+                    offset=offset,
+                    with_payload=fields,
+                    with_vectors=False,
                 ),
             )
             for p in points:

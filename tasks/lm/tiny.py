@@ -9,10 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tasks.core.errors import ConfigError
 from tasks.core.jsonl import parse_lines
 from tasks.lm.templates import TEMPLATES
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 
 def sample_texts(root: Path) -> Iterable[str]:
@@ -111,7 +115,7 @@ def build_tiny_model(
             bos_token_id=None,
             tie_word_embeddings=True,
         )
-        model = LlamaForCausalLM(config)
+        model: PreTrainedModel = LlamaForCausalLM(config)
     else:
         from transformers import BertConfig, BertForSequenceClassification
 
@@ -124,7 +128,7 @@ def build_tiny_model(
             mask_token="[MASK]",
             model_max_length=512,
         )
-        config = BertConfig(
+        cls_config = BertConfig(  # type: ignore[call-arg]  # num_labels is a PretrainedConfig keyword
             vocab_size=len(tok),
             hidden_size=hidden_size,
             intermediate_size=hidden_size * 2,
@@ -134,7 +138,7 @@ def build_tiny_model(
             num_labels=num_labels,
             pad_token_id=tok.pad_token_id,
         )
-        model = BertForSequenceClassification(config)
+        model = BertForSequenceClassification(cls_config)
     path.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(path)
     tok.save_pretrained(path)

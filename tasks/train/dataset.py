@@ -82,7 +82,9 @@ def encode(examples: list[Example], tokenizer, kind: str, template: str, label2i
             out.append(Encoded(ex.example_id, ex.content_hash, ids, list(ids), len(ids), key))
         else:
             ids = tokenizer(ex.text, add_special_tokens=True)["input_ids"]
-            out.append(Encoded(ex.example_id, ex.content_hash, ids, label2id.get(ex.label, IGNORE), len(ids), key))
+            out.append(
+                Encoded(ex.example_id, ex.content_hash, ids, label2id.get(ex.label or "", IGNORE), len(ids), key)
+            )
     return out
 
 
@@ -200,7 +202,7 @@ def to_rows(items: list[Encoded], fmt: str, max_length: int, packing: bool) -> l
             for i in range(0, len(stream), max_length)
             if len(stream[i : i + max_length]) > 1
         ]
-    rows = [{"input_ids": e.input_ids[:max_length], "labels": e.labels[:max_length]} for e in items]
+    rows = [{"input_ids": e.input_ids[:max_length], "labels": e.labels[:max_length]} for e in items]  # type: ignore[index]  # token labels here; an int only for labelled
     rows = [r for r in rows if any(t != IGNORE for t in r["labels"])]
     return pack(rows, max_length) if packing else rows
 

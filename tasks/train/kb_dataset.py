@@ -17,6 +17,7 @@ import random
 import re
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from tasks.core.config import Params, RaftParams
 from tasks.core.errors import SourceError
@@ -56,7 +57,7 @@ def pick_distractors(
 ) -> list[dict]:
     """n chunks without the answer: retrieved ones first (in rank order), then random others."""
     taken = {_key(exclude)} if exclude else set()
-    out = []
+    out: list[dict] = []
     for c in hits:
         if len(out) == n:
             return out
@@ -82,12 +83,13 @@ def raft_example(
 ) -> tuple[Example, bool]:
     """One RAFT example and whether its passages include the oracle."""
     qa = ex.qa
+    assert qa is not None  # RAFT examples are built from QA rows
     rng = random.Random(f"{seed}:{question_hash(qa['question'])}")
     keep = oracle is not None and rng.random() < p.oracle_share
-    passages = ([oracle] if keep else []) + distractors[: p.distractors + (0 if keep else 1)]
+    passages = ([oracle] if keep and oracle is not None else []) + distractors[: p.distractors + (0 if keep else 1)]
     rng.shuffle(passages)
     target = qa["answers"][0]
-    if keep and p.quote:
+    if keep and oracle is not None and p.quote:
         n = passages.index(oracle) + 1
         target += f'\n\nEvidence: [{n}] "{quote(oracle["text"], qa["answers"])}"'
     user = context_message(qa["question"], passages)
@@ -108,16 +110,19 @@ def build_raft(
     on_progress: Callable[[int, int], None] | None = None,
 ) -> tuple[list[Example], dict]:
     """RAFT examples for every usable QA example (unusable ones pass through for the gate to report)."""
-    out, stats = [], {"with_oracle": 0, "without_oracle": 0, "oracle_found": {}}
+    out: list[Example] = []
+    stats: dict[str, Any] = {"with_oracle": 0, "without_oracle": 0, "oracle_found": {}}
     for i, ex in enumerate(examples, 1):
         if ex.problem:
             out.append(ex)
             continue
-        hits = search(ex.qa["question"], p.distractors + 8)
-        oracle, where = pick_oracle(ex.qa, hits, chunks)
+        qa = ex.qa
+        assert qa is not None  # a QA example without a problem has its row
+        hits = search(qa["question"], p.distractors + 8)
+        oracle, where = pick_oracle(qa, hits, chunks)
         stats["oracle_found"][where] = stats["oracle_found"].get(where, 0) + 1
-        rng = random.Random(f"{seed}:distractors:{question_hash(ex.qa['question'])}")
-        distractors = pick_distractors(ex.qa, hits, chunks, p.distractors + 1, rng, oracle)
+        rng = random.Random(f"{seed}:distractors:{question_hash(qa['question'])}")
+        distractors = pick_distractors(qa, hits, chunks, p.distractors + 1, rng, oracle)
         made, kept = raft_example(ex, oracle, distractors, p, seed, system_prompt)
         stats["with_oracle" if kept else "without_oracle"] += 1
         out.append(made)
@@ -130,7 +135,7 @@ def kb_version(ws: Layout) -> dict:
     """Which knowledge base an adapter learned from: the index run (tag kb/<run_version>) and content hashes."""
     if not ws.chunks.is_file():
         return {}
-    out = {"chunks_sha256": file_digest(ws.chunks)[:16]}
+    out: dict[str, Any] = {"chunks_sha256": file_digest(ws.chunks)[:16]}
     if ws.index_manifest.is_file():
         out["manifest_sha256"] = file_digest(ws.index_manifest)[:16]
     if ws.stage_metrics("index").is_file():

@@ -165,7 +165,7 @@ def write_heldout_qa(
     if fmt not in QA_FORMATS:
         ws.heldout_qa.unlink(missing_ok=True)
         return {}
-    qa_by_key = {e.split_key: e.qa for e in examples if not e.problem}
+    qa_by_key = {e.split_key: e.qa for e in examples if not e.problem and e.qa}
     held = [qa_by_key[key] for key in dict.fromkeys(e.split_key for e in evals)]
     write_jsonl(ws.heldout_qa, held)
     return {
@@ -188,8 +188,8 @@ def run_key(params: Params, meta: dict, ds_text: str) -> str:
     return hashlib.sha256(body.encode()).hexdigest()[:16]
 
 
-def library_versions() -> dict:
-    out = {}
+def library_versions() -> dict[str, str | None]:
+    out: dict[str, str | None] = {}
     for name in ("torch", "transformers", "peft", "deepspeed", "accelerate", "ragtune"):
         try:
             out[name] = importlib.metadata.version(name)

@@ -178,7 +178,8 @@ def train_lora(
     if is_main_process():
         resume = prepare_output_dir(output_dir, run_key)
     else:  # other ranks of a launcher: rank 0 owns the files
-        resume = (complete_checkpoints(output_dir) or [None])[-1] if output_dir.exists() else None
+        found = complete_checkpoints(output_dir) if output_dir.exists() else []
+        resume = found[-1] if found else None
     if ds_path:
         single_process_env()
     torch.manual_seed(p.seed)
@@ -268,7 +269,7 @@ def train_lora(
     result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     call_seconds = time.perf_counter() - start
     seconds = loop.get("end", start + call_seconds) - loop.get("start", start)
-    final_eval = trainer.evaluate(rows["eval"]) if rows["eval"] else {}
+    final_eval = trainer.evaluate(rows["eval"]) if rows["eval"] else {}  # type: ignore[arg-type]  # a list is a map-style dataset
     if adapter_dir.exists() and is_main_process():
         shutil.rmtree(adapter_dir)
     trainer.save_model(str(adapter_dir))
