@@ -10,6 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from semantic_text_splitter import MarkdownSplitter
+
 from tasks.core.config import ChunkParams
 from tasks.core.errors import ConfigError
 
@@ -65,8 +67,6 @@ def split_sections(text: str) -> list[tuple[list[str], str]]:
 
 def make_splitter(tokenizer: Any, params: ChunkParams):
     """A markdown-aware splitter whose capacity is counted with the embedding model's own tokenizer."""
-    from semantic_text_splitter import MarkdownSplitter
-
     return MarkdownSplitter.from_huggingface_tokenizer(
         tokenizer, capacity=params.size_tokens, overlap=params.overlap_tokens
     )

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import logging
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
+from tokenizers import Tokenizer
 
 log = logging.getLogger("ragtune")
 
@@ -33,8 +35,6 @@ def resolve_model_path(name: str) -> str:
         return str(Path(name).expanduser())
     package = PACKAGED_MODELS.get(name)
     if package:
-        import importlib
-
         try:
             module = importlib.import_module(package)
         except ImportError:
@@ -73,8 +73,6 @@ def load_embedding_tokenizer(name: str):
     """(tokenizers.Tokenizer, max_seq_length) of a sentence-transformers model without loading its weights."""
     path = Path(resolve_model_path(name))
     if (path / "tokenizer.json").exists():  # fast path: no transformers import
-        from tokenizers import Tokenizer
-
         backend = Tokenizer.from_file(str(path / "tokenizer.json"))
         max_len = (
             json.loads((path / "tokenizer_config.json").read_text()).get("model_max_length", 512)

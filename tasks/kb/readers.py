@@ -6,6 +6,8 @@ import io
 import logging
 from dataclasses import dataclass
 
+from charset_normalizer import from_bytes
+
 from tasks.core.jsonl import parse_lines
 
 log = logging.getLogger("ragtune")
@@ -41,8 +43,6 @@ def decode_text(data: bytes) -> tuple[str | None, str, str]:
         return data.decode("utf-8-sig"), "utf-8", ""
     except UnicodeDecodeError as exc:
         utf8_error = f"invalid UTF-8 at byte {exc.start}"
-    from charset_normalizer import from_bytes
-
     best = from_bytes(data).best()
     if best is None or best.encoding is None:
         return None, "", f"{utf8_error}; no other text encoding fits"

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 from tasks.core.config import IndexParams, resolve_path
 from tasks.core.errors import StoreError
@@ -298,8 +299,6 @@ def open_store(root: Path, params: IndexParams) -> QdrantStore:
 
 def redact(url: str) -> str:
     """A URL fit for logs and messages: credentials in its user-info part are dropped."""
-    from urllib.parse import urlsplit, urlunsplit
-
     parts = urlsplit(url)
     if parts.username or parts.password:
         host = parts.hostname or ""

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from tasks.core.config import ValidateParams
 from tasks.core.quality import run_suites
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger("ragtune")
 
@@ -19,6 +21,8 @@ STATUSES = ("kept", "empty", "duplicate", "undecodable", "skipped")
 
 def build_tables(kept: list[dict], drops: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(documents: one row per kept document, inputs: one row per ingested document with its status)."""
+    import pandas as pd  # heavy (0.35 s): only the gate builds frames
+
     documents = pd.DataFrame(
         {
             "doc_id": [d["doc_id"] for d in kept],

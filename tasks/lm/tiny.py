@@ -11,6 +11,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+
 from tasks.core.errors import ConfigError
 from tasks.core.jsonl import parse_lines
 from tasks.lm.templates import TEMPLATES
@@ -34,8 +36,6 @@ def sample_texts(root: Path) -> Iterable[str]:
 
 
 def _byte_bpe(texts: Iterable[str], vocab_size: int, specials: list[str]):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
@@ -50,8 +50,6 @@ def _byte_bpe(texts: Iterable[str], vocab_size: int, specials: list[str]):
 
 
 def _wordpiece(texts: Iterable[str], vocab_size: int):
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
-
     tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
     tok.normalizer = normalizers.BertNormalizer(lowercase=True)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()

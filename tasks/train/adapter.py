@@ -8,6 +8,7 @@ tensors, a trained (non-zero) lora_B, and give the same eval loss once loaded ba
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 
 from tasks.core.config import ModelParams
@@ -23,8 +24,6 @@ class VerifyAdapterError(RagtuneError):
 
 
 def load_with_adapter(model: ModelParams, root: Path, adapter_dir: Path, label2id: dict[str, int] | None = None):
-    import warnings
-
     from peft import PeftModel
 
     base = load_base(model, root, label2id)

@@ -15,12 +15,14 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from tasks.core.config import DatasetParams
 from tasks.core.errors import ConfigError, GateFailed
 from tasks.train.examples import Example
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger("ragtune")
 IGNORE = -100  # label id the loss skips
@@ -94,6 +96,8 @@ def gate_table(examples: list[Example], encoded: list[Encoded], max_length: int)
     for ex in examples:
         dup.append(ex.content_hash in seen)
         seen.add(ex.content_hash)
+    import pandas as pd  # heavy (0.35 s): only the gate builds frames
+
     return pd.DataFrame(
         {
             "example_id": [e.example_id for e in examples],

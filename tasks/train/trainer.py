@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import resource
 import shutil
 import socket
 import time
@@ -301,8 +302,6 @@ def train_lora(
 
 
 def peak_memory() -> dict:
-    import resource
-
     import torch
 
     out = {"peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}

@@ -1,0 +1,63 @@
+"""The stage registry (tasks/pipeline.py) is the one source of truth; dvc.yaml must say the same thing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tasks.core.errors import ConfigError
+from tasks.pipeline import STAGES, get_stage, stage_names
+from tasks.versioning import KINDS
+
+REPO = Path(__file__).resolve().parents[2]
+DVC = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+PARAMS = yaml.safe_load((REPO / "params.yaml").read_text())
+
+
+def _paths(entries: list) -> set[str]:
+    """dvc.yaml lists a path as a string or as a one-key mapping with its options."""
+    return {e if isinstance(e, str) else next(iter(e)) for e in entries or []}
+
+
+def _lookup(dotted: str):
+    node = PARAMS
+    for key in dotted.split("."):
+        node = node[key]
+    return node
+
+
+def test_dvc_yaml_has_exactly_the_registry_stages_in_order():
+    assert list(DVC) == list(STAGES)
+
+
+@pytest.mark.parametrize("name", list(STAGES))
+def test_each_dvc_stage_agrees_with_the_registry(name):
+    stage, dvc = STAGES[name], DVC[name]
+    assert dvc["cmd"].split("#")[0].split() == ["ragtune", "stage", name]
+    assert set(dvc["params"]) == set(stage.params)
+    sources = set(_lookup(stage.source_param)) if stage.source_param else set()
+    assert _paths(dvc["deps"]) == set(stage.deps) | set(stage.code) | sources
+    assert _paths(dvc.get("outs")) == set(stage.outs) | set(stage.git_outs)
+    assert _paths(dvc.get("metrics")) == set(stage.metrics_files)
+    assert _paths(dvc.get("plots")) == set(stage.plots)
+    assert bool(dvc.get("always_changed")) == stage.always_changed
+    for path in stage.code:
+        assert (REPO / path).is_file(), f"{name}: code dependency {path} does not exist"
+    for out in dvc.get("outs") or []:  # what git keeps is exactly what DVC does not cache
+        if isinstance(out, dict):
+            path, opts = next(iter(out.items()))
+            assert (opts.get("cache") is False) == (path in stage.git_outs)
+
+
+def test_groups_partition_the_stages_and_versions_read_them():
+    assert stage_names("kb") + stage_names("model") == tuple(STAGES)
+    assert stage_names("kb", optional=False) == ("ingest", "clean", "validate", "chunk", "embed", "index", "verify")
+    assert KINDS["kb"]["stages"] == list(stage_names("kb")) and KINDS["model"]["stages"] == list(stage_names("model"))
+    assert "data/metrics/refresh.json" in KINDS["kb"]["git"] and "models/production.json" in KINDS["model"]["git"]
+
+
+def test_an_unknown_stage_names_the_known_ones():
+    with pytest.raises(ConfigError, match="unknown stage 'embedd'. Stages: ingest, clean"):
+        get_stage("embedd")
