@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.bench-installed
 
-.PHONY: install demo test bench lock clean-data chromium
+.PHONY: install demo test test-fast lint bench lock clean-data chromium
 
 install: $(STAMP)
 
@@ -28,8 +28,18 @@ demo: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/ragtune eval-retrieval --qa data/sample/questions.jsonl --mode all
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/ragtune ask "How much is the on-call allowance per week?"
 
-test: install chromium
+# The whole suite (what CI runs): lint and types first, then every test tier.
+test: install chromium lint
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q
+
+# The fast tier: lint, types and tests/unit (pure logic, fakes, the layout and registry checks), in seconds.
+test-fast: install lint
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q tests/unit
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 # Benchmarks: JSON + markdown table in benchmarks/results/ (full run ~30 min on 2 cores; BENCH_ARGS=--quick ~10 min).
 bench: $(BENCH_STAMP)

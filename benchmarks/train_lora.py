@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tasks.core.config import DEFAULT_LM, load_params
+from tasks.core.config import DEFAULT_LM, Params, load_params
 from tasks.core.stage import StageContext
 from tasks.core.workspace import Layout, read_json, read_jsonl
 from tasks.lm.models import local_model
@@ -85,7 +85,7 @@ def call_tps(metrics: dict) -> float:
     return round(metrics["real_tokens"] / metrics["train_call_seconds"], 1)
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", choices=SIZES, default="tiny")
     ap.add_argument("--zero", default="zero2", help="zero2 | zero3 | zero3_offload | none")
@@ -94,13 +94,11 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--repeats", type=int, default=2, help="alternating runs per side; the best is reported")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks/results/train_lora.json")
-    a = ap.parse_args()
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
-    import torch
-    from transformers import AutoConfig
+    return ap.parse_args()
 
-    work = Path(tempfile.mkdtemp(prefix="ragtune-bench-"))
+
+def prepare(a: argparse.Namespace, work: Path) -> tuple[Path, str, Params]:
+    """A scratch project with the sample training data, the model of --size, and the run's params."""
     for item in ("params.yaml", "data/sample/train", "infra/deepspeed", "data/sample/corpus"):
         src = REPO / item
         (shutil.copytree if src.is_dir() else shutil.copy)(src, work / item)
@@ -122,12 +120,16 @@ def main() -> None:
         "train.logging_steps=10",
         "dataset.max_length=256",
     ]
-    params = load_params(work / "params.yaml", overrides)
-    ws = Layout(work)
-    run_build_dataset(StageContext(ws, params))
-    meta = read_json(ws.dataset_meta, "build_dataset")
-    rows = read_jsonl(ws.train_dir / "train.jsonl", "build_dataset")
+    return model_dir, ds, load_params(work / "params.yaml", overrides)
 
+
+def run_both(
+    a: argparse.Namespace, work: Path, model_dir: Path, ds: str, params: Params, rows: list[dict], pad_id: int
+) -> dict[str, list[dict]]:
+    """ragtune's train stage and a bare HF Trainer + PEFT on the same rows, alternating which goes first."""
+    import torch
+
+    ws = Layout(work)
     prec = precision(params.train)
     args_kw = dict(
         output_dir=str(work / "bare"),
@@ -150,7 +152,7 @@ def main() -> None:
         lora_dropout=params.train.lora.dropout,
         target_modules="all-linear",
     )
-    runs = {"ragtune": [], "bare": []}
+    runs: dict[str, list[dict]] = {"ragtune": [], "bare": []}
 
     def ragtune_side() -> None:
         start = time.perf_counter()
@@ -161,17 +163,23 @@ def main() -> None:
     def bare_side() -> None:
         if ds != "none":
             single_process_env()
-        runs["bare"].append(bare_trainer(model_dir, rows, meta["pad_id"], args_kw, lora_kw))
+        runs["bare"].append(bare_trainer(model_dir, rows, pad_id, args_kw, lora_kw))
 
     for i in range(a.repeats):  # the side that goes first pays DeepSpeed's one-time op load: alternate the order
         for side in (ragtune_side, bare_side) if i % 2 == 0 else (bare_side, ragtune_side):
             side()
+    return runs
+
+
+def summarize(a: argparse.Namespace, runs: dict[str, list[dict]], model_dir: Path, rows: list[dict], prec: str) -> dict:
+    """The best run of each side, their ratio, and MFU where the GPU's peak is known."""
+    import torch
+    from transformers import AutoConfig
+
     ours = max(runs["ragtune"], key=call_tps)
     bare = max(runs["bare"], key=lambda r: r["tokens_per_s"])
-    stage_seconds = ours["stage_seconds"]
-    cfg = AutoConfig.from_pretrained(model_dir)
     seq = sum(len(r["input_ids"]) for r in rows) / len(rows)
-    fl = flops_per_token(cfg, ours["trainable_params"], int(seq))
+    fl = flops_per_token(AutoConfig.from_pretrained(model_dir), ours["trainable_params"], int(seq))
     result = {
         "benchmark": "train_lora",
         "size": a.size,
@@ -188,7 +196,7 @@ def main() -> None:
             "train_call_seconds": ours["train_call_seconds"],
             "loop_tokens_per_s": ours["tokens_per_s"],
             "loop_seconds": ours["train_seconds"],
-            "stage_seconds_incl_load_save_verify": round(stage_seconds, 2),
+            "stage_seconds_incl_load_save_verify": round(ours["stage_seconds"], 2),
             "peak_gpu_mb": ours.get("peak_gpu_mb"),
             "peak_rss_mb": ours["peak_rss_mb"],
             "train_loss": ours["train_loss"],
@@ -202,17 +210,34 @@ def main() -> None:
         "window": "both sides: the whole trainer.train() call",
         "flops_per_token": fl,
     }
-    if torch.cuda.is_available():
-        name = torch.cuda.get_device_name()
-        peak = next((v for k, v in PEAK_BF16.items() if k in name), None)
-        if peak:
-            for side, tps in (("ragtune", call_tps(ours)), ("bare", bare["tokens_per_s"])):
-                result[f"mfu_{side}"] = {
-                    "lora": round(tps * fl["lora"] / peak, 4),
-                    "fullft_equiv": round(tps * fl["fullft_equiv"] / peak, 4),
-                    "peak_flops": peak,
-                    "convention": "causal attention, 4N+6N_A (LoRA)",
-                }
+    peak = (
+        next((v for k, v in PEAK_BF16.items() if k in torch.cuda.get_device_name()), None)
+        if torch.cuda.is_available()
+        else None
+    )
+    if peak:
+        for side, tps in (("ragtune", call_tps(ours)), ("bare", bare["tokens_per_s"])):
+            result[f"mfu_{side}"] = {
+                "lora": round(tps * fl["lora"] / peak, 4),
+                "fullft_equiv": round(tps * fl["fullft_equiv"] / peak, 4),
+                "peak_flops": peak,
+                "convention": "causal attention, 4N+6N_A (LoRA)",
+            }
+    return result
+
+
+def main() -> None:
+    a = parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    work = Path(tempfile.mkdtemp(prefix="ragtune-bench-"))
+    model_dir, ds, params = prepare(a, work)
+    ws = Layout(work)
+    run_build_dataset(StageContext(ws, params))
+    meta = read_json(ws.dataset_meta, "build_dataset")
+    rows = read_jsonl(ws.train_dir / "train.jsonl", "build_dataset")
+    runs = run_both(a, work, model_dir, ds, params, rows, meta["pad_id"])
+    result = summarize(a, runs, model_dir, rows, precision(params.train))
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))

@@ -83,15 +83,7 @@ def run_build_dataset(ctx: StageContext) -> dict:
         "raft": raft,
         **write_heldout_qa(ws, fmt, examples, train, evals),
         "examples": len(examples),
-        "unique_examples": len(train) + len(evals),
-        "train_examples": len(train),
-        "eval_examples": len(evals),
-        "train_rows": len(rows["train"]),
-        "eval_rows": len(rows["eval"]),
-        "train_tokens": sum(len(r["input_ids"]) for r in rows["train"]),
-        "trained_tokens": sum(sum(t != D.IGNORE for t in r["labels"]) for r in rows["train"])
-        if fmt != "labelled"
-        else None,
+        **split_counts(train, evals, rows, fmt),
         "packing": p.packing and fmt != "labelled",
         "reused_cache": reused,
         "example_hashes": source_hashes,
@@ -108,6 +100,21 @@ def run_build_dataset(ctx: StageContext) -> dict:
         meta["train_tokens"],
     )
     return stats
+
+
+def split_counts(train: list[D.Encoded], evals: list[D.Encoded], rows: dict[str, list[dict]], fmt: str) -> dict:
+    """Examples and rows on each side of the split, and the tokens trained on (labelled rows have no token labels)."""
+    return {
+        "unique_examples": len(train) + len(evals),
+        "train_examples": len(train),
+        "eval_examples": len(evals),
+        "train_rows": len(rows["train"]),
+        "eval_rows": len(rows["eval"]),
+        "train_tokens": sum(len(r["input_ids"]) for r in rows["train"]),
+        "trained_tokens": sum(sum(t != D.IGNORE for t in r["labels"]) for r in rows["train"])
+        if fmt != "labelled"
+        else None,
+    }
 
 
 def encode_cached(

@@ -172,53 +172,75 @@ def train_lora(
 ) -> dict:
     """Train, save the adapter to adapter_dir, return metrics (losses, tokens/s, memory, resume point)."""
     import torch
-    from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
 
     ds_path = deepspeed_config(root, p)
     prec = precision(p)
-    if is_main_process():
-        resume = prepare_output_dir(output_dir, run_key)
-    else:  # other ranks of a launcher: rank 0 owns the files
-        found = complete_checkpoints(output_dir) if output_dir.exists() else []
-        resume = found[-1] if found else None
+    resume = resume_point(output_dir, run_key)
     if ds_path:
         single_process_env()
     torch.manual_seed(p.seed)
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(prec) if ds_path is None else None
     peft_model = lora_model(load_base(model, root, meta.get("label2id"), dtype), model, p)
     expected = expected_state(peft_model)
-    trainable = sum(v.numel() for v in peft_model.parameters() if v.requires_grad)
-    total = sum(v.numel() for v in peft_model.parameters())
     if p.gradient_checkpointing:
         peft_model.enable_input_require_grads()
+    loop: dict[str, float] = {"tokens": 0}  # training-loop start/end times and non-pad tokens trained on
+    args = training_arguments(p, prec, output_dir, ds_path, has_eval=bool(rows["eval"]) and p.eval_steps > 0)
+    trainer = make_trainer(peft_model, args, rows, meta["pad_id"], loop, on_progress)
+    resumed_from = int(resume.name.split("-")[-1]) if resume else 0
+    if resume:
+        log.info("train: resuming from %s (step %d)", resume, resumed_from)
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    call_seconds = time.perf_counter() - start
+    seconds = loop.get("end", start + call_seconds) - loop.get("start", start)
+    final_eval = trainer.evaluate(rows["eval"]) if rows["eval"] else {}  # a list is a map-style dataset
+    if adapter_dir.exists() and is_main_process():
+        shutil.rmtree(adapter_dir)
+    trainer.save_model(str(adapter_dir))
+    history = [h for h in trainer.state.log_history if "loss" in h or "eval_loss" in h]
+    losses = [h["loss"] for h in history if "loss" in h]
+    metrics = {
+        "global_step": trainer.state.global_step,
+        "max_steps": trainer.state.max_steps,
+        "resumed_from_step": resumed_from,
+        "epochs": round(float(trainer.state.epoch or 0), 3),
+        "train_loss": round(float(result.training_loss), 6),
+        "first_logged_loss": round(losses[0], 6) if losses else None,
+        "last_logged_loss": round(losses[-1], 6) if losses else None,
+        "eval_loss_in_training": round(float(final_eval["eval_loss"]), 6) if final_eval else None,
+        "train_seconds": round(seconds, 3),
+        "train_call_seconds": round(call_seconds, 3),  # call: + engine init
+        "real_tokens": int(loop["tokens"]),
+        "tokens_per_s": round(loop["tokens"] / seconds, 1) if seconds else None,
+        "trainable_params": sum(v.numel() for v in peft_model.parameters() if v.requires_grad),
+        "total_params": sum(v.numel() for v in peft_model.parameters()),
+        "precision": prec,
+        "deepspeed": str(p.deepspeed) if ds_path else None,
+        "zero_stage": zero_stage(ds_path),
+        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+        **peak_memory(),
+        "history": history,
+    }
+    return {"metrics": metrics, "expected_state": expected}
 
-    loop = {"tokens": 0}  # training-loop start/end times and non-pad tokens trained on
 
-    class Progress(TrainerCallback):
-        def on_train_begin(self, args, state, control, **kw):  # after DeepSpeed init and checkpoint load
-            loop["start"] = time.perf_counter()
+def resume_point(output_dir: Path, run_key: str) -> Path | None:
+    """The checkpoint to resume from: rank 0 prepares the folder; other ranks of a launcher only read it."""
+    if is_main_process():
+        return prepare_output_dir(output_dir, run_key)
+    found = complete_checkpoints(output_dir) if output_dir.exists() else []
+    return found[-1] if found else None
 
-        def on_train_end(self, args, state, control, **kw):
-            loop["end"] = time.perf_counter()
 
-        def on_step_end(self, args, state, control, **kw):
-            if on_progress:
-                on_progress(state.global_step, state.max_steps)
+def training_arguments(p: TrainParams, prec: str, output_dir: Path, ds_path: Path | None, has_eval: bool):
+    """The HF TrainingArguments for train: (checkpoints every save_steps, so a killed run resumes)."""
+    import torch
+    from transformers import TrainingArguments
 
-        def on_log(self, args, state, control, logs=None, **kw):
-            shown = {k: round(v, 4) for k, v in (logs or {}).items() if k in ("loss", "eval_loss", "learning_rate")}
-            if shown:
-                log.info("train: step %d/%d %s", state.global_step, state.max_steps, shown)
-
-    class LoraTrainer(Trainer):
-        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            n = inputs.pop("num_real_tokens", None)  # counted for throughput; the model must not see it
-            if n is not None and model.training:
-                loop["tokens"] += int(n)
-            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-
-    has_eval = bool(rows["eval"]) and p.eval_steps > 0
-    args = TrainingArguments(
+    return TrainingArguments(
         output_dir=str(output_dir),
         num_train_epochs=p.epochs,
         max_steps=p.max_steps,
@@ -252,53 +274,46 @@ def train_lora(
         save_only_model=False,
         label_names=["labels"],
     )
+
+
+def make_trainer(peft_model, args, rows: dict[str, list[dict]], pad_id: int, loop: dict[str, float], on_progress):
+    """A Trainer that counts the real (non-pad) tokens it trains on into loop["tokens"], times the training loop
+    (after DeepSpeed init and checkpoint load) into loop["start"/"end"], and logs through the ragtune logger."""
+    from transformers import PrinterCallback, Trainer, TrainerCallback
+
+    class Progress(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kw):
+            loop["start"] = time.perf_counter()
+
+        def on_train_end(self, args, state, control, **kw):
+            loop["end"] = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kw):
+            if on_progress:
+                on_progress(state.global_step, state.max_steps)
+
+        def on_log(self, args, state, control, logs=None, **kw):
+            shown = {k: round(v, 4) for k, v in (logs or {}).items() if k in ("loss", "eval_loss", "learning_rate")}
+            if shown:
+                log.info("train: step %d/%d %s", state.global_step, state.max_steps, shown)
+
+    class LoraTrainer(Trainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            n = inputs.pop("num_real_tokens", None)  # counted for throughput; the model must not see it
+            if n is not None and model.training:
+                loop["tokens"] += int(n)
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+
     trainer = LoraTrainer(
         model=peft_model,
         args=args,
         train_dataset=rows["train"],
         eval_dataset=rows["eval"] or None,
-        data_collator=Collator(meta["pad_id"]),
+        data_collator=Collator(pad_id),
         callbacks=[Progress()],
     )
-    trainer.remove_callback(PrinterCallback)  # our callback logs through the ragtune logger instead
-    resumed_from = int(resume.name.split("-")[-1]) if resume else 0
-    if resume:
-        log.info("train: resuming from %s (step %d)", resume, resumed_from)
-    if torch.cuda.is_available():
-        torch.cuda.reset_peak_memory_stats()
-    start = time.perf_counter()
-    result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
-    call_seconds = time.perf_counter() - start
-    seconds = loop.get("end", start + call_seconds) - loop.get("start", start)
-    final_eval = trainer.evaluate(rows["eval"]) if rows["eval"] else {}  # type: ignore[arg-type]  # a list is a map-style dataset
-    if adapter_dir.exists() and is_main_process():
-        shutil.rmtree(adapter_dir)
-    trainer.save_model(str(adapter_dir))
-    history = [h for h in trainer.state.log_history if "loss" in h or "eval_loss" in h]
-    losses = [h["loss"] for h in history if "loss" in h]
-    metrics = {
-        "global_step": trainer.state.global_step,
-        "max_steps": trainer.state.max_steps,
-        "resumed_from_step": resumed_from,
-        "epochs": round(float(trainer.state.epoch or 0), 3),
-        "train_loss": round(float(result.training_loss), 6),
-        "first_logged_loss": round(losses[0], 6) if losses else None,
-        "last_logged_loss": round(losses[-1], 6) if losses else None,
-        "eval_loss_in_training": round(float(final_eval["eval_loss"]), 6) if final_eval else None,
-        "train_seconds": round(seconds, 3),
-        "train_call_seconds": round(call_seconds, 3),  # call: + engine init
-        "real_tokens": loop["tokens"],
-        "tokens_per_s": round(loop["tokens"] / seconds, 1) if seconds else None,
-        "trainable_params": trainable,
-        "total_params": total,
-        "precision": prec,
-        "deepspeed": str(p.deepspeed) if ds_path else None,
-        "zero_stage": zero_stage(ds_path),
-        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
-        **peak_memory(),
-        "history": history,
-    }
-    return {"metrics": metrics, "expected_state": expected}
+    trainer.remove_callback(PrinterCallback)  # Progress logs through the ragtune logger instead
+    return trainer
 
 
 def peak_memory() -> dict:

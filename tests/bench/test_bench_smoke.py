@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # a whole pipeline, a real server or a trained model
+
 REPO = Path(__file__).resolve().parents[2]
 
 

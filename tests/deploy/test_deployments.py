@@ -16,6 +16,8 @@ from tests.data import INSTRUCTIONS
 
 from .conftest import stop
 
+pytestmark = pytest.mark.slow  # a whole pipeline, a real server or a trained model
+
 
 def api(url: str, method: str, path: str, body: dict | None = None):
     r = httpx.request(method, f"{url}{path}", json=body, timeout=10)
@@ -52,7 +54,6 @@ def ragtune(env: dict, root: Path, *args: str) -> dict:
     return json.loads(proc.stdout)
 
 
-@pytest.mark.slow
 def test_schedule_and_event_triggered_retrain(workspace, tiny_causal, prefect_server, tmp_path):
     url, env = prefect_server
     params = yaml.safe_load((workspace / "params.yaml").read_text())

@@ -10,6 +10,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+pytestmark = pytest.mark.slow  # a whole pipeline, a real server or a trained model
+
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = [
     "--no-sandbox",
@@ -22,7 +24,6 @@ ARGS = [
 ]
 
 
-@pytest.mark.slow
 def test_refresh_run_and_its_artifacts_are_visible_in_the_ui(workspace, prefect_server, tmp_path):
     from playwright.sync_api import expect, sync_playwright
 

@@ -23,6 +23,8 @@ from tasks.kb.retrieval import Retriever
 from tasks.pipeline import run_stage, stage_names
 from tests.data import INSTRUCTION_OVERRIDES
 
+pytestmark = pytest.mark.slow  # a whole pipeline, a real server or a trained model
+
 REPO = Path(__file__).resolve().parents[2]
 QA = REPO / "data/sample/questions.jsonl"
 
@@ -271,7 +273,6 @@ def test_compare_on_a_doc_ids_only_file_scores_retrieval_and_says_so(answering):
     assert rec["choice"] is None and "doc_ids but no answers" in rec["why"][0]
 
 
-@pytest.mark.slow
 def test_compare_refuses_questions_the_adapter_trained_on_and_accepts_its_heldout_split(tmp_path, tiny_causal):
     root = tmp_path
     shutil.copy(REPO / "params.yaml", root / "params.yaml")

@@ -21,6 +21,8 @@ from tests.dvc_repo import GIT_USER, git_dvc_project
 
 from .helpers import stored_points
 
+pytestmark = pytest.mark.slow  # a whole pipeline, a real server or a trained model
+
 REPO = Path(__file__).resolve().parents[2]
 BIN = str(Path(sys.executable).parent)
 
@@ -32,7 +34,6 @@ def run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess:
     return proc
 
 
-@pytest.mark.slow
 def test_dvc_repro_builds_the_same_index_as_the_flow(workspace, tmp_path_factory):
     other = tmp_path_factory.mktemp("dvc-repo")
     shutil.copytree(workspace, other, dirs_exist_ok=True)
@@ -108,7 +109,6 @@ def test_bad_input_is_one_line_not_a_traceback(workspace):
     assert "source folder 'missing-folder' does not exist" in result.output and "Traceback" not in result.output
 
 
-@pytest.mark.slow
 def test_refresh_and_search_json_via_cli(workspace):
     runner = CliRunner()
     params = str(workspace / "params.yaml")
@@ -128,7 +128,6 @@ def test_refresh_and_search_json_via_cli(workspace):
     assert any(h["doc_id"] == "product/warranty.txt" for h in results[1]["hits"])
 
 
-@pytest.mark.slow
 def test_dvc_repro_and_exp_run_train_the_retrain_stages(workspace, tiny_causal, tmp_path_factory):
     repo = tmp_path_factory.mktemp("dvc-retrain")
     shutil.copytree(workspace, repo, dirs_exist_ok=True)

@@ -20,6 +20,8 @@ from tasks.kb.retrieval import without_query_cache
 from tasks.lm.models import CONVERTED, local_model
 from tasks.pipeline import run_stage, stage_names
 
+pytestmark = pytest.mark.slow  # a whole pipeline, a real server or a trained model
+
 REPO = Path(__file__).resolve().parents[2]
 KB_STAGES = stage_names("kb", optional=False)  # no retrieve.qa_file here
 TRAIN_STAGES = stage_names("model")
@@ -53,7 +55,6 @@ def project(root: Path, corpus: Path, cache: Path) -> Path:
     return root
 
 
-@pytest.mark.slow
 def test_the_packaged_gguf_converts_once_into_an_ordinary_hf_folder(model_cache):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -69,7 +70,6 @@ def test_the_packaged_gguf_converts_once_into_an_ordinary_hf_folder(model_cache)
     assert type(model).__name__ == "LlamaForCausalLM" and AutoTokenizer.from_pretrained(folder).chat_template
 
 
-@pytest.mark.slow
 def test_rag_answers_with_the_fact_from_a_crafted_passage(tmp_path, model_cache):
     corpus = tmp_path / "corpus"
     corpus.mkdir()
@@ -87,7 +87,6 @@ def test_rag_answers_with_the_fact_from_a_crafted_passage(tmp_path, model_cache)
     assert "QX-4471" not in base["answer"], "closed book, the model cannot know a fictional code"
 
 
-@pytest.mark.slow
 def test_a_short_raft_retrain_raises_heldout_f1_over_the_untrained_model(tmp_path, model_cache):
     kb = build_corpus(tmp_path / "kb", entities=6, seed=1)
     root = project(tmp_path / "project", Path(kb["corpus"]), model_cache)

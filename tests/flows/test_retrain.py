@@ -22,6 +22,8 @@ from tasks.pipeline import run_stage, stage_names
 from tasks.train.stages import run_build_dataset
 from tests.data import INSTRUCTION_OVERRIDES
 
+pytestmark = pytest.mark.slow  # a whole pipeline, a real server or a trained model
+
 BIN = str(Path(sys.executable).parent)
 
 
@@ -39,7 +41,6 @@ def causal(model: Path, *extra: str) -> list[str]:
     ]
 
 
-@pytest.mark.slow
 def test_retrain_zero2_trains_verifies_and_promotes_only_when_better(workspace, tiny_causal):
     ws = Layout(workspace)
     weak = causal(tiny_causal, "train.max_steps=2", "train.learning_rate=0.0001")
@@ -91,7 +92,6 @@ def test_retrain_zero2_trains_verifies_and_promotes_only_when_better(workspace, 
     assert "NOT promoted" in summaries[-1].data and "below promote.min_delta" in summaries[-1].data
 
 
-@pytest.mark.slow
 def test_killed_training_resumes_from_its_last_checkpoint(workspace, tiny_causal):
     overrides = causal(tiny_causal, "train.max_steps=240", "train.save_steps=10", "train.learning_rate=0.002")
     ws = Layout(workspace)
@@ -123,7 +123,6 @@ def test_killed_training_resumes_from_its_last_checkpoint(workspace, tiny_causal
     assert state_steps[0] == 1 and state_steps[-1] == 240, "the loss history spans the killed and resumed parts"
 
 
-@pytest.mark.slow
 def test_seq_cls_trains_a_classifier_and_reports_accuracy(workspace, tiny_cls):
     params = load_params(
         workspace / "params.yaml",
@@ -193,7 +192,6 @@ def test_bad_training_file_fails_the_gate_and_trains_nothing(workspace, tiny_cau
     assert result.exit_code == 1 and "bad.jsonl:2: not valid JSON" in " ".join(result.output.split())
 
 
-@pytest.mark.slow
 def test_zero3_with_gradient_checkpointing_saves_a_complete_adapter(workspace, tiny_causal):
     params = load_params(
         workspace / "params.yaml",
@@ -212,7 +210,6 @@ def test_zero3_with_gradient_checkpointing_saves_a_complete_adapter(workspace, t
     assert t["verification"]["reloaded_eval_loss"] == pytest.approx(t["eval_loss_in_training"], rel=1e-3)
 
 
-@pytest.mark.slow
 def test_packed_rows_train_and_the_reloaded_adapter_matches(workspace, tiny_causal):
     params = load_params(
         workspace / "params.yaml",

@@ -14,6 +14,8 @@ from flows.kb_refresh import kb_refresh
 from tests.data import INSTRUCTIONS
 from tests.dvc_repo import git_dvc_project
 
+pytestmark = pytest.mark.slow  # a whole pipeline, a real server or a trained model
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -23,7 +25,6 @@ def versioned_project(workspace: Path, remote: Path) -> Path:
     return git_dvc_project(workspace, remote, commit=True)
 
 
-@pytest.mark.slow
 def test_refresh_versions_round_trip_bit_for_bit(workspace, tmp_path_factory):
     remote = tmp_path_factory.mktemp("dvc-remote")
     root = versioned_project(workspace, remote)
@@ -65,7 +66,6 @@ def test_versioning_refuses_overrides_that_params_yaml_does_not_record(workspace
     check_versionable(params, ["versioning.enabled=true"])
 
 
-@pytest.mark.slow
 def test_retrain_is_a_model_version_and_its_adapter_pulls_back_identical(workspace, tiny_causal, tmp_path_factory):
     import yaml
 

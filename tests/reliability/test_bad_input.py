@@ -18,6 +18,8 @@ from tasks.core.workspace import Layout
 
 from .conftest import refresh
 
+pytestmark = pytest.mark.slow  # a whole pipeline, a real server or a trained model
+
 GOOD = "Heron thermostats keep a steady temperature and learn the household schedule within a week. " * 3
 
 

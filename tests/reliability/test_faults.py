@@ -17,6 +17,8 @@ from tests.flows.helpers import stored_points
 
 from .conftest import refresh
 
+pytestmark = pytest.mark.slow  # a whole pipeline, a real server or a trained model
+
 SECRET = "qdrant-key-7f3a9c-do-not-log"
 
 

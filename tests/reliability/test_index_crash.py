@@ -16,6 +16,8 @@ from tests.flows.helpers import expected_ids, stored_points
 
 from .conftest import refresh
 
+pytestmark = pytest.mark.slow  # a whole pipeline, a real server or a trained model
+
 KILLER = r"""
 import os, signal, sys
 from pathlib import Path
@@ -57,7 +59,6 @@ def change_corpus(root: Path) -> None:
         (corpus / f"product/new-{i}.md").write_text(f"# Note {i}\n\nHeron firmware 5.{i} adds schedule sync. " * 5)
 
 
-@pytest.mark.slow
 def test_sigkill_during_index_then_rerun_converges(project, tmp_path):
     change_corpus(project)
     refresh(project, stages=("ingest", "clean", "validate", "chunk", "embed"))
@@ -99,7 +100,6 @@ def test_sigkill_during_index_then_rerun_converges(project, tmp_path):
     assert all(o[2] == "killed" for o in outcomes), outcomes
 
 
-@pytest.mark.slow
 def test_points_deleted_behind_our_back_are_repaired_and_reported(project):
     from qdrant_client import QdrantClient, models
 

@@ -14,10 +14,11 @@ from tests.dvc_repo import git_dvc_project
 
 from .conftest import refresh
 
+pytestmark = pytest.mark.slow  # a whole pipeline, a real server or a trained model
+
 SECRETS = {"QDRANT_API_KEY": "qdrant-key-7f3a9c-do-not-log", "AWS_SECRET_ACCESS_KEY": "aws-secret-51de-do-not-log"}
 
 
-@pytest.mark.slow
 def test_remote_down_at_push_keeps_the_version_and_the_next_run_pushes_it(project, tmp_path, caplog):
     remote = tmp_path / "remote"
     remote.write_text("a file where the remote directory should be\n")  # the remote is down: pushes fail
@@ -44,7 +45,6 @@ def test_remote_down_at_push_keeps_the_version_and_the_next_run_pushes_it(projec
     assert any("ERROR" in r.getMessage() for r in caplog.records if "dvc push failed" in r.getMessage())
 
 
-@pytest.mark.slow
 def test_secrets_never_reach_logs_reports_or_artifacts(project, prefect_harness, monkeypatch, caplog):
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId

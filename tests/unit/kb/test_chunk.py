@@ -58,7 +58,7 @@ def test_unchanged_documents_reuse_their_chunks_only_when_safe(tmp_path):
     from tasks.core.workspace import Layout, read_json, read_jsonl, write_json, write_jsonl
     from tasks.kb import stages
 
-    repo = Path(__file__).resolve().parents[2]
+    repo = Path(__file__).resolve().parents[3]
     shutil.copy(repo / "params.yaml", tmp_path / "params.yaml")
     ws = Layout(tmp_path)
     para = "The gateway validates each state message and forwards it to the device service. "

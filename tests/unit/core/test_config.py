@@ -6,7 +6,7 @@ import yaml
 from tasks.core.config import load_params
 from tasks.core.errors import ConfigError
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def write(tmp_path: Path, tree: dict) -> Path:

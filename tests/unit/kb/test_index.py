@@ -1,8 +1,10 @@
+"""Reconcile plans and the mass-delete guard (tasks/kb/index.py)."""
+
 import pytest
 
 from tasks.core.config import IndexParams
 from tasks.core.errors import StoreError
-from tasks.kb.index import check_mass_delete, plan_reconcile
+from tasks.kb.index import check_mass_delete, plan_reconcile, vector_kinds
 
 
 def chunk(doc, pid, h="h1"):
@@ -49,3 +51,13 @@ def test_mass_delete_guard():
         check_mass_delete(plan, IndexParams(), allow=False, location="test")
     check_mass_delete(plan, IndexParams(), allow=True, location="test")
     check_mass_delete(plan, IndexParams(max_delete_share=0.95), allow=False, location="test")
+
+
+def test_points_without_sparse_vectors_are_rewritten_when_sparse_is_on():
+    chunks = [{"doc_id": "a", "doc_hash": "h", "point_id": "p1"}]
+    old = {"p1": {"doc_id": "a", "doc_hash": "h"}}  # written before sparse vectors existed
+    assert plan_reconcile(chunks, old).unchanged == ["a"]
+    plan = plan_reconcile(chunks, old, vector_kinds(True))
+    assert plan.repaired == ["a"] and plan.upsert_ids == ["p1"] and not plan.delete_ids
+    new = {"p1": {"doc_id": "a", "doc_hash": "h", "vectors": vector_kinds(True)}}
+    assert plan_reconcile(chunks, new, vector_kinds(True)).unchanged == ["a"]
