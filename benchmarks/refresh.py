@@ -20,10 +20,11 @@ from tasks.core.stage import StageContext
 from tasks.core.workspace import Layout, write_jsonl
 from tasks.kb import stages
 from tasks.kb.embedder import resolve_model_path
+from tasks.pipeline import stage_names
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = "sentence-transformers/all-MiniLM-L6-v2"
-STAGES = ("ingest", "clean", "validate", "chunk", "embed", "index", "verify")
+STAGES = stage_names("kb", optional=False)  # the refresh report times these
 
 
 def bench_env(home: Path) -> dict:

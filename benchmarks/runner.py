@@ -33,7 +33,7 @@ from benchmarks.report import markdown
 from tasks.core.config import load_params
 from tasks.core.stage import StageContext
 from tasks.core.workspace import Layout, read_jsonl
-from tasks.pipeline import run_stage
+from tasks.pipeline import run_stage, stage_names
 
 REPO = Path(__file__).resolve().parents[1]
 SECTIONS = ("refresh", "bare", "efficiency", "overhead", "training", "encoders", "knowledge", "generation")
@@ -225,7 +225,7 @@ def encoders_section(cfg: dict, refresh_res: dict | None, work: Path) -> dict:
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     params = load_params(project / "params.yaml", [f"ingest.sources=[{REPO / 'data/sample/corpus'}]"])
     ws = Layout(project)
-    for stage in ("ingest", "clean", "validate", "chunk"):
+    for stage in stage_names("kb")[: stage_names("kb").index("chunk") + 1]:  # up to the chunks the encoders read
         run_stage(stage, StageContext(ws, params))
     qa_chunks = list(read_jsonl(ws.chunks, "chunk"))
     pool = _chunks(refresh_res) if refresh_res and refresh_res.get("status") == "ok" else qa_chunks
