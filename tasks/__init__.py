@@ -1,1 +1,3 @@
-"""Stage logic for ragtune: plain Python, no Prefect or DVC imports (flows/ wraps these as Prefect tasks)."""
+"""ragtune stage logic: core (layer 0), kb and lm (1), train (2), pipeline (3), answer and versioning (4).
+
+See docs/layout.md. Nothing here imports Prefect or DVC; flows/ wraps these functions in Prefect tasks."""
