@@ -118,7 +118,6 @@ def openvino_encoder(path: Path, tokenizer, max_len: int) -> RuntimeEncoder:
 def retrieval_quality(vectors: np.ndarray, chunks: list[dict], queries: np.ndarray, qa: list[dict], k: int = 5):
     """recall@k and MRR@k (a hit = a retrieved chunk containing one of the row's answer strings), scored by
     eval-retrieval's own score_row on the in-memory ranking."""
-
     recall = mrr = 0.0
     for q, row in zip(queries, qa):
         hits = [chunks[i] for i in np.argsort(-(vectors @ q))[:k]]

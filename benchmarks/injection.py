@@ -27,6 +27,8 @@ from tasks.core.workspace import Layout
 from tasks.kb.retrieval import without_query_cache
 from tasks.lm.generate import generate_batch
 from tasks.pipeline import run_stage, stage_names
+from tasks.train.adapter import ADAPTER_FILE
+from tasks.train.registry import ModelRegistry
 
 KB_STAGES = stage_names("kb", optional=False)  # no retrieve.qa_file here
 TRAIN_STAGES = stage_names("model")
@@ -45,12 +47,10 @@ def _project(path: Path, models: Path, corpus: Path) -> Path:
 
 
 def _params(root: Path, corpus: Path, extra: list[str]):
-
     return load_params(root / "params.yaml", [f"ingest.sources=[{corpus}]", "validate.max_duplicate_share=1.0", *extra])
 
 
 def _index(root: Path, corpus: Path) -> float:
-
     start = time.perf_counter()
     params = _params(root, corpus, [])
     for stage in KB_STAGES:
@@ -60,12 +60,11 @@ def _index(root: Path, corpus: Path) -> float:
 
 def _train(root: Path, corpus: Path, overrides: list[str]) -> dict:
     """One adapter through build_dataset -> train -> evaluate -> promote; its version, time and size."""
-
     params = _params(root, corpus, overrides)
     start = time.perf_counter()
     out = {stage: run_stage(stage, StageContext(Layout(root), params)) for stage in TRAIN_STAGES}
     version = out["promote"]["version"]
-    weights = root / "models/versions" / version / "adapter/adapter_model.safetensors"
+    weights = ModelRegistry(Layout(root)).folder(version) / "adapter" / ADAPTER_FILE
     return {
         "version": version,
         "retrain_seconds": round(time.perf_counter() - start, 1),
@@ -80,7 +79,6 @@ def _train(root: Path, corpus: Path, overrides: list[str]) -> dict:
 
 
 def _score(root: Path, corpus: Path, rows: list[dict], mode: str, adapter: str | None, extra: list[str]) -> dict:
-
     params = without_query_cache(_params(root, corpus, extra))
     answerer = Answerer(root, params, adapter)
     try:
@@ -105,7 +103,6 @@ def _score(root: Path, corpus: Path, rows: list[dict], mode: str, adapter: str |
 
 def knowledge_section(cfg: dict, work: Path, log: Callable[[str], None]) -> dict:
     """The table per mode on the fictional corpus, then on the sample corpus."""
-
     models = work / "models-cache"
     kb = build_corpus(work / "fictional", entities=cfg["entities"], seed=0)
     corpus = Path(kb["corpus"])
@@ -200,7 +197,6 @@ def knowledge_section(cfg: dict, work: Path, log: Callable[[str], None]) -> dict
 
 def generation_section(cfg: dict, work: Path, log: Callable[[str], None]) -> dict:
     """Batched greedy answers (what compare runs) against one model.generate per question, same prompts."""
-
     sample = REPO / "data/sample/corpus"
     root = _project(work / "generation-project", work / "models-cache", sample)
     _index(root, sample)

@@ -241,7 +241,6 @@ def stage_efficiency(chunks: list[dict], work: Path, repeats: int, log) -> dict:
     inside the timed span. Index: each round writes into a new local collection; the stage's span includes
     opening the store, scanning it, planning, upserting with acknowledgement and writing the manifest.
     """
-
     project = new_project(work / "efficiency")
     ws = Layout(project)
     write_jsonl(ws.chunks, chunks)

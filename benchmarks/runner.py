@@ -174,7 +174,6 @@ def bare_section(refresh_res: dict, work: Path) -> dict:
 
 
 def _chunks(refresh_res: dict) -> list[dict]:
-
     return list(read_jsonl(Path(refresh_res["chunks_file"]), "chunk"))
 
 
@@ -220,7 +219,6 @@ def training_section(cfg: dict, work: Path) -> dict:
 
 
 def encoders_section(cfg: dict, refresh_res: dict | None, work: Path) -> dict:
-
     project = refresh.new_project(work / "encoders")
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     params = load_params(project / "params.yaml", [f"ingest.sources=[{REPO / 'data/sample/corpus'}]"])

@@ -10,6 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 from uuid import UUID
 
+from tasks.core.stage import OnProgress
+
 SERVER_FILE = "ragtune-server.json"  # written by `ragtune server` under PREFECT_HOME
 
 
@@ -54,7 +56,7 @@ def set_console_progress(factory: Callable[[str], Callable[[int, int], None]] | 
     _console_bar = factory
 
 
-def console_progress(label: str) -> Callable[[int, int], None] | None:
+def console_progress(label: str) -> OnProgress:
     return _console_bar(label) if _console_bar else None
 
 

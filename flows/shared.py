@@ -28,7 +28,6 @@ def stage_task(name: str, task_run_name: str | None = None) -> Callable[[Callabl
 @stage_task(name="record_version")
 def record_version(ws: Layout, params: Params, kind: str, name: str, summary: dict) -> dict | None:
     """Commit, tag and push this run's outputs as version `<kind>/<name>` (when versioning is enabled)."""
-
     if not params.versioning.enabled:
         return None
     repo = Repo(ws.root)

@@ -36,9 +36,12 @@ def _git_files(kind: str) -> list[str]:
 
 
 KINDS = {kind: {"stages": list(stage_names(kind)), "git": _git_files(kind)} for kind in GROUPS}
-# What `ragtune pull` fetches: the artifacts a version is about, with their metrics.
+# What `ragtune pull` fetches: the artifact a version is about and the reports that judge it. For a model, those are
+# the metrics of the stages that make, evaluate or promote the candidate adapter.
 KINDS["kb"]["pull"] = [rel(L.index_manifest), rel(L.refresh_report), rel(L.quality_report)]
-KINDS["model"]["pull"] = [rel(L.candidate), *(rel(L.stage_metrics(s)) for s in ("train", "evaluate", "promote"))]
+KINDS["model"]["pull"] = [rel(L.candidate)] + [
+    rel(L.stage_metrics(s.name)) for s in STAGES.values() if rel(L.candidate) in (*s.outs, *s.deps)
+]
 
 
 class VersionError(RagtuneError):

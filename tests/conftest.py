@@ -28,7 +28,7 @@ def workspace(tmp_path: Path) -> Path:
 @pytest.fixture(scope="session")
 def tiny_causal(tmp_path_factory) -> Path:
     """A Llama-style model with random weights and a tokenizer trained on the sample data (built once)."""
-    from tasks.lm.tiny import build_tiny_model
+    from tasks.lm.tiny import build_tiny_model  # imported once the environment above is set
 
     path = tmp_path_factory.mktemp("models") / "tiny-causal"
     build_tiny_model(path, "causal", REPO)
@@ -37,7 +37,7 @@ def tiny_causal(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_cls(tmp_path_factory) -> Path:
-    from tasks.lm.tiny import build_tiny_model
+    from tasks.lm.tiny import build_tiny_model  # imported once the environment above is set
 
     path = tmp_path_factory.mktemp("models") / "tiny-cls"
     build_tiny_model(path, "cls", REPO, num_labels=3)

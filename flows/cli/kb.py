@@ -30,7 +30,6 @@ from tasks.kb.retrieval_eval import evaluate_modes
 
 
 def print_report(report: dict) -> None:
-
     print_table(f"kb_refresh {report['run_version']}", SECTION_METRIC_VALUE, report_rows(report))
     for d in report["drops"]:
         out.print(f"  dropped {d['doc_id']}: {d['status']} ({d['reason']})", highlight=False)

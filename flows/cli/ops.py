@@ -27,7 +27,7 @@ from tasks.core.config import ConfigError, load_params
 from tasks.core.stage import StageContext
 from tasks.core.workspace import Layout
 from tasks.kb.report import build_report, report_markdown
-from tasks.pipeline import STAGES, get_stage, run_stage
+from tasks.pipeline import STAGES, get_stage, run_stage, stage_names
 from tasks.versioning import KINDS, Repo
 
 
@@ -46,7 +46,7 @@ def stage(
         p = load_params(params, list(overrides or []))
         with progress_bars():
             stats = run_stage(name, StageContext(Layout(root), p, console_progress(name), allow_mass_delete))
-        if name == "verify":
+        if name == stage_names("kb", optional=False)[-1]:  # the refresh is complete: show its report
             err.print(report_markdown(build_report(Layout(root))), highlight=False)
         else:
             err.print(json.dumps({k: v for k, v in stats.items() if k != "drops"}, default=str), highlight=False)

@@ -14,12 +14,12 @@ says why there is no answer) instead of failing.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tasks.core.config import ANSWER_MODES, ConfigError, ModelParams, Params
 from tasks.core.errors import RagtuneError
+from tasks.core.stage import OnProgress
 from tasks.core.workspace import Layout
 from tasks.kb.retrieval import Retriever
 from tasks.lm.generate import context_message, generate_batch
@@ -186,7 +186,7 @@ class Answerer:
         questions: list[str],
         mode: str,
         top_k: int | None = None,
-        on_progress: Callable[[int, int], None] | None = None,
+        on_progress: OnProgress = None,
         generate: bool = True,
     ) -> list[dict]:
         """Answers to several questions, generated generate.batch_size at a time (generate=False: passages only).

@@ -24,6 +24,7 @@ from tasks.answer.answerer import ADAPTED, RETRIEVING
 from tasks.core.config import CompareParams, ConfigError, Params, resolve_path
 from tasks.core.errors import RagtuneError
 from tasks.core.qa import squad_scores
+from tasks.core.stage import OnProgress
 from tasks.core.workspace import Layout, read_jsonl
 from tasks.kb.retrieval_eval import latency, score_row
 from tasks.pipeline import stage_names
@@ -83,7 +84,7 @@ def evaluate_mode(
     mode: str,
     rows: list[dict],
     k: int,
-    on_progress: Callable[[int, int], None] | None = None,
+    on_progress: OnProgress = None,
 ) -> dict:
     """Answer every question in one mode (batched); a mode that cannot run (no adapter, no model) is skipped
     with why. With no answers in the QA file, only modes that retrieve are scored, on retrieval."""

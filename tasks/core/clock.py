@@ -1,4 +1,4 @@
-"""UTC time stamps: one format for run versions and tags, one for 'at' fields in records."""
+"""UTC time stamps: kb run versions and tags, model version names, and 'at' fields in records."""
 
 from __future__ import annotations
 
@@ -13,3 +13,8 @@ def utc_stamp() -> str:
 def utc_iso() -> str:
     """ISO 8601 to the second, with the offset: 2026-11-21T02:00:00+00:00 (lineage, history, tag messages)."""
     return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def utc_version() -> str:
+    """A model version name, sortable to the millisecond: v20261121-020000-123."""
+    return datetime.now(UTC).strftime("v%Y%m%d-%H%M%S-%f")[:-3]

@@ -76,6 +76,10 @@ class Layout:
         return self.root / "data/cache/embeddings.sqlite"
 
     @property
+    def model_cache(self) -> Path:
+        return self.root / "data/cache/models"  # GGUF files converted once to HF folders
+
+    @property
     def query_cache(self) -> Path:
         return self.root / "data/cache/queries.sqlite"
 
@@ -100,6 +104,10 @@ class Layout:
 
     def index_lock(self, collection: str) -> Path:
         return self.root / f"data/locks/index-{collection}.lock"
+
+    @property
+    def deepspeed_configs(self) -> Path:
+        return self.root / "infra/deepspeed"  # zero2.json, zero3.json, zero3_offload.json
 
     # --- retrain
     @property

@@ -14,6 +14,7 @@ from semantic_text_splitter import MarkdownSplitter
 
 from tasks.core.config import ChunkParams
 from tasks.core.errors import ConfigError
+from tasks.core.stage import OnProgress
 
 CHUNKER_VERSION = 1  # bump when chunk_document gives other chunks for the same inputs (invalidates reuse)
 # Fixed namespace: point ids must be identical on every machine and every run.
@@ -119,7 +120,7 @@ def chunk_documents(
     tokenizer: Any,
     params: ChunkParams,
     max_tokens: int,
-    on_progress: Callable[[int, int], None] | None = None,
+    on_progress: OnProgress = None,
     previous: dict[tuple, list[dict]] | None = None,
 ) -> tuple[list[Chunk], dict]:
     """Pure transform: cleaned documents -> chunks (+ stats). tokenizer is a `tokenizers.Tokenizer`.
@@ -127,7 +128,6 @@ def chunk_documents(
     `previous` maps doc_key -> the chunk records an earlier run made with the same chunker_key; an unchanged
     document takes them as they are instead of being split again (the same function of the same inputs).
     """
-
     if params.size_tokens > max_tokens:
         raise ConfigError(
             f"chunk.size_tokens={params.size_tokens} exceeds the embedding model's max_seq_length={max_tokens}; "

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tasks.core.stage import OnProgress
 from tasks.kb.embedder import Embedder
 
 
@@ -55,7 +56,7 @@ def embed_chunks(
     make_embedder: Callable[[], Embedder],
     cache: EmbeddingCache,
     model_key: str,
-    on_progress: Callable[[int, int], None] | None = None,
+    on_progress: OnProgress = None,
 ) -> tuple[np.ndarray, dict]:
     """Vectors aligned with `chunks`; cache hits are reused, misses encoded longest-first in slices.
 

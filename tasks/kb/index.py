@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from tasks.core.config import IndexParams
 from tasks.core.errors import StoreError, VerifyError
+from tasks.core.stage import OnProgress
 from tasks.kb.sparse import VERSION, encode_document
 from tasks.kb.store import Point, VectorStore, batched
 
@@ -19,7 +19,6 @@ PAYLOAD_FIELDS = ["doc_id", "doc_hash", "vectors"]
 
 def vector_kinds(sparse: bool) -> str:
     """What each point carries, recorded in its payload: turning sparse vectors on rewrites older points."""
-
     return f"dense+{VERSION}" if sparse else "dense"
 
 
@@ -92,7 +91,6 @@ def check_mass_delete(plan: Plan, params: IndexParams, allow: bool, location: st
 def build_points(
     chunks: list[dict], vectors: np.ndarray, ids: set[str], run_version: str, model: str, sparse: bool = False
 ) -> list[Point]:
-
     points = []
     kinds = vector_kinds(sparse)
     for c, v in zip(chunks, vectors):
@@ -129,7 +127,7 @@ def apply_plan(
     run_version: str,
     model: str,
     allow_mass_delete: bool = False,
-    on_progress: Callable[[int, int], None] | None = None,
+    on_progress: OnProgress = None,
 ) -> dict:
     """Upsert (acknowledged) first, delete after: a crash in between leaves extra points, never missing ones."""
     check_mass_delete(plan, params, allow_mass_delete, store.location)

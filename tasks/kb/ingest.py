@@ -5,13 +5,14 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from tasks.core.config import IngestParams, resolve_path
 from tasks.core.errors import SourceError
+from tasks.core.stage import OnProgress
 from tasks.kb.readers import FORMATS, read_file
 
 
@@ -116,7 +117,7 @@ def list_files(root_dir: Path, params: IngestParams) -> list[tuple[str, Path, Pa
 
 
 def ingest_sources(
-    root_dir: Path, params: IngestParams, on_progress: Callable[[int, int], None] | None = None
+    root_dir: Path, params: IngestParams, on_progress: OnProgress = None
 ) -> tuple[list[RawDocument], dict]:
     """All documents from all sources, in a stable order, plus stage stats."""
     start = time.perf_counter()

@@ -121,7 +121,6 @@ class Retriever:
 
     def search(self, query: str, top_k: int | None = None) -> list[dict]:
         """The best chunks for one query: doc_id, source, path, position, score, text."""
-
         k = top_k or self.p.top_k
         limit = max(k, self.p.candidates) if self.p.rerank_model else k
         dense = self._embed(query) if self.mode != "sparse" else None

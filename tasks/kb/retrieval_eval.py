@@ -80,7 +80,6 @@ def evaluate(search, rows: list[dict], k: int, on_progress=None) -> dict:
 
 def evaluate_modes(root, params, rows: list[dict], modes: list[str], k: int, progress=None) -> list[dict]:
     """Each retrieval mode on the QA rows with warm models and no query cache, so latencies compare across modes."""
-
     uncached = without_query_cache(params)
     results = []
     for mode in modes:

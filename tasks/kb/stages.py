@@ -125,7 +125,6 @@ def run_chunk(ctx: StageContext) -> dict:
 
 def previous_chunks(ws: Layout, key: str) -> dict[tuple, list[dict]]:
     """The last run's chunks by document, if that run used the same chunker and its file is intact."""
-
     if not ws.chunks.exists() or not ws.chunk_state.exists():
         return {}
     try:
@@ -196,7 +195,6 @@ def _index_locked(
     on_progress: OnProgress,
     start: float,
 ) -> dict:
-
     store = open_store(ws.root, params.index)
     try:
         store.ensure_collection(int(vectors.shape[1]) if vectors.ndim == 2 and len(vectors) else embed_stats["dim"])

@@ -32,15 +32,11 @@ from urllib.parse import urlsplit
 
 from tasks.core.config import DEFAULT_LM, ModelParams, resolve_path
 from tasks.core.errors import ConfigError, RagtuneError
-from tasks.core.workspace import file_digest, file_lock
+from tasks.core.workspace import Layout, file_digest, file_lock
 
 log = logging.getLogger("ragtune")
 PACKAGED = "package:"
 CONVERTED = "ragtune-gguf.json"  # written last: a folder without it is an unfinished conversion
-
-
-def model_cache(root: Path) -> Path:
-    return Path(root) / "data/cache/models"
 
 
 def gguf_file(spec: str, root: Path, field: str = "model.base") -> Path | None:
@@ -81,7 +77,7 @@ def local_model(spec: str, root: Path, field: str = "model.base") -> str:
         return spec
     digest = _sha256(gguf)
     stem = re.sub(r"[^A-Za-z0-9_.-]+", "-", gguf.stem)
-    out = model_cache(root) / f"{stem}-{digest[:16]}"
+    out = Layout(Path(root)).model_cache / f"{stem}-{digest[:16]}"
     if (out / CONVERTED).is_file():
         return str(out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -24,7 +24,7 @@ import ftfy
 from tasks.core.config import resolve_path
 from tasks.core.errors import SourceError
 from tasks.core.jsonl import json_objects
-from tasks.core.workspace import Layout, file_digest
+from tasks.core.workspace import Layout, file_digest, iter_jsonl
 
 ROLES = ("system", "user", "assistant")
 QA_FORMATS = ("qa", "raft")
@@ -138,7 +138,6 @@ def to_example(record: dict, fmt: str, example_id: str, system_prompt: str | Non
 
 def read_examples(root: Path, sources: list[str], fmt: str, system_prompt: str | None) -> tuple[list[Example], str]:
     """All records of all source files, in order. Malformed JSON is an error naming file and line."""
-
     if fmt == "kb_text":
         return kb_chunk_examples(root), fmt
     examples: list[Example] = []
@@ -167,36 +166,26 @@ def read_examples(root: Path, sources: list[str], fmt: str, system_prompt: str |
 
 def kb_chunk_examples(root: Path) -> list[Example]:
     """Continued pretraining on the knowledge base: one text example per indexed chunk, in index order."""
-
     chunks = Layout(root).chunks
     if not chunks.is_file():
         raise SourceError(
             f"dataset.format=kb_text trains on the knowledge base's chunks, but {chunks} does not "
             "exist yet. Run `ragtune refresh` first."
         )
-    out = []
-    with chunks.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if line.strip():
-                c = json.loads(line)
-                out.append(
-                    Example(
-                        example_id=f"{c['doc_id']}#{c.get('position', lineno)}", format="kb_text", text=_fix(c["text"])
-                    )
-                )
-    return out
+    return [
+        Example(example_id=f"{c['doc_id']}#{c.get('position', i)}", format="kb_text", text=_fix(c["text"]))
+        for i, c in enumerate(iter_jsonl(chunks, "chunk"), 1)
+    ]
 
 
 def version_files(root: Path, fmt: str, sources: list[str]) -> list[str]:
     """The files a format's examples come from: its sources, plus the knowledge base's chunks for kb formats."""
-
     chunks = str(Layout(root).chunks.relative_to(root))
     return [chunks] if fmt == "kb_text" else list(sources) + ([chunks] if fmt == "raft" else [])
 
 
 def data_version(root: Path, sources: list[str]) -> dict[str, str]:
     """md5 of each source file, the hash DVC 3 records for it in dvc.lock (`dvc get` finds it by that)."""
-
     out = {}
     for s in sources:
         if not resolve_path(root, s).is_file():  # e.g. the index's chunks before the first refresh

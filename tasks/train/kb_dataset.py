@@ -22,6 +22,7 @@ from typing import Any
 from tasks.core.config import Params, RaftParams
 from tasks.core.errors import SourceError
 from tasks.core.qa import normalize_passage
+from tasks.core.stage import OnProgress
 from tasks.core.workspace import Layout, file_digest, read_json, read_jsonl
 from tasks.kb.retrieval import Retriever
 from tasks.lm.generate import context_message
@@ -107,7 +108,7 @@ def build_raft(
     p: RaftParams,
     seed: int,
     system_prompt: str | None,
-    on_progress: Callable[[int, int], None] | None = None,
+    on_progress: OnProgress = None,
 ) -> tuple[list[Example], dict]:
     """RAFT examples for every usable QA example (unusable ones pass through for the gate to report)."""
     out: list[Example] = []
@@ -145,10 +146,9 @@ def kb_version(ws: Layout) -> dict:
 
 
 def raft_from_index(
-    ws: Layout, params: Params, examples: list[Example], on_progress: Callable[[int, int], None] | None = None
+    ws: Layout, params: Params, examples: list[Example], on_progress: OnProgress = None
 ) -> tuple[list[Example], dict]:
     """RAFT examples with passages from the live index (retrieve: section settings)."""
-
     if not ws.chunks.is_file() or not ws.index_manifest.is_file():
         raise SourceError(
             f"dataset.format=raft puts passages from the index into each example, but there is no "

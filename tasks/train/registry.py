@@ -12,10 +12,9 @@ from __future__ import annotations
 import json
 import shutil
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
-from tasks.core.clock import utc_iso
+from tasks.core.clock import utc_iso, utc_version
 from tasks.core.workspace import Layout, read_json, read_jsonl, write_json
 
 LOWER_IS_BETTER = {"eval_loss", "perplexity"}
@@ -80,7 +79,7 @@ def decide(candidate: dict, production: dict | None, metric: str, min_delta: flo
 
 
 def new_version() -> str:
-    return datetime.now(UTC).strftime("v%Y%m%d-%H%M%S-%f")[:-3]
+    return utc_version()
 
 
 class ModelRegistry:

@@ -447,7 +447,7 @@ STAGES = (
         "model",
         run_train,
         params=("model", "train"),
-        deps=(rel(L.train_dir), "infra/deepspeed"),
+        deps=(rel(L.train_dir), rel(L.deepspeed_configs)),
         code=("tasks/train/trainer.py", "tasks/train/adapter.py", "tasks/train/stages.py", "tasks/lm/models.py"),
         outs=(rel(L.candidate),),
         plots=(rel(L.loss_csv),),

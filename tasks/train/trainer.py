@@ -16,11 +16,11 @@ import resource
 import shutil
 import socket
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 from tasks.core.config import ModelParams, TrainParams, resolve_path
 from tasks.core.errors import ConfigError
+from tasks.core.stage import OnProgress
 from tasks.lm.models import load_base
 from tasks.train.adapter import Collator, expected_state
 
@@ -168,7 +168,7 @@ def train_lora(
     output_dir: Path,
     run_key: str,
     adapter_dir: Path,
-    on_progress: Callable[[int, int], None] | None = None,
+    on_progress: OnProgress = None,
 ) -> dict:
     """Train, save the adapter to adapter_dir, return metrics (losses, tokens/s, memory, resume point)."""
     import torch
@@ -281,7 +281,7 @@ def make_trainer(peft_model, args, rows: dict[str, list[dict]], pad_id: int, loo
     (after DeepSpeed init and checkpoint load) into loop["start"/"end"], and logs through the ragtune logger."""
     from transformers import PrinterCallback, Trainer, TrainerCallback
 
-    class Progress(TrainerCallback):
+    class StepReporter(TrainerCallback):
         def on_train_begin(self, args, state, control, **kw):
             loop["start"] = time.perf_counter()
 
@@ -310,9 +310,9 @@ def make_trainer(peft_model, args, rows: dict[str, list[dict]], pad_id: int, loo
         train_dataset=rows["train"],
         eval_dataset=rows["eval"] or None,
         data_collator=Collator(pad_id),
-        callbacks=[Progress()],
+        callbacks=[StepReporter()],
     )
-    trainer.remove_callback(PrinterCallback)  # Progress logs through the ragtune logger instead
+    trainer.remove_callback(PrinterCallback)  # StepReporter logs through the ragtune logger instead
     return trainer
 
 

@@ -20,6 +20,7 @@ from tasks.core.qa import read_qa_set
 from tasks.core.stage import StageContext
 from tasks.core.workspace import Layout
 from tasks.kb.retrieval import Retriever
+from tasks.lm.tiny import build_tiny_model
 from tasks.pipeline import run_stage, stage_names
 from tests.data import INSTRUCTION_OVERRIDES
 
@@ -83,7 +84,6 @@ def test_hybrid_finds_a_rare_product_code_that_dense_retrieval_misses(code_index
 
 
 def test_score_threshold_query_cache_and_cross_encoder_rerank(code_index, tmp_path):
-    from tasks.lm.tiny import build_tiny_model
 
     question = "Why did the firmware update fail on ZX-4471-B?"
     strict = load_params(code_index / "params.yaml", ["retrieve.mode=dense", "retrieve.score_threshold=0.99"])

@@ -15,7 +15,6 @@ from typer.testing import CliRunner
 
 from flows.cli import app
 from flows.kb_refresh import kb_refresh
-from tasks.core.config import load_params
 from tests.data import INSTRUCTIONS
 from tests.dvc_repo import GIT_USER, git_dvc_project
 
@@ -51,54 +50,6 @@ def test_dvc_repro_builds_the_same_index_as_the_flow(workspace, tmp_path_factory
     status = run(["dvc", "status", "embed"], other)  # everything but the always-reconciled index is up to date
     assert "changed" not in status.stdout
     assert (other / "dvc.lock").exists()
-
-
-def test_every_command_has_help():
-    runner = CliRunner()
-    assert runner.invoke(app, ["--help"]).exit_code == 0
-    for command in (
-        "refresh",
-        "search",
-        "stage",
-        "server",
-        "retrain",
-        "tiny-model",
-        "versions",
-        "pull",
-        "watch",
-        "serve",
-        "eval-retrieval",
-        "ask",
-        "compare",
-    ):
-        result = runner.invoke(app, [command, "--help"])
-        assert result.exit_code == 0 and "Usage" in result.output, command
-
-
-def test_dvc_yaml_params_exist_and_stages_are_known():
-    params = load_params(REPO / "params.yaml").as_dict()
-    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
-    assert list(stages) == [
-        "ingest",
-        "clean",
-        "validate",
-        "chunk",
-        "embed",
-        "index",
-        "verify",
-        "eval_retrieval",
-        "build_dataset",
-        "train",
-        "evaluate",
-        "promote",
-    ]
-    for name, stage in stages.items():
-        assert stage["cmd"] == f"ragtune stage {name}"
-        for key in stage["params"]:
-            node = params
-            for part in key.split("."):
-                assert part in node, f"dvc.yaml stage {name}: params key {key} not in params.yaml"
-                node = node[part]
 
 
 def test_bad_input_is_one_line_not_a_traceback(workspace):

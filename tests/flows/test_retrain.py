@@ -20,6 +20,7 @@ from tasks.core.stage import StageContext
 from tasks.core.workspace import Layout
 from tasks.pipeline import run_stage, stage_names
 from tasks.train.stages import run_build_dataset
+from tasks.train.trainer import complete_checkpoints
 from tests.data import INSTRUCTION_OVERRIDES
 
 pytestmark = pytest.mark.slow  # a whole pipeline, a real server or a trained model
@@ -99,7 +100,6 @@ def test_killed_training_resumes_from_its_last_checkpoint(workspace, tiny_causal
     env = {**os.environ, "PATH": BIN + os.pathsep + os.environ["PATH"]}
     cmd = ["ragtune", "stage", "train", *overrides]
     proc = subprocess.Popen(cmd, cwd=workspace, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    from tasks.train.trainer import complete_checkpoints
 
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and proc.poll() is None:

@@ -11,6 +11,8 @@ from typer.testing import CliRunner
 
 from flows.cli import app
 from flows.kb_refresh import kb_refresh
+from flows.retrain import retrain
+from tasks.core.config import ConfigError, check_versionable, load_params
 from tests.data import INSTRUCTIONS
 from tests.dvc_repo import git_dvc_project
 
@@ -58,7 +60,6 @@ def test_refresh_versions_round_trip_bit_for_bit(workspace, tmp_path_factory):
 
 
 def test_versioning_refuses_overrides_that_params_yaml_does_not_record(workspace):
-    from tasks.core.config import ConfigError, check_versionable, load_params
 
     params = load_params(workspace / "params.yaml", ["versioning.enabled=true", "chunk.size_tokens=128"])
     with pytest.raises(ConfigError, match="versioning.enabled: this run has overrides"):
@@ -68,8 +69,6 @@ def test_versioning_refuses_overrides_that_params_yaml_does_not_record(workspace
 
 def test_retrain_is_a_model_version_and_its_adapter_pulls_back_identical(workspace, tiny_causal, tmp_path_factory):
     import yaml
-
-    from flows.retrain import retrain
 
     root = versioned_project(workspace, tmp_path_factory.mktemp("dvc-remote"))
     params = yaml.safe_load((root / "params.yaml").read_text())

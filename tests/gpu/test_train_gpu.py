@@ -6,6 +6,12 @@ import json
 
 import pytest
 
+from tasks.core.config import load_params
+from tasks.core.stage import StageContext
+from tasks.core.workspace import Layout
+from tasks.lm.tiny import build_tiny_model
+from tasks.pipeline import run_stage, stage_names
+
 torch = pytest.importorskip("torch")
 pytestmark = [
     pytest.mark.slow,
@@ -16,11 +22,6 @@ pytestmark = [
 
 @pytest.mark.parametrize("zero", ["zero2", "zero3"])
 def test_bf16_lora_through_deepspeed_on_gpu(workspace, zero, tmp_path_factory):
-    from tasks.core.config import load_params
-    from tasks.core.stage import StageContext
-    from tasks.core.workspace import Layout
-    from tasks.lm.tiny import build_tiny_model
-    from tasks.pipeline import run_stage, stage_names
 
     from ..conftest import REPO
     from ..data import INSTRUCTION_OVERRIDES

@@ -15,6 +15,7 @@ from tasks.core.config import ConfigError, load_params
 from tasks.core.errors import GateFailed, SourceError
 from tasks.core.stage import StageContext
 from tasks.core.workspace import Layout
+from tasks.train.stages import run_build_dataset
 
 from .conftest import refresh
 
@@ -128,7 +129,6 @@ def test_training_file_with_missing_fields_or_unknown_labels_fails_the_gate(mess
     rows += [{"text": f"wifi drops at night {i}", "label": "connectivity"} for i in range(6)]
     rows += [{"text": "the app is purple", "label": "colour"}, {"label": "billing"}]
     train.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    from tasks.train.stages import run_build_dataset
 
     params = load_params(
         messy / "params.yaml",

@@ -13,6 +13,7 @@ import pytest
 
 from tasks.core.errors import RagtuneError, StoreError
 from tasks.core.workspace import Layout, file_lock
+from tasks.kb.store import redact
 from tests.flows.helpers import stored_points
 
 from .conftest import refresh
@@ -102,7 +103,6 @@ def test_lock_is_released_when_its_holder_is_killed(project):
 
 
 def test_credentials_in_the_server_url_never_reach_messages():
-    from tasks.kb.store import redact
 
     assert redact("https://admin:s3cret@qdrant.example.com:6333") == "https://qdrant.example.com:6333"
     assert redact("http://127.0.0.1:6333") == "http://127.0.0.1:6333"

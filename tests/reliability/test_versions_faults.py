@@ -7,6 +7,7 @@ import shutil
 
 import pytest
 
+from flows.kb_refresh import kb_refresh
 from tasks.core.workspace import Layout
 from tasks.kb.report import build_report
 from tasks.versioning import Repo
@@ -48,8 +49,6 @@ def test_remote_down_at_push_keeps_the_version_and_the_next_run_pushes_it(projec
 def test_secrets_never_reach_logs_reports_or_artifacts(project, prefect_harness, monkeypatch, caplog):
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-
-    from flows.kb_refresh import kb_refresh
 
     for key, value in SECRETS.items():
         monkeypatch.setenv(key, value)

@@ -8,6 +8,9 @@ from pathlib import Path
 
 import yaml
 
+from flows.deployments import build_deployments
+from tasks.core.config import load_params
+
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE = REPO / "infra/docker-compose.yml"
 
@@ -49,8 +52,6 @@ def test_docker_compose_config_validates_when_the_plugin_is_installed():
 
 
 def test_prefect_yaml_matches_the_served_deployments():
-    from flows.deployments import build_deployments
-    from tasks.core.config import load_params
 
     served = {d.name for d in build_deployments(REPO, load_params(REPO / "params.yaml"))}
     declared = {d["name"] for d in yaml.safe_load((REPO / "infra/prefect.yaml").read_text())["deployments"]}

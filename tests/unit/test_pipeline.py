@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tasks.core.config import load_params
 from tasks.core.errors import ConfigError
 from tasks.pipeline import STAGES, get_stage, stage_names
 from tasks.versioning import KINDS
@@ -61,3 +62,29 @@ def test_groups_partition_the_stages_and_versions_read_them():
 def test_an_unknown_stage_names_the_known_ones():
     with pytest.raises(ConfigError, match="unknown stage 'embedd'. Stages: ingest, clean"):
         get_stage("embedd")
+
+
+def test_dvc_yaml_params_exist_and_stages_are_known():
+    params = load_params(REPO / "params.yaml").as_dict()
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    assert list(stages) == [
+        "ingest",
+        "clean",
+        "validate",
+        "chunk",
+        "embed",
+        "index",
+        "verify",
+        "eval_retrieval",
+        "build_dataset",
+        "train",
+        "evaluate",
+        "promote",
+    ]
+    for name, stage in stages.items():
+        assert stage["cmd"] == f"ragtune stage {name}"
+        for key in stage["params"]:
+            node = params
+            for part in key.split("."):
+                assert part in node, f"dvc.yaml stage {name}: params key {key} not in params.yaml"
+                node = node[part]

@@ -2,9 +2,11 @@ from pathlib import Path
 
 import pytest
 
-from tasks.core.config import ChunkParams
+from tasks.core.config import ChunkParams, load_params
 from tasks.core.errors import ConfigError
 from tasks.core.stage import StageContext
+from tasks.core.workspace import Layout, read_json, read_jsonl, write_json, write_jsonl
+from tasks.kb import stages
 from tasks.kb.chunk import chunk_documents, point_id, split_sections
 from tasks.kb.embedder import load_embedding_tokenizer
 
@@ -53,10 +55,6 @@ def test_unchanged_documents_reuse_their_chunks_only_when_safe(tmp_path):
     """A re-run takes unchanged documents' chunks from the last run: same chunks as a fresh split, and no reuse
     after a chunker change or when chunks.jsonl no longer matches the state written with it."""
     import shutil
-
-    from tasks.core.config import load_params
-    from tasks.core.workspace import Layout, read_json, read_jsonl, write_json, write_jsonl
-    from tasks.kb import stages
 
     repo = Path(__file__).resolve().parents[3]
     shutil.copy(repo / "params.yaml", tmp_path / "params.yaml")
