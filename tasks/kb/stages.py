@@ -321,6 +321,7 @@ def manifest(chunks: list[dict], params: Params, embed_stats: dict, location: st
 
 
 L = Layout(Path())  # paths relative to the project root, as dvc.yaml writes them
+KB_STAGES_CODE = "tasks/kb/stages.py"  # the run functions themselves
 STORE_CONNECTION = ("index.collection", "index.local_path", "index.timeout_s", "index.retries", "index.retry_backoff_s")
 STAGES = (
     Stage(
@@ -329,7 +330,7 @@ STAGES = (
         run_ingest,
         params=("ingest",),
         source_param="ingest.sources",
-        code=("tasks/kb/ingest.py", "tasks/kb/readers.py"),
+        code=(KB_STAGES_CODE, "tasks/kb/ingest.py", "tasks/kb/readers.py", "tasks/core/jsonl.py"),
         outs=(rel(L.raw_documents),),
     ),
     Stage(
@@ -338,7 +339,7 @@ STAGES = (
         run_clean,
         params=("clean",),
         deps=(rel(L.raw_documents),),
-        code=("tasks/kb/clean.py",),
+        code=(KB_STAGES_CODE, "tasks/kb/clean.py"),
         outs=(rel(L.clean_documents), rel(L.clean_drops)),
     ),
     Stage(
@@ -347,7 +348,7 @@ STAGES = (
         run_validate,
         params=("validate",),
         deps=(rel(L.clean_documents), rel(L.clean_drops)),
-        code=("tasks/kb/validate.py", "tasks/core/quality.py"),
+        code=(KB_STAGES_CODE, "tasks/kb/validate.py", "tasks/core/quality.py"),
         outs=(rel(L.gx_project),),
         metrics=(rel(L.quality_report),),
     ),
@@ -357,7 +358,7 @@ STAGES = (
         run_chunk,
         params=("chunk", "embed.model"),
         deps=(rel(L.clean_documents), rel(L.quality_report)),
-        code=("tasks/kb/chunk.py",),
+        code=(KB_STAGES_CODE, "tasks/kb/chunk.py", "tasks/kb/embedder.py"),
         outs=(rel(L.chunks),),
     ),
     Stage(
@@ -366,7 +367,7 @@ STAGES = (
         run_embed,
         params=("embed",),
         deps=(rel(L.chunks),),
-        code=("tasks/kb/embed.py", "tasks/kb/embedder.py"),
+        code=(KB_STAGES_CODE, "tasks/kb/embed.py", "tasks/kb/embedder.py"),
         outs=(rel(L.embeddings_dir),),
     ),
     Stage(
@@ -375,7 +376,7 @@ STAGES = (
         run_index,
         params=("index",),
         deps=(rel(L.chunks), rel(L.embeddings_dir)),
-        code=("tasks/kb/index.py", "tasks/kb/sparse.py", "tasks/kb/store.py"),
+        code=(KB_STAGES_CODE, "tasks/kb/index.py", "tasks/kb/sparse.py", "tasks/kb/store.py"),
         outs=(rel(L.index_manifest),),
         always_changed=True,
     ),

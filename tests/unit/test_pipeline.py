@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 from pathlib import Path
 
 import pytest
@@ -88,3 +89,23 @@ def test_dvc_yaml_params_exist_and_stages_are_known():
             for part in key.split("."):
                 assert part in node, f"dvc.yaml stage {name}: params key {key} not in params.yaml"
                 node = node[part]
+
+
+@pytest.mark.parametrize(("flow", "group"), [("kb_refresh", "kb"), ("retrain", "model")])
+def test_each_flow_runs_its_groups_stages_in_registry_order(flow, group):
+    """The flows read as scripts (one task call per stage), so they name the stages again: in registry order."""
+    tree = ast.parse((REPO / f"flows/{flow}.py").read_text())
+    functions = {f.name: f for f in tree.body if isinstance(f, ast.FunctionDef)}
+
+    def stage_run_by(fn: ast.FunctionDef) -> str | None:  # the task function's `stages.run_<name>` call
+        for node in ast.walk(fn):
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "stages":
+                return node.attr.removeprefix("run_")
+        return None
+
+    calls = sorted(
+        (n for n in ast.walk(functions[flow]) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)),
+        key=lambda n: n.lineno,
+    )
+    ran = [stage_run_by(functions[c.func.id]) for c in calls if c.func.id in functions]
+    assert tuple(s for s in ran if s) == stage_names(group)

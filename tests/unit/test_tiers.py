@@ -21,8 +21,8 @@ def marks(path: Path) -> str:
 def test_every_module_outside_the_unit_tier_is_marked_slow():
     unmarked = [
         str(p.relative_to(TESTS))
-        for p in sorted(TESTS.glob("*/test_*.py"))
-        if p.parent.name != "unit" and "pytest.mark.slow" not in marks(p)
+        for p in sorted(TESTS.rglob("test_*.py"))
+        if "unit" not in p.relative_to(TESTS).parts and "pytest.mark.slow" not in marks(p)
     ]
     assert not unmarked, f"mark these modules `pytestmark = pytest.mark.slow` or move them to tests/unit: {unmarked}"
 
