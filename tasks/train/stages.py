@@ -228,22 +228,7 @@ def run_train(ctx: StageContext) -> dict:
     if not is_main_process():  # under a multi-GPU launcher, rank 0 verifies and publishes the adapter
         return m
     load_lm_tokenizer(params.model, ws.root).save_pretrained(staging / "adapter")
-    verification = verify_adapter(staging / "adapter", result["expected_state"])
-    if rows["eval"]:
-        reloaded = evaluate_rows(
-            load_with_adapter(params.model, ws.root, staging / "adapter", meta["label2id"]),
-            rows["eval"],
-            meta["pad_id"],
-            params.train.batch_size,
-            params.model.task,
-        )["eval_loss"]
-        tol = 1e-3 if m["precision"] == "fp32" else 3e-2
-        if abs(reloaded - m["eval_loss_in_training"]) > tol * max(1.0, abs(m["eval_loss_in_training"])):
-            raise VerifyAdapterError(
-                f"{staging / 'adapter'}: reloaded onto the base, eval loss is {reloaded:.6f} but training ended at "
-                f"{m['eval_loss_in_training']:.6f}; the saved adapter is not what was trained."
-            )
-        verification["reloaded_eval_loss"] = reloaded
+    verification = verify_candidate(ws, params, staging / "adapter", result["expected_state"], rows["eval"], meta, m)
     history = m.pop("history")
     write_loss_plot(ws, history)
     write_json(
@@ -279,6 +264,26 @@ def run_train(ctx: StageContext) -> dict:
         verification["tensors"],
     )
     return m
+
+
+def verify_candidate(
+    ws: Layout, params: Params, adapter: Path, expected: dict, eval_rows: list[dict], meta: dict, m: dict
+) -> dict:
+    """The saved adapter has every trained tensor, and loaded back onto a fresh base it gives the eval loss training
+    ended at (distributed saves have written empty placeholders elsewhere)."""
+    verification = verify_adapter(adapter, expected)
+    if eval_rows:
+        model = load_with_adapter(params.model, ws.root, adapter, meta["label2id"])
+        reloaded = evaluate_rows(model, eval_rows, meta["pad_id"], params.train.batch_size, params.model.task)
+        loss, trained = reloaded["eval_loss"], m["eval_loss_in_training"]
+        tol = 1e-3 if m["precision"] == "fp32" else 3e-2
+        if abs(loss - trained) > tol * max(1.0, abs(trained)):
+            raise VerifyAdapterError(
+                f"{adapter}: reloaded onto the base, eval loss is {loss:.6f} but training ended at "
+                f"{trained:.6f}; the saved adapter is not what was trained."
+            )
+        verification["reloaded_eval_loss"] = loss
+    return verification
 
 
 def write_loss_plot(ws: Layout, history: list[dict]) -> None:
