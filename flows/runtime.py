@@ -75,7 +75,7 @@ def prefect_progress(label: str) -> Callable[[int, int], None]:
         pct = 100.0 if total == 0 else 100.0 * done / total
         now = time.monotonic()
         if artifact is None:
-            artifact = create_progress_artifact(  # type: ignore[assignment]  # sync in a flow, not a coroutine
+            artifact = create_progress_artifact(
                 progress=pct, key=f"{label}-progress", description=f"{label}: {done}/{total}"
             )
         elif pct >= 100.0 or now - last > 0.5:

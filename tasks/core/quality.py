@@ -31,7 +31,7 @@ def run_suites(gx_root: Path, suite_name: str, tables: dict[str, tuple[pd.DataFr
     gx_root.mkdir(parents=True, exist_ok=True)
     context = gx.get_context(mode="file", project_root_dir=str(gx_root))
     try:
-        context.variables.progress_bars = {"globally": False}  # type: ignore[assignment]  # GX takes the dict
+        context.variables.progress_bars = {"globally": False}
         context.variables.save()
     except Exception:  # progress bar config differs across 1.x releases; only cosmetics
         pass

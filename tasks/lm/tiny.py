@@ -126,7 +126,7 @@ def build_tiny_model(
             mask_token="[MASK]",
             model_max_length=512,
         )
-        cls_config = BertConfig(  # type: ignore[call-arg]  # num_labels is a PretrainedConfig keyword
+        cls_config = BertConfig(
             vocab_size=len(tok),
             hidden_size=hidden_size,
             intermediate_size=hidden_size * 2,
