@@ -182,6 +182,9 @@ def train_lora(
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(prec) if ds_path is None else None
     peft_model = lora_model(load_base(model, root, meta.get("label2id"), dtype), model, p)
     expected = expected_state(peft_model)
+    # counted before DeepSpeed partitions the parameters (under ZeRO-3 a rank then holds only its shard)
+    trainable = sum(v.numel() for v in peft_model.parameters() if v.requires_grad)
+    total = sum(v.numel() for v in peft_model.parameters())
     if p.gradient_checkpointing:
         peft_model.enable_input_require_grads()
     loop: dict[str, float] = {"tokens": 0}  # training-loop start/end times and non-pad tokens trained on
@@ -215,8 +218,8 @@ def train_lora(
         "train_call_seconds": round(call_seconds, 3),  # call: + engine init
         "real_tokens": int(loop["tokens"]),
         "tokens_per_s": round(loop["tokens"] / seconds, 1) if seconds else None,
-        "trainable_params": sum(v.numel() for v in peft_model.parameters() if v.requires_grad),
-        "total_params": sum(v.numel() for v in peft_model.parameters()),
+        "trainable_params": trainable,
+        "total_params": total,
         "precision": prec,
         "deepspeed": str(p.deepspeed) if ds_path else None,
         "zero_stage": zero_stage(ds_path),
