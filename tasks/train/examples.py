@@ -19,8 +19,6 @@ import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import ftfy
-
 from tasks.core.config import resolve_path
 from tasks.core.errors import SourceError
 from tasks.core.jsonl import json_objects
@@ -80,6 +78,8 @@ def detect_format(record: dict, path: Path) -> str:
 
 
 def _fix(value) -> str:
+    import ftfy  # heavy: see tests/unit/test_layers.py HEAVY
+
     return unicodedata.normalize("NFC", ftfy.fix_text(value)).strip() if isinstance(value, str) else ""
 
 
