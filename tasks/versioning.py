@@ -19,12 +19,12 @@ from typing import Any
 
 from tasks.core.clock import utc_iso
 from tasks.core.errors import RagtuneError
-from tasks.core.stage import rel
+from tasks.core.stage import PROJECT, rel
 from tasks.core.workspace import Layout, file_lock
 from tasks.pipeline import GROUPS, STAGES, stage_names
 
 log = logging.getLogger("ragtune")
-L = Layout(Path())  # paths relative to the project root
+L = PROJECT
 
 
 def _git_files(kind: str) -> list[str]:

@@ -31,6 +31,9 @@ def finish_stage(ws: Layout, stage: str, stats: dict, start: float) -> dict:
     return stats
 
 
+PROJECT = Layout(Path())  # the Layout paths relative to the project root, as dvc.yaml writes them
+
+
 @dataclass(frozen=True)
 class Stage:
     """One pipeline stage, named once: what runs, what it reads and writes, and which params it depends on.
@@ -54,9 +57,9 @@ class Stage:
 
     @property
     def metrics_files(self) -> tuple[str, ...]:
-        return (*self.metrics, rel(Layout(Path()).stage_metrics(self.name)))
+        return (*self.metrics, rel(PROJECT.stage_metrics(self.name)))
 
 
 def rel(path: Path) -> str:
-    """A Layout path of Layout(Path()) as dvc.yaml writes it."""
+    """A PROJECT path as dvc.yaml writes it."""
     return path.as_posix()

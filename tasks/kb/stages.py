@@ -10,7 +10,6 @@ import logging
 import os
 import time
 from dataclasses import asdict
-from pathlib import Path
 
 import numpy as np
 
@@ -18,7 +17,7 @@ from tasks.core.clock import utc_stamp
 from tasks.core.config import Params, resolve_path
 from tasks.core.errors import GateFailed, RagtuneError
 from tasks.core.qa import read_qa_set
-from tasks.core.stage import OnProgress, Stage, StageContext, finish_stage, rel
+from tasks.core.stage import PROJECT, OnProgress, Stage, StageContext, finish_stage, rel
 from tasks.core.workspace import (
     Layout,
     file_digest,
@@ -320,7 +319,7 @@ def manifest(chunks: list[dict], params: Params, embed_stats: dict, location: st
     }
 
 
-L = Layout(Path())  # paths relative to the project root, as dvc.yaml writes them
+L = PROJECT
 KB_STAGES_CODE = "tasks/kb/stages.py"  # the run functions themselves
 STORE_CONNECTION = ("index.collection", "index.local_path", "index.timeout_s", "index.retries", "index.retry_backoff_s")
 STAGES = (

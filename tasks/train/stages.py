@@ -21,7 +21,7 @@ from tasks.core.config import DatasetParams, Params, resolve_path
 from tasks.core.errors import ConfigError, GateFailed, RagtuneError
 from tasks.core.qa import read_qa
 from tasks.core.quality import run_suites
-from tasks.core.stage import Stage, StageContext, finish_stage, rel
+from tasks.core.stage import PROJECT, Stage, StageContext, finish_stage, rel
 from tasks.core.workspace import Layout, read_json, read_jsonl, write_json, write_jsonl
 from tasks.lm.generate import score_qa
 from tasks.lm.models import load_lm_tokenizer
@@ -409,7 +409,7 @@ def run_promote(ctx: StageContext) -> dict:
     return stats
 
 
-L = Layout(Path())  # paths relative to the project root, as dvc.yaml writes them
+L = PROJECT
 STAGES = (
     Stage(
         "build_dataset",
