@@ -13,7 +13,8 @@ from prefect.cache_policies import NO_CACHE
 
 from tasks.core.config import Params
 from tasks.core.workspace import Layout
-from tasks.versioning import Repo, VersionError
+from tasks.core.errors import VersionError
+from tasks.versioning import Repo
 
 P = ParamSpec("P")
 R = TypeVar("R")

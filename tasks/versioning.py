@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from tasks.core.clock import utc_iso
-from tasks.core.errors import RagtuneError
+from tasks.core.errors import VersionError
 from tasks.core.stage import PROJECT, rel
 from tasks.core.workspace import Layout, file_lock
 from tasks.pipeline import GROUPS, STAGES, stage_names
@@ -42,10 +42,6 @@ KINDS["kb"]["pull"] = [rel(L.index_manifest), rel(L.refresh_report), rel(L.quali
 KINDS["model"]["pull"] = [rel(L.candidate)] + [
     rel(L.stage_metrics(s.name)) for s in STAGES.values() if rel(L.candidate) in (*s.outs, *s.deps)
 ]
-
-
-class VersionError(RagtuneError):
-    """git/DVC refused to record, push or fetch a version."""
 
 
 def _bin(name: str) -> str:

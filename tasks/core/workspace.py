@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from tasks.core.errors import RagtuneError
+from tasks.core.errors import BusyError, RagtuneError
 
 
 @dataclass(frozen=True)
@@ -171,7 +171,7 @@ class Layout:
 def file_lock(path: Path, wait_s: float, busy: str) -> Iterator[None]:
     """An exclusive lock across processes (flock: released by the kernel if the holder dies).
 
-    Waits up to wait_s (0 = refuse at once), then raises RagtuneError(busy)."""
+    Waits up to wait_s (0 = refuse at once), then raises BusyError(busy)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a+") as f:
         deadline = time.monotonic() + wait_s
@@ -181,7 +181,7 @@ def file_lock(path: Path, wait_s: float, busy: str) -> Iterator[None]:
                 break
             except BlockingIOError:
                 if time.monotonic() >= deadline:
-                    raise RagtuneError(busy) from None
+                    raise BusyError(busy) from None
                 time.sleep(0.2)
         try:
             f.seek(0)

@@ -12,14 +12,14 @@ import warnings
 from pathlib import Path
 
 from tasks.core.config import ModelParams
-from tasks.core.errors import RagtuneError
+from tasks.core.errors import VerifyError
 from tasks.lm.models import load_base
 from tasks.train.dataset import IGNORE
 
 ADAPTER_FILE = "adapter_model.safetensors"
 
 
-class VerifyAdapterError(RagtuneError):
+class VerifyAdapterError(VerifyError):
     """A saved adapter is empty, incomplete, or does not reproduce the training run's eval loss."""
 
 
