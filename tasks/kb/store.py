@@ -13,7 +13,7 @@ from typing import Any, Protocol, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from tasks.core.config import IndexParams, resolve_path
-from tasks.core.errors import StoreError
+from tasks.core.errors import BusyError, StoreError
 from tasks.kb.sparse import VECTOR_NAME as SPARSE
 
 log = logging.getLogger("ragtune")
@@ -83,23 +83,34 @@ class QdrantStore:
 
     # --- retries belong to network calls only (a local store either works or is locked)
     def _call(self, what: str, fn: Callable[[], T]) -> T:
+        """Run one store call; retry what a server or its transport raised, rephrase it, let bugs surface."""
         attempts = self.params.retries + 1 if self.is_server else 1
         for attempt in range(1, attempts + 1):
             try:
                 return fn()
-            except Exception as exc:  # qdrant-client raises several transport types; all are retried alike
-                if attempt == attempts or not _is_transient(exc):
-                    raise StoreError(
-                        f"Qdrant at {self.location}: {what} failed after {attempt} attempt(s): "
-                        f"{type(exc).__name__}: {_short(exc)}. Check that the server is up and QDRANT_URL / "
-                        "QDRANT_API_KEY are right; the index was not changed by this step."
-                    ) from exc
+            except _store_failures() as exc:  # a TypeError or KeyError is a bug here, not the store: it surfaces as is
+                transient = _is_transient(exc)
+                if attempt == attempts or not transient:
+                    raise StoreError(self._failure(what, attempt, exc, transient)) from exc
                 delay = self.params.retry_backoff_s * 2 ** (attempt - 1)
                 log.warning(
                     "Qdrant %s failed (%s); retry %d/%d in %.1fs", what, _short(exc), attempt, attempts - 1, delay
                 )
                 time.sleep(delay)
         raise AssertionError("unreachable")
+
+    def _failure(self, what: str, attempts: int, exc: Exception, transient: bool) -> str:
+        cause = f"{type(exc).__name__}: {_short(exc)}"
+        if not self.is_server:
+            fix = "Check the disk and permissions of index.local_path"
+        elif transient:
+            fix = "Check that the server is up and QDRANT_URL is right"
+        else:
+            fix = "The server refused the request: check QDRANT_API_KEY and the collection's settings"
+        return (
+            f"Qdrant at {self.location}: {what} failed after {attempts} attempt(s): {cause}. "
+            f"{fix}; the index was not changed by this step."
+        )
 
     def ensure_collection(self, dim: int) -> None:
         from qdrant_client import models
@@ -262,6 +273,14 @@ def _require_completed(result, what: str, location: str) -> None:
         raise StoreError(f"Qdrant at {location}: {what} was not acknowledged (status={status}); the run stops here.")
 
 
+def _store_failures() -> tuple[type[Exception], ...]:
+    """What Qdrant (server, transport or local files) raises when the store, not ragtune, is at fault."""
+    from qdrant_client.common.client_exceptions import QdrantException
+    from qdrant_client.http.exceptions import ApiException
+
+    return (ApiException, QdrantException, OSError)
+
+
 def _is_transient(exc: Exception) -> bool:
     from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
@@ -289,7 +308,7 @@ def open_store(root: Path, params: IndexParams) -> QdrantStore:
         client = QdrantClient(path=str(path))
     except RuntimeError as exc:
         if "already accessed" in str(exc):
-            raise StoreError(
+            raise BusyError(
                 f"local Qdrant store {path} is in use by another process (another refresh or a search). "
                 "Wait for it to finish and run again, or use a Qdrant server (QDRANT_URL) for concurrent access."
             ) from None
