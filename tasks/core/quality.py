@@ -12,10 +12,12 @@ if TYPE_CHECKING:
     import pandas as pd
 
 
-def _get_or_add(getter, adder, name):
+def get_or_add(getter, adder, name):
+    """The named GX object, added if missing. GX 1.x says "missing" with LookupError (a data asset) or its
+    subclass KeyError (a batch definition); any other error is real and surfaces."""
     try:
         return getter(name)
-    except Exception:  # GX's "not found" error types differ across 1.x releases
+    except LookupError:
         return adder(name)
 
 
@@ -30,16 +32,13 @@ def run_suites(gx_root: Path, suite_name: str, tables: dict[str, tuple[pd.DataFr
     start = time.perf_counter()
     gx_root.mkdir(parents=True, exist_ok=True)
     context = gx.get_context(mode="file", project_root_dir=str(gx_root))
-    try:
-        context.variables.progress_bars = {"globally": False}
-        context.variables.save()
-    except Exception:  # progress bar config differs across 1.x releases; only cosmetics
-        pass
+    context.variables.progress_bars = {"globally": False}  # the CLI draws the one progress display
+    context.variables.save()
     source = context.data_sources.add_or_update_pandas("ragtune")
     results = []
     for table, (frame, exps) in tables.items():
-        asset = _get_or_add(source.get_asset, source.add_dataframe_asset, table)
-        batch = _get_or_add(asset.get_batch_definition, asset.add_batch_definition_whole_dataframe, "all")
+        asset = get_or_add(source.get_asset, source.add_dataframe_asset, table)
+        batch = get_or_add(asset.get_batch_definition, asset.add_batch_definition_whole_dataframe, "all")
         suite = gx.ExpectationSuite(name=f"{suite_name}_{table}")
         for e in exps:
             suite.add_expectation(e)
