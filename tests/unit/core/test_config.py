@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tasks.core.config import load_params
+from tasks.core.config import Params, load_params
 from tasks.core.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[3]
@@ -52,3 +52,25 @@ def test_malformed_override_and_missing_file(tmp_path):
         load_params(REPO / "params.yaml", ["chunk.size_tokens"])
     with pytest.raises(ConfigError, match="no such params file"):
         load_params(tmp_path / "nope.yaml")
+
+
+def flatten(tree: dict, prefix: str = "") -> dict[str, object]:
+    flat: dict[str, object] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value and all(isinstance(k, str) for k in value):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def test_every_code_default_equals_the_shipped_params_yaml():
+    """A section or key left out of params.yaml falls back to the code: both must say the same."""
+    tree = yaml.safe_load((REPO / "params.yaml").read_text())
+    shipped = flatten(tree)
+    defaults = flatten(Params.model_validate({"ingest": {"sources": tree["ingest"]["sources"]}}).as_dict())
+    in_both = sorted(set(shipped) & set(defaults))
+    assert len(in_both) > 50, "the comparison must cover the params, not an empty intersection"
+    differ = {k: (defaults[k], shipped[k]) for k in in_both if defaults[k] != shipped[k]}
+    assert not differ, f"code default != params.yaml (code, yaml): {differ}"
+    assert not set(shipped) - set(defaults), "params.yaml keys the code does not define"
