@@ -41,7 +41,7 @@ def question_hash(question: str) -> str:
 
 @dataclass
 class Example:
-    example_id: str  # "<file name>:<line>"
+    example_id: str  # "<source path>:<line>", the path relative to the project root (as params.yaml names it)
     format: str
     messages: list[dict] = field(default_factory=list)  # instruction/chat
     text: str = ""  # text/labelled
@@ -141,8 +141,13 @@ def read_examples(root: Path, sources: list[str], fmt: str, system_prompt: str |
     if fmt == "kb_text":
         return kb_chunk_examples(root), fmt
     examples: list[Example] = []
+    seen: set[str] = set()
     for source in sources:
         path = resolve_path(root, source)
+        name = source_name(root, path)
+        if name in seen:
+            raise SourceError(f"dataset.sources lists {name} twice; its examples would count double. List it once.")
+        seen.add(name)
         if not path.is_file():
             raise SourceError(
                 f"dataset.sources: {path} is not a file. Point it at a JSONL training file "
@@ -158,10 +163,19 @@ def read_examples(root: Path, sources: list[str], fmt: str, system_prompt: str |
                         f"fields {sorted(record)}. Set dataset.format=auto to train on the file's own format "
                         f"(e.g. `ragtune retrain --source {path.name} dataset.format=auto`), or give a QA file."
                     )
-                examples.append(to_example(record, fmt, f"{path.name}:{lineno}", system_prompt))
+                examples.append(to_example(record, fmt, f"{name}:{lineno}", system_prompt))
     if fmt == "auto":
         raise SourceError(f"dataset.sources {sources}: no records found. Add training examples to the file(s).")
     return examples, fmt
+
+
+def source_name(root: Path, path: Path) -> str:
+    """A training file's name in example ids: its path under the project root, so a/qa.jsonl and b/qa.jsonl
+    stay apart (as documents' doc_ids are paths under their source folder); a file elsewhere keeps its full path."""
+    try:
+        return path.resolve().relative_to(root.resolve()).as_posix()
+    except ValueError:
+        return path.resolve().as_posix()
 
 
 def kb_chunk_examples(root: Path) -> list[Example]:
