@@ -82,6 +82,9 @@ def new_version() -> str:
     return utc_version()
 
 
+EVALUATION = "evaluation.json"  # in each version folder: metrics, decision and its lineage line
+
+
 class ModelRegistry:
     """models/ of one workspace: the production pointer, the version folders, their info and the lineage."""
 
@@ -112,16 +115,14 @@ class ModelRegistry:
         return read_jsonl(self.ws.lineage, "promote") if self.ws.lineage.exists() else []
 
     def record(self, candidate_dir: Path, version: str, decision: Decision, metrics: dict, parent: str | None) -> dict:
-        """Copy the candidate to versions/<version>, append lineage, and move the pointer if promoted.
+        """Copy the candidate to versions/<version>, move the pointer if promoted, then append the lineage.
 
-        The version folder is complete (copied under a temp name, then renamed) before the pointer names it.
+        Each step is atomic and the order makes a kill between steps harmless: the version folder is complete
+        (copied under a temp name, renamed) before the pointer names it, and the lineage line comes last, so it
+        never claims a promotion the pointer does not show. A line lost to a kill is restored from the version
+        folder's own copy on the next record.
         """
         self.ws.versions.mkdir(parents=True, exist_ok=True)
-        tmp = self.ws.versions / f".{version}.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.copytree(candidate_dir, tmp)
-        write_json(tmp / "evaluation.json", {"metrics": metrics, "decision": asdict(decision)})
-        tmp.rename(self.folder(version))
         entry = {
             "version": version,
             "parent": parent,
@@ -132,8 +133,11 @@ class ModelRegistry:
             "production_value": decision.production,
             "at": utc_iso(),
         }
-        with self.ws.lineage.open("a", encoding="utf-8") as f:
-            f.write(json.dumps(entry) + "\n")
+        tmp = self.ws.versions / f".{version}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(candidate_dir, tmp)
+        write_json(tmp / EVALUATION, {"metrics": metrics, "decision": asdict(decision), "lineage": entry})
+        tmp.rename(self.folder(version))
         if decision.promote:
             write_json(
                 self.ws.production,
@@ -148,4 +152,18 @@ class ModelRegistry:
                     "previous": parent,
                 },
             )
+        self._append_lineage()
         return entry
+
+    def _append_lineage(self) -> None:
+        """Append the lineage line of every version folder that lacks one, oldest first."""
+        listed = {e["version"] for e in self.lineage()}
+        missing = [v for v in self.known() if v not in listed and (self.folder(v) / EVALUATION).exists()]
+        lines = []
+        for v in missing:
+            entry = read_json(self.folder(v) / EVALUATION, "promote").get("lineage")
+            if entry:  # versions written before the folder kept its line have none: nothing to restore
+                lines.append(json.dumps(entry) + "\n")
+        if lines:
+            with self.ws.lineage.open("a", encoding="utf-8") as f:
+                f.write("".join(lines))
