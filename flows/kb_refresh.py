@@ -12,7 +12,6 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from flows.runtime import prefect_progress
 from flows.shared import publish_quality, record_version, stage_task
-from tasks.core.clock import utc_stamp
 from tasks.core.config import Params, check_versionable, load_run_params, resolve_path
 from tasks.core.qa import read_qa_set
 from tasks.core.stage import StageContext
@@ -116,5 +115,5 @@ def kb_refresh(
         **{f"docs_{k}": v for k, v in report["documents"].items()},
         **{k: v for k, v in report.get("retrieval", {}).items() if k.startswith(("recall", "mrr"))},
     }
-    report["version"] = record_version(ws, params, "kb", utc_stamp(), summary)
+    report["version"] = record_version(ws, params, "kb", report["run_version"], summary)  # tag kb/<run_version>
     return report

@@ -7,7 +7,6 @@ registry (tasks/pipeline.py), so `dvc repro` and `ragtune refresh` produce the s
 from __future__ import annotations
 
 import logging
-import os
 import time
 from dataclasses import asdict
 
@@ -171,7 +170,7 @@ def run_index(ctx: StageContext) -> dict:
     if ids != [c["point_id"] for c in chunks]:
         raise RagtuneError(f"{ws.vectors} was computed for other chunks than {ws.chunks}; run the embed stage again.")
     embed_stats = read_json(ws.stage_metrics("embed"), "embed")
-    run_version = os.environ.get("RAGTUNE_RUN_VERSION") or utc_stamp()
+    run_version = utc_stamp()  # the run's one id: points carry it, the report shows it, the kb tag is kb/<it>
     lock = ws.index_lock(params.index.collection)
     busy = (
         f"another refresh is writing collection '{params.index.collection}' (lock {lock}); this run refuses "

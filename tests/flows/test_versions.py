@@ -13,8 +13,9 @@ from flows.cli import app
 from flows.kb_refresh import kb_refresh
 from flows.retrain import retrain
 from tasks.core.config import ConfigError, check_versionable, load_params
-from tests.data import INSTRUCTIONS
+from tests.data import INSTRUCTIONS, set_params
 from tests.dvc_repo import git_dvc_project
+from tests.flows.helpers import stored_points
 
 pytestmark = pytest.mark.slow  # a whole pipeline, a real server or a trained model
 
@@ -22,8 +23,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def versioned_project(workspace: Path, remote: Path) -> Path:
-    text = (workspace / "params.yaml").read_text().replace("  enabled: false ", "  enabled: true ")
-    (workspace / "params.yaml").write_text(text)
+    set_params(workspace / "params.yaml", versioning__enabled=True)
     return git_dvc_project(workspace, remote, commit=True)
 
 
@@ -33,7 +33,8 @@ def test_refresh_versions_round_trip_bit_for_bit(workspace, tmp_path_factory):
     params = str(root / "params.yaml")
     first = kb_refresh(root=str(root))
     v1 = first["version"]["version"]
-    assert v1.startswith("kb/") and first["version"]["pushed"]
+    assert v1 == f"kb/{first['run_version']}" and first["version"]["pushed"], "one id: the tag names the index run"
+    assert {p["run_version"] for p in stored_points(root).values()} == {first["run_version"]}
     original = {p: (root / p).read_bytes() for p in ("data/index/manifest.json", "data/metrics/refresh.json")}
 
     (root / "data/sample/corpus/product/warranty.txt").write_text("Heron carries a ten-year warranty now.\n")

@@ -16,6 +16,7 @@ from tasks.core.errors import GateFailed, SourceError
 from tasks.core.stage import StageContext
 from tasks.core.workspace import Layout
 from tasks.train.stages import run_build_dataset
+from tests.data import set_params
 
 from .conftest import refresh
 
@@ -113,9 +114,7 @@ def test_missing_source_and_bad_params_are_one_clear_line(messy):
         refresh(messy, "ingest.sources=[no-such-folder]", stages=("ingest",))
     with pytest.raises(ConfigError, match="unknown key 'chunk_size'"):
         load_params(messy / "params.yaml", ["chunk.chunk_size=3"])
-    (messy / "params.yaml").write_text(
-        (messy / "params.yaml").read_text().replace("size_tokens: 200", "size_tokens: lots")
-    )
+    set_params(messy / "params.yaml", chunk__size_tokens="lots")
     result = CliRunner().invoke(app, ["stage", "chunk", "--params", str(messy / "params.yaml")])
     assert result.exit_code == 1 and "chunk.size_tokens" in result.output and "Traceback" not in result.output
     (messy / "params.yaml").write_text("ingest:\n  sources: [docs]\n  colour: blue\n")
