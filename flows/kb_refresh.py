@@ -3,34 +3,33 @@ evaluate_retrieval (optional recall gate) -> report."""
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
-from prefect import flow, get_run_logger
+from prefect import flow
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from flows.runtime import prefect_progress
-from flows.shared import publish_quality, record_version, stage_task
+from flows.shared import publish_params, publish_quality, record_version, stage_task
 from tasks.core.config import Params, check_versionable, load_run_params, resolve_path
 from tasks.core.qa import read_qa_set
 from tasks.core.stage import StageContext
-from tasks.core.workspace import Layout, write_json
+from tasks.core.workspace import Layout
 from tasks.kb import stages
 from tasks.kb.report import append_history, build_report, report_markdown, report_rows
 
 
-@stage_task(name="ingest_documents")
+@stage_task(name="ingest_documents", label="ingest")
 def ingest_documents(ws: Layout, params: Params) -> dict:
     return stages.run_ingest(StageContext(ws, params, prefect_progress("ingest")))
 
 
-@stage_task(name="clean_documents")
+@stage_task(name="clean_documents", label="clean")
 def clean_documents(ws: Layout, params: Params) -> dict:
     return stages.run_clean(StageContext(ws, params))
 
 
-@stage_task(name="validate_documents")
+@stage_task(name="validate_documents", label="validate")
 def validate_documents(ws: Layout, params: Params) -> dict:
     try:
         return stages.run_validate(StageContext(ws, params))
@@ -38,27 +37,27 @@ def validate_documents(ws: Layout, params: Params) -> dict:
         publish_quality(ws.quality_report, "kb", "GX gate")
 
 
-@stage_task(name="chunk_documents")
+@stage_task(name="chunk_documents", label="chunk")
 def chunk_documents(ws: Layout, params: Params) -> dict:
     return stages.run_chunk(StageContext(ws, params, prefect_progress("chunk")))
 
 
-@stage_task(name="embed_chunks")
+@stage_task(name="embed_chunks", label="embed")
 def embed_chunks(ws: Layout, params: Params) -> dict:
     return stages.run_embed(StageContext(ws, params, prefect_progress("embed")))
 
 
-@stage_task(name="upsert_points")
+@stage_task(name="upsert_points", label="index")
 def upsert_points(ws: Layout, params: Params, allow_mass_delete: bool) -> dict:
     return stages.run_index(StageContext(ws, params, prefect_progress("index"), allow_mass_delete))
 
 
-@stage_task(name="verify_index")
+@stage_task(name="verify_index", label="verify")
 def verify_index(ws: Layout, params: Params) -> dict:
     return stages.run_verify(StageContext(ws, params))
 
 
-@stage_task(name="evaluate_retrieval")
+@stage_task(name="evaluate_retrieval", label="eval_retrieval")
 def evaluate_retrieval(ws: Layout, params: Params) -> dict:
     return stages.run_eval_retrieval(StageContext(ws, params))
 
@@ -82,8 +81,7 @@ def resolve_params(ws: Layout, sources: list[str] | None, overrides: list[str] |
     check_versionable(params, overrides, sources)
     if params.retrieve.qa_file:  # a bad QA file must stop the run before the index changes, not after
         read_qa_set(resolve_path(ws.root, params.retrieve.qa_file), "retrieve.qa_file")
-    get_run_logger().info("resolved params:\n%s", json.dumps(params.as_dict(), indent=2))
-    write_json(ws.metrics_dir / "params.json", params.as_dict())
+    publish_params(params, save_to=ws.metrics_dir / "params.json")
     return params
 
 

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import base64
-import json
 import time
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, get_run_logger
+from prefect import flow
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from flows.runtime import prefect_progress
-from flows.shared import publish_quality, record_version, stage_task
+from flows.shared import publish_params, publish_quality, record_version, stage_task
 from tasks.core.config import Params, check_versionable, load_params
 from tasks.core.stage import StageContext
 from tasks.core.workspace import Layout, write_json
@@ -20,7 +19,7 @@ from tasks.train import stages
 from tasks.versioning import check_model_versionable
 
 
-@stage_task(name="build_dataset")
+@stage_task(name="build_dataset", label="build_dataset")
 def build_dataset(ws: Layout, params: Params) -> dict:
     try:
         return stages.run_build_dataset(StageContext(ws, params))
@@ -28,7 +27,7 @@ def build_dataset(ws: Layout, params: Params) -> dict:
         publish_quality(ws.train_quality, "train", "training data gate")
 
 
-@stage_task(name="train_adapter")
+@stage_task(name="train_adapter", label="train")
 def train_adapter(ws: Layout, params: Params) -> dict:
     metrics = stages.run_train(StageContext(ws, params, prefect_progress("train")))
     if ws.loss_png.exists():
@@ -41,12 +40,12 @@ def train_adapter(ws: Layout, params: Params) -> dict:
     return metrics
 
 
-@stage_task(name="evaluate_adapter")
+@stage_task(name="evaluate_adapter", label="evaluate")
 def evaluate_adapter(ws: Layout, params: Params) -> dict:
     return stages.run_evaluate(StageContext(ws, params))
 
 
-@stage_task(name="promote_adapter")
+@stage_task(name="promote_adapter", label="promote")
 def promote_adapter(ws: Layout, params: Params) -> dict:
     return stages.run_promote(StageContext(ws, params))
 
@@ -110,7 +109,7 @@ def retrain(root: str = ".", overrides: list[str] | None = None) -> dict:
     check_versionable(params, overrides)
     if params.versioning.enabled:
         check_model_versionable(ws)
-    get_run_logger().info("resolved params:\n%s", json.dumps(params.as_dict(), indent=2))
+    publish_params(params)  # the adapter's ragtune.json keeps the config it was trained with
     data = build_dataset(ws, params)  # a failed gate raises here: nothing is trained, production is untouched
     trained = train_adapter(ws, params)
     evaluation = evaluate_adapter(ws, params)

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Protocol
 from uuid import UUID
 
 from tasks.core.stage import OnProgress
@@ -15,8 +18,27 @@ from tasks.core.stage import OnProgress
 SERVER_FILE = "ragtune-server.json"  # written by `ragtune server` under PREFECT_HOME
 
 
+VERBOSITY = ("quiet", "verbose", "debug")
+
+
+def verbosity() -> str:
+    """quiet (the default: one progress display and the result), verbose (+ INFO logs, the resolved params) or
+    debug (+ DEBUG logs, the traceback of an expected error). Set by --verbose/--debug or RAGTUNE_DEBUG=1."""
+    if os.environ.get("RAGTUNE_DEBUG", "") not in ("", "0"):
+        return "debug"
+    return "verbose" if os.environ.get("RAGTUNE_VERBOSE", "") not in ("", "0") else "quiet"
+
+
 def configure_environment(root: Path) -> None:
     """Set defaults before Prefect/GX/HF are imported; anything the user exported wins."""
+    level = {"quiet": "WARNING", "verbose": "INFO", "debug": "DEBUG"}[verbosity()]
+    if level == "WARNING":  # the terminal only; Prefect's API (the UI) still gets every record
+        os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", level)
+    else:
+        os.environ["PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL"] = level
+    if level == "DEBUG":
+        os.environ["PREFECT_LOGGING_LEVEL"] = "DEBUG"
+    logging.getLogger("ragtune").setLevel(min(logging.INFO, logging.getLevelName(level)))  # INFO reaches the UI
     defaults = {
         "PREFECT_HOME": str(root / ".prefect"),  # one project, one Prefect database and result store
         "PREFECT_LOGGING_EXTRA_LOGGERS": "ragtune",  # stage logs appear in the Prefect UI
@@ -47,24 +69,47 @@ def running_server_url(prefect_home: Path) -> str | None:
         return None
 
 
-# --- progress: the CLI installs a rich bar factory; Prefect tasks add a progress artifact.
-_console_bar: Callable[[str], Callable[[int, int], None]] | None = None
+# --- progress: the CLI installs one terminal display; Prefect tasks also keep a progress artifact current.
+class Display(Protocol):
+    def row(self, label: str) -> Callable[[int, int], None]:
+        """The stage's row (added on first use); the callable reports (done, total)."""
+        ...
+
+    def finish(self, label: str, ok: bool) -> None: ...
 
 
-def set_console_progress(factory: Callable[[str], Callable[[int, int], None]] | None) -> None:
-    global _console_bar
-    _console_bar = factory
+_display: Display | None = None
+
+
+def set_console_display(display: Display | None) -> None:
+    global _display
+    _display = display
 
 
 def console_progress(label: str) -> OnProgress:
-    return _console_bar(label) if _console_bar else None
+    return _display.row(label) if _display else None
+
+
+@contextmanager
+def console_stage(label: str) -> Iterator[None]:
+    """A row in the terminal display for the whole stage, whether or not it reports counts."""
+    if _display is None:
+        yield
+        return
+    _display.row(label)
+    try:
+        yield
+    except BaseException:
+        _display.finish(label, ok=False)
+        raise
+    _display.finish(label, ok=True)
 
 
 def prefect_progress(label: str) -> Callable[[int, int], None]:
     """Progress callback that also keeps a Prefect progress artifact current (throttled to ~2 updates/s)."""
     from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
-    bar = console_progress(label)
+    bar = console_progress(label)  # the same row as the stage's, when the stage has one
     artifact: UUID | None = None
     last = 0.0
 
@@ -85,3 +130,24 @@ def prefect_progress(label: str) -> Callable[[int, int], None]:
         last = now
 
     return update
+
+
+class _ReportedByTheCli(logging.Filter):
+    """Keeps Prefect's account of a failed run off the terminal: the exception reaches the CLI, which prints it
+    once (one line for an expected error, the traceback for a bug). The Prefect UI still gets every record."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.name.startswith(("prefect.flow_runs", "prefect.task_runs")) and record.levelno >= 40)
+
+
+def quiet_prefect_console() -> None:
+    """Add the filter to Prefect's console handler (configured when prefect is imported); not under --debug."""
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    if verbosity() == "debug":
+        return
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, PrefectConsoleHandler) and not any(
+            isinstance(f, _ReportedByTheCli) for f in handler.filters
+        ):
+            handler.addFilter(_ReportedByTheCli())

@@ -2,28 +2,55 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import ParamSpec, TypeVar
 
-from prefect import Task, task
+from prefect import Task, get_run_logger, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
+from flows.runtime import console_stage
 from tasks.core.config import Params
-from tasks.core.workspace import Layout
 from tasks.core.errors import VersionError
+from tasks.core.workspace import Layout, write_json
 from tasks.versioning import Repo
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
 
-def stage_task(name: str, task_run_name: str | None = None) -> Callable[[Callable[P, R]], Task[P, R]]:
-    """A Prefect task for a stage. Stages write files (DVC's unit of caching) and the store, so Prefect must
-    always run them, never replay a cached result."""
-    return task(name=name, task_run_name=task_run_name, cache_policy=NO_CACHE)
+def stage_task(
+    name: str, label: str | None = None, task_run_name: str | None = None
+) -> Callable[[Callable[P, R]], Task[P, R]]:
+    """A Prefect task for a stage, shown as row `label` in the terminal's progress display. Stages write files
+    (DVC's unit of caching) and the store, so Prefect must always run them, never replay a cached result."""
+
+    def decorate(fn: Callable[P, R]) -> Task[P, R]:
+        if label:
+            inner = fn
+
+            @functools.wraps(inner)
+            def shown(*args: P.args, **kwargs: P.kwargs) -> R:
+                with console_stage(label):
+                    return inner(*args, **kwargs)
+
+            fn = shown
+        return task(name=name, task_run_name=task_run_name, cache_policy=NO_CACHE)(fn)
+
+    return decorate
+
+
+def publish_params(params: Params, save_to: Path | None = None) -> None:
+    """The resolved params: logged (the terminal shows them with --verbose), kept as an artifact of the run in
+    the Prefect UI, and saved beside the outputs when `save_to` is given."""
+    text = json.dumps(params.as_dict(), indent=2)
+    if save_to:
+        write_json(save_to, params.as_dict())
+    get_run_logger().info("resolved params:\n%s", text)
+    create_markdown_artifact(key="resolved-params", markdown=f"# Resolved params\n\n```json\n{text}\n```\n")
 
 
 @stage_task(name="record_version")

@@ -7,7 +7,7 @@ from pathlib import Path
 from prefect import flow, get_run_logger
 from prefect.events import emit_event
 
-from tasks.core.config import load_params
+from tasks.core.config import ConfigError, load_params
 from tasks.core.workspace import Layout
 from tasks.train.watch import detect_change, remember_emitted
 
@@ -36,6 +36,6 @@ def watch(root: str = ".") -> dict:
             payload=payload,
         )
         if event is None:
-            raise RuntimeError("no Prefect API to emit events to; set PREFECT_API_URL or start `ragtune server`.")
+            raise ConfigError("no Prefect API to emit events to: start `ragtune server`, or export PREFECT_API_URL.")
         remember_emitted(ws, change)
     return {k: v for k, v in change.items() if k != "data_hash"}

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
-from contextlib import redirect_stdout
 from pathlib import Path
 
 import typer
@@ -19,8 +17,8 @@ from flows.cli.common import (
     friendly_errors,
     out,
     print_table,
-    progress_bars,
     project_root,
+    run_flow,
 )
 from tasks.answer.answerer import Answerer
 from tasks.answer.compare import check_heldout, comparison_rows
@@ -81,10 +79,14 @@ def compare(
         check_heldout(Answerer(root, p, adapter).adapter_for, p.compare.modes, read_qa_set(qa), str(qa))
         from flows.compare import compare as compare_flow
 
-        with progress_bars(not json_out), redirect_stdout(sys.stderr):
-            report = compare_flow(
-                root=str(root), qa_file=str(qa.resolve()), overrides=list(overrides or []), adapter=adapter
-            )
+        report = run_flow(
+            compare_flow,
+            not json_out,
+            root=str(root),
+            qa_file=str(qa.resolve()),
+            overrides=list(overrides or []),
+            adapter=adapter,
+        )
         if json_out:
             out.print_json(json.dumps(report))
             return

@@ -3,17 +3,32 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, redirect_stdout
 from pathlib import Path
+from typing import Any, TypeVar
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.console import Console, RenderableType
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    Progress,
+    ProgressColumn,
+    SpinnerColumn,
+    Task,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
+from rich.text import Text
 
-from flows.runtime import configure_environment, set_console_progress
-from tasks.core.errors import RagtuneError
+from flows.runtime import configure_environment, quiet_prefect_console, set_console_display, verbosity
+from tasks.core.errors import EXIT_INTERRUPTED, RagtuneError
+
+R = TypeVar("R")
 
 app = typer.Typer(
     help="ragtune: keep an LLM's knowledge current with a Qdrant index and LoRA adapters.",
@@ -31,40 +46,116 @@ SECTION_METRIC_VALUE = ("section", "metric", "value")
 OVERRIDES_ARG = typer.Argument(None, help="Overrides as key=value, e.g. chunk.size_tokens=256.", show_default=False)
 
 
+@app.callback()
+def global_options(
+    verbose: bool = typer.Option(
+        False, "--verbose", "-v", help="Also show Prefect's INFO logs and the resolved params (RAGTUNE_VERBOSE=1)."
+    ),
+    debug: bool = typer.Option(
+        False, "--debug", help="Also DEBUG logs, and the traceback of an expected error (RAGTUNE_DEBUG=1)."
+    ),
+) -> None:
+    """ragtune: keep an LLM's knowledge current with a Qdrant index and LoRA adapters."""
+    if verbose:
+        os.environ["RAGTUNE_VERBOSE"] = "1"
+    if debug:
+        os.environ["RAGTUNE_DEBUG"] = "1"
+
+
 @contextmanager
 def friendly_errors() -> Iterator[None]:
-    """Expected failures print their message (file/field, reason, fix) and exit 1, without a traceback."""
+    """An expected failure prints one line (what, where, the fix) and exits with its class's code; the traceback
+    only with --debug. A bug is not caught here: Python prints its traceback and exits 1."""
     try:
         yield
     except RagtuneError as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
-        raise typer.Exit(1) from None
+        if verbosity() == "debug":
+            err.print_exception()
+        err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(exc.exit_code) from None
+    except KeyboardInterrupt:
+        err.print("interrupted", highlight=False)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+
+
+class StatusColumn(SpinnerColumn):
+    """A spinner while the stage runs, then a check mark, or a cross when it failed."""
+
+    def render(self, task: Task) -> RenderableType:
+        state = task.fields.get("state")
+        if state == "done":
+            return Text("✓", style="green")
+        if state == "failed":
+            return Text("✗", style="red")
+        return super().render(task)
+
+
+class CountsColumn(ProgressColumn):
+    """done/total, items per second and the time left, for a stage that reports counts; blank otherwise."""
+
+    def render(self, task: Task) -> RenderableType:
+        if not task.fields.get("counted"):
+            return Text("")
+        parts = [f"{int(task.completed):,}/{int(task.total or 0):,}"]
+        if task.speed:
+            parts.append(f"{task.speed:,.1f}/s")
+        if not task.finished and task.time_remaining is not None:
+            parts.append(f"ETA {int(task.time_remaining) // 60}:{int(task.time_remaining) % 60:02d}")
+        return Text("  ".join(parts), style="progress.download")
+
+
+class StageDisplay:
+    """One live display on stderr: a row per stage (status, name, bar, counts/rate/ETA, elapsed)."""
+
+    def __init__(self, progress: Progress):
+        self.progress = progress
+        self.rows: dict[str, TaskID] = {}
+
+    def row(self, label: str) -> Callable[[int, int], None]:
+        if label not in self.rows:
+            self.rows[label] = self.progress.add_task(label, total=None, state="running", counted=False)
+        tid = self.rows[label]
+        return lambda done, total: self.progress.update(tid, completed=done, total=total, counted=True)
+
+    def finish(self, label: str, ok: bool) -> None:
+        tid = self.rows[label]
+        task = next(t for t in self.progress.tasks if t.id == tid)
+        if ok:
+            total = task.total if task.fields.get("counted") and task.total else 1
+            self.progress.update(tid, total=total, completed=total, state="done")
+        else:
+            self.progress.update(tid, state="failed")
+        self.progress.stop_task(tid)
 
 
 @contextmanager
 def progress_bars(enabled: bool = True) -> Iterator[None]:
-    """Rich bars on stderr for long stages; stage code calls back with (done, total)."""
+    """The run's progress display on stderr, when stderr is a terminal (or RAGTUNE_PROGRESS=1)."""
     if not enabled or (not err.is_terminal and os.environ.get("RAGTUNE_PROGRESS") != "1"):
         yield
         return
     with Progress(
-        TextColumn("{task.description:>8}"),
-        BarColumn(),
-        MofNCompleteColumn(),
+        StatusColumn(),
+        TextColumn("{task.description:<15}"),
+        BarColumn(bar_width=30),
+        CountsColumn(),
         TimeElapsedColumn(),
         console=err,
         transient=False,
-    ) as bars:
-
-        def factory(label: str):
-            tid = bars.add_task(label, total=None)
-            return lambda done, total: bars.update(tid, completed=done, total=total or 1)
-
-        set_console_progress(factory)
+    ) as progress:
+        set_console_display(StageDisplay(progress))
         try:
             yield
         finally:
-            set_console_progress(None)
+            set_console_display(None)
+
+
+def run_flow(flow: Callable[..., R], show_progress: bool, **kwargs: Any) -> R:
+    """Run a Prefect flow in this process: one progress display on stderr, stdout kept for the result, and
+    Prefect's own failure report left to the UI (the CLI prints the error itself)."""
+    quiet_prefect_console()
+    with progress_bars(show_progress), redirect_stdout(sys.stderr):
+        return flow(**kwargs)
 
 
 def project_root(params: Path) -> Path:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
-from contextlib import redirect_stdout
 from pathlib import Path
 
 import typer
@@ -20,10 +18,12 @@ from flows.cli.common import (
     print_table,
     progress_bars,
     project_root,
+    run_flow,
 )
 from flows.runtime import console_progress
-from tasks.core.config import ConfigError, load_params, load_run_params
+from tasks.core.config import ConfigError, check_versionable, load_params, load_run_params
 from tasks.core.qa import read_qa_set
+from tasks.kb.ingest import check_sources
 from tasks.kb.report import report_rows
 from tasks.kb.retrieval import RETRIEVAL_MODES, search_queries
 from tasks.kb.retrieval_eval import evaluate_modes
@@ -53,13 +53,19 @@ def refresh(
         root = project_root(params)
 
         srcs = [str(s.resolve()) for s in source] if source else None
-        load_run_params(params, srcs, overrides)  # fail fast on bad params, before Prefect starts
+        p = load_run_params(params, srcs, overrides)  # fail fast on bad params or sources, before Prefect starts
+        check_versionable(p, overrides, srcs)
+        check_sources(root, p.ingest)
         from flows.kb_refresh import kb_refresh
 
-        with progress_bars(not json_out), redirect_stdout(sys.stderr):  # stdout is for the report only
-            report = kb_refresh(
-                root=str(root), sources=srcs, overrides=list(overrides or []), allow_mass_delete=allow_mass_delete
-            )
+        report = run_flow(
+            kb_refresh,
+            not json_out,
+            root=str(root),
+            sources=srcs,
+            overrides=list(overrides or []),
+            allow_mass_delete=allow_mass_delete,
+        )
         if json_out:
             out.print_json(json.dumps(report))
         else:

@@ -22,8 +22,8 @@ from flows.cli.common import (
     progress_bars,
     project_root,
 )
-from flows.runtime import SERVER_FILE, console_progress
-from tasks.core.config import ConfigError, load_params
+from flows.runtime import SERVER_FILE, console_progress, verbosity
+from tasks.core.config import ConfigError, Params, load_params
 from tasks.core.stage import StageContext
 from tasks.core.workspace import Layout
 from tasks.kb.report import build_report, report_markdown
@@ -42,7 +42,8 @@ def stage(
     with friendly_errors():
         root = project_root(params)
         get_stage(name)  # an unknown name fails before anything loads
-        logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+        level = {"quiet": logging.WARNING, "verbose": logging.INFO, "debug": logging.DEBUG}[verbosity()]
+        logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr)
         p = load_params(params, list(overrides or []))
         with progress_bars():
             stats = run_stage(name, StageContext(Layout(root), p, console_progress(name), allow_mass_delete))
@@ -64,9 +65,14 @@ def versions(
 
         if kind and kind not in KINDS:
             raise ConfigError(f"--kind {kind}: expected one of {', '.join(KINDS)}.")
-        found = Repo(root).versions(kind)
+        repo = Repo(root)
+        found = repo.versions(kind)
+        if not found:
+            err.print(no_versions_hint(repo, load_params(params), kind), highlight=False, soft_wrap=True)
         if json_out:
             out.print_json(json.dumps(found))
+            return
+        if not found:
             return
         print_table(
             f"versions in {root}",
@@ -80,6 +86,21 @@ def versions(
                 for v in found
             ],
         )
+
+
+def no_versions_hint(repo: Repo, p: Params, kind: str | None) -> str:
+    """Why `ragtune versions` lists nothing, and the step that records the first version."""
+    what = f"no {kind} versions" if kind else "no versions"
+    if not p.versioning.enabled:
+        return (
+            f"{what}: versioning is off. Set `versioning.enabled: true` in params.yaml (in a git repository "
+            "with `dvc init` done); then every successful refresh or retrain is committed, tagged and pushed. "
+            "Versioned runs refuse key=value overrides and --source: a version records params.yaml in dvc.lock as "
+            "the truth, so put such settings into params.yaml instead."
+        )
+    if not repo.available():
+        return f"{what}: {repo.root} is not a git repository with DVC initialised; run `git init && dvc init`."
+    return f"{what} yet: run `ragtune refresh` or `ragtune retrain`; each successful run records one."
 
 
 @app.command()

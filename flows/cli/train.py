@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import json
-import sys
-from contextlib import redirect_stdout
+import os
 from pathlib import Path
 
 import typer
@@ -18,8 +17,8 @@ from flows.cli.common import (
     friendly_errors,
     out,
     print_table,
-    progress_bars,
     project_root,
+    run_flow,
 )
 from tasks.core.config import ConfigError, load_params
 from tasks.core.workspace import Layout
@@ -64,8 +63,7 @@ def retrain(
             check_model_versionable(Layout(root))
         from flows.retrain import retrain as retrain_flow
 
-        with progress_bars(not json_out), redirect_stdout(sys.stderr):  # DeepSpeed logs to stdout
-            report = retrain_flow(root=str(root), overrides=extra)
+        report = run_flow(retrain_flow, not json_out, root=str(root), overrides=extra)  # DeepSpeed prints to stdout
         if json_out:
             out.print_json(json.dumps(report, default=str))
             return
@@ -98,10 +96,15 @@ def watch(
         root = project_root(params)
 
         load_params(params)
+        if not os.environ.get("PREFECT_API_URL"):
+            raise ConfigError(
+                "watch emits `ragtune.data.changed` for the retrain deployment, but no Prefect server is running "
+                "to receive it. Start `ragtune server` in another terminal, then `ragtune serve` (it runs watch on "
+                "schedule.watch_interval_s and retrains on the event); or export PREFECT_API_URL=http://HOST:4200/api."
+            )
         from flows.watch import watch as watch_flow
 
-        with redirect_stdout(sys.stderr):
-            change = watch_flow(root=str(root))
+        change = run_flow(watch_flow, False, root=str(root))
         if json_out:
             out.print_json(json.dumps(change))
         else:

@@ -104,7 +104,16 @@ def list_files(root_dir: Path, params: IngestParams) -> list[tuple[str, Path, Pa
     unknown = exts - set(FORMATS)
     if unknown:
         raise SourceError(f"ingest.extensions: no reader for {sorted(unknown)}; supported: {sorted(FORMATS)}.")
+    check_sources(root_dir, params)
     files = []
+    for source in params.sources:
+        root = resolve_path(root_dir, source)
+        files += [(source, root, f) for f in _walk(root) if f.suffix.lower() in exts]
+    return files
+
+
+def check_sources(root_dir: Path, params: IngestParams) -> None:
+    """Every source folder exists (the CLI asks before it starts a run; ingest asks again)."""
     for source in params.sources:
         root = resolve_path(root_dir, source)
         if not root.is_dir():
@@ -112,8 +121,6 @@ def list_files(root_dir: Path, params: IngestParams) -> list[tuple[str, Path, Pa
                 f"source folder '{source}' does not exist ({root}). Fix ingest.sources in params.yaml "
                 "or the --source option; nothing was read or written."
             )
-        files += [(source, root, f) for f in _walk(root) if f.suffix.lower() in exts]
-    return files
 
 
 def ingest_sources(

@@ -181,20 +181,6 @@ def test_every_mode_answers_and_ft_and_hybrid_load_the_adapter(answering):
     assert res["rag"]["prompt_tokens"] > res["base"]["prompt_tokens"], "passages are in the prompt"
 
 
-def test_greedy_generation_is_deterministic(answering):
-    root, overrides = answering
-    answers = []
-    for _ in range(2):  # two separate loads: nothing carries over between them
-        answerer = Answerer(root, load_params(root / "params.yaml", overrides))
-        try:
-            answers.append(
-                [answerer.answer("Does Heron support baseboard heaters?", m)["answer"] for m in ("hybrid", "ft")]
-            )
-        finally:
-            answerer.close()
-    assert answers[0] == answers[1]
-
-
 def test_rag_without_a_generator_returns_passages_and_other_modes_say_why(answering):
     root, overrides = answering
     params = load_params(root / "params.yaml", [*overrides, f"generate.model={root / 'no-such-model'}"])
@@ -294,7 +280,7 @@ def test_compare_refuses_questions_the_adapter_trained_on_and_accepts_its_heldou
     args = ["--params", str(root / "params.yaml"), *overrides]
 
     result = CliRunner().invoke(app, ["compare", "--qa", str(root / "data/sample/train/kb_qa.jsonl"), *args])
-    assert result.exit_code == 1, result.output
+    assert result.exit_code == 3, result.output  # ConfigError
     message = " ".join(result.output.split())
     assert f"{trained} of {trained + len(read_qa_set(heldout))} questions were in adapter" in message
     assert "Traceback" not in result.output and str(heldout.relative_to(root)) in message

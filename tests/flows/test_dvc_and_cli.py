@@ -56,7 +56,7 @@ def test_bad_input_is_one_line_not_a_traceback(workspace):
     result = CliRunner().invoke(
         app, ["stage", "ingest", "--params", str(workspace / "params.yaml"), "ingest.sources=[missing-folder]"]
     )
-    assert result.exit_code == 1
+    assert result.exit_code == 4  # SourceError
     assert "source folder 'missing-folder' does not exist" in result.output and "Traceback" not in result.output
 
 
@@ -112,4 +112,4 @@ def test_tiny_model_command_builds_loadable_models_and_refuses_a_used_folder(tmp
     model = AutoModelForSequenceClassification.from_pretrained(tmp_path / "cls")
     assert model.config.num_labels == 3 and AutoTokenizer.from_pretrained(tmp_path / "cls")("hi")["input_ids"]
     again = runner.invoke(app, ["tiny-model", str(tmp_path / "cls"), "--params", str(REPO / "params.yaml")])
-    assert again.exit_code == 1 and "not empty" in again.output
+    assert again.exit_code == 3 and "not empty" in again.output

@@ -57,7 +57,7 @@ def test_refresh_versions_round_trip_bit_for_bit(workspace, tmp_path_factory):
     assert (root / "data/index/manifest.json").read_bytes() != original["data/index/manifest.json"]
 
     again = CliRunner().invoke(app, ["pull", "kb/no-such", "--out", str(out / "x"), "--params", params])
-    assert again.exit_code == 1 and "no version 'kb/no-such'" in again.output
+    assert again.exit_code == 8 and "no version 'kb/no-such'" in again.output
 
 
 def test_versioning_refuses_overrides_that_params_yaml_does_not_record(workspace):
@@ -78,7 +78,7 @@ def test_retrain_is_a_model_version_and_its_adapter_pulls_back_identical(workspa
     params["train"].update(max_steps=4, save_steps=100)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     refused = CliRunner().invoke(app, ["retrain", "--params", str(root / "params.yaml")])
-    assert refused.exit_code == 1 and "Run `ragtune refresh` once first" in refused.output
+    assert refused.exit_code == 8 and "Run `ragtune refresh` once first" in refused.output
     assert not (root / "models/candidate").exists(), "nothing is trained when the version could not be recorded"
     kb_refresh(root=str(root))  # build_dataset's knowledge-base deps exist from here on
     report = retrain(root=str(root))

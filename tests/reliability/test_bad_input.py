@@ -116,10 +116,10 @@ def test_missing_source_and_bad_params_are_one_clear_line(messy):
         load_params(messy / "params.yaml", ["chunk.chunk_size=3"])
     set_params(messy / "params.yaml", chunk__size_tokens="lots")
     result = CliRunner().invoke(app, ["stage", "chunk", "--params", str(messy / "params.yaml")])
-    assert result.exit_code == 1 and "chunk.size_tokens" in result.output and "Traceback" not in result.output
+    assert result.exit_code == 3 and "chunk.size_tokens" in result.output and "Traceback" not in result.output
     (messy / "params.yaml").write_text("ingest:\n  sources: [docs]\n  colour: blue\n")
     result = CliRunner().invoke(app, ["stage", "ingest", "--params", str(messy / "params.yaml")])
-    assert result.exit_code == 1 and "ingest.colour: unknown key" in " ".join(result.output.split())
+    assert result.exit_code == 3 and "ingest.colour: unknown key" in " ".join(result.output.split())
 
 
 def test_training_file_with_missing_fields_or_unknown_labels_fails_the_gate(messy, tiny_cls):
