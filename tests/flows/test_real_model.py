@@ -70,21 +70,28 @@ def test_the_packaged_gguf_converts_once_into_an_ordinary_hf_folder(model_cache)
     assert type(model).__name__ == "LlamaForCausalLM" and AutoTokenizer.from_pretrained(folder).chat_template
 
 
-def test_rag_answers_with_the_fact_from_a_crafted_passage(tmp_path, model_cache):
+def test_rag_answers_with_the_fact_from_a_crafted_passage_and_repeats_it_exactly(tmp_path, model_cache):
     corpus = tmp_path / "corpus"
     corpus.mkdir()
     for name, text in CRAFTED.items():
         (corpus / name).write_text(text)
     root = project(tmp_path / "project", corpus, model_cache)
+    modes = ("rag", "base")
     answerer = Answerer(root, load_params(root / "params.yaml", [f"ingest.sources=[{corpus}]"]))
     try:
-        rag = answerer.answer("What is the registry code of the research vessel Kalvoran?", "rag")
-        base = answerer.answer("What is the registry code of the research vessel Kalvoran?", "base")
+        rag, base = (answerer.answer("What is the registry code of the research vessel Kalvoran?", m) for m in modes)
     finally:
         answerer.close()
     assert "QX-4471" in rag["answer"], rag
     assert rag["sources"][0]["doc_id"] == "kalvoran.md" and rag["model"] == DEFAULT_LM
     assert "QX-4471" not in base["answer"], "closed book, the model cannot know a fictional code"
+
+    again = Answerer(root, load_params(root / "params.yaml", [f"ingest.sources=[{corpus}]"]))  # a second load
+    try:
+        repeated = [again.answer("What is the registry code of the research vessel Kalvoran?", m) for m in modes]
+    finally:
+        again.close()
+    assert [r["answer"] for r in repeated] == [rag["answer"], base["answer"]], "greedy decoding is deterministic"
 
 
 def test_a_short_raft_retrain_raises_heldout_f1_over_the_untrained_model(tmp_path, model_cache):

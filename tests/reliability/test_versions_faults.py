@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -46,18 +48,52 @@ def test_remote_down_at_push_keeps_the_version_and_the_next_run_pushes_it(projec
     assert any("ERROR" in r.getMessage() for r in caplog.records if "dvc push failed" in r.getMessage())
 
 
-def test_secrets_never_reach_logs_reports_or_artifacts(project, prefect_harness, monkeypatch, caplog):
+class RefusingQdrant(BaseHTTPRequestHandler):
+    """Stands where a Qdrant server would: records each request's api-key header, answers 401 Unauthorized."""
+
+    keys_seen: list[str] = []
+
+    def _refuse(self) -> None:
+        self.keys_seen.append(self.headers.get("api-key", ""))
+        body = json.dumps({"status": {"error": "Unauthorized"}}).encode()
+        self.send_response(401)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_PUT = do_POST = do_DELETE = _refuse
+
+    def log_message(self, *args) -> None:  # keep the test output clean
+        pass
+
+
+@pytest.fixture
+def refusing_qdrant():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), RefusingQdrant)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    RefusingQdrant.keys_seen = []
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def test_secrets_never_reach_logs_reports_or_artifacts(project, prefect_harness, refusing_qdrant, monkeypatch, caplog):
+    """The key is really read and sent (the server sees it), yet no log, report, artifact or file holds it."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+    from prefect.logging.handlers import APILogHandler
 
     for key, value in SECRETS.items():
         monkeypatch.setenv(key, value)
+    monkeypatch.setenv("QDRANT_URL", refusing_qdrant)
     caplog.set_level("DEBUG")
     (project / "data/sample/corpus/product/warranty.txt").write_text("Warranty: five years, parts and labour.\n")
 
-    state = kb_refresh(root=str(project), return_state=True)
-    assert state.is_completed()
+    state = kb_refresh(root=str(project), overrides=["index.retries=0"], return_state=True)
+    assert state.is_failed() and "401" in state.message, state.message
+    assert RefusingQdrant.keys_seen and set(RefusingQdrant.keys_seen) == {SECRETS["QDRANT_API_KEY"]}
     run_id = state.state_details.flow_run_id
+    APILogHandler().flush()  # the failure's own log lines (the likeliest leak) must be on the server before reading
     with get_client(sync_client=True) as client:
         logs = client.read_logs()
         artifacts = client.read_artifacts(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id])))
@@ -66,6 +102,7 @@ def test_secrets_never_reach_logs_reports_or_artifacts(project, prefect_harness,
     texts += [json.dumps(a.data, default=str) + (a.description or "") for a in artifacts]
     texts += [json.dumps(run.parameters, default=str)]
     texts += [p.read_text(errors="replace") for p in (project / "data").rglob("*.json")]
-    assert len(artifacts) >= 5 and len(logs) > 10
+    texts += [state.message or ""]
+    assert len(artifacts) >= 3 and any("401" in log.message for log in logs), "the failure's logs were read"
     for secret in SECRETS.values():
         assert not any(secret in t for t in texts), "a secret leaked"
