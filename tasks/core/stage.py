@@ -46,7 +46,6 @@ class Stage:
     run: Callable[[StageContext], dict]
     params: tuple[str, ...]  # params.yaml sections or keys it reads: dvc.yaml lists exactly these
     deps: tuple[str, ...] = ()  # workspace files it reads (relative to the project root)
-    code: tuple[str, ...] = ()  # the source files whose change must re-run it under `dvc repro`
     outs: tuple[str, ...] = ()  # what it writes that DVC caches
     git_outs: tuple[str, ...] = ()  # what it writes that git keeps (DVC outs with cache: false)
     metrics: tuple[str, ...] = ()  # small JSON reports besides data/metrics/<name>.json (git-tracked)

@@ -319,7 +319,6 @@ def manifest(chunks: list[dict], params: Params, embed_stats: dict, location: st
 
 
 L = PROJECT
-KB_STAGES_CODE = "tasks/kb/stages.py"  # the run functions themselves
 STORE_CONNECTION = ("index.collection", "index.local_path", "index.timeout_s", "index.retries", "index.retry_backoff_s")
 STAGES = (
     Stage(
@@ -328,7 +327,6 @@ STAGES = (
         run_ingest,
         params=("ingest",),
         source_param="ingest.sources",
-        code=(KB_STAGES_CODE, "tasks/kb/ingest.py", "tasks/kb/readers.py", "tasks/core/jsonl.py"),
         outs=(rel(L.raw_documents),),
     ),
     Stage(
@@ -337,7 +335,6 @@ STAGES = (
         run_clean,
         params=("clean",),
         deps=(rel(L.raw_documents),),
-        code=(KB_STAGES_CODE, "tasks/kb/clean.py"),
         outs=(rel(L.clean_documents), rel(L.clean_drops)),
     ),
     Stage(
@@ -346,7 +343,6 @@ STAGES = (
         run_validate,
         params=("validate",),
         deps=(rel(L.clean_documents), rel(L.clean_drops)),
-        code=(KB_STAGES_CODE, "tasks/kb/validate.py", "tasks/core/quality.py"),
         outs=(rel(L.gx_project),),
         metrics=(rel(L.quality_report),),
     ),
@@ -356,7 +352,6 @@ STAGES = (
         run_chunk,
         params=("chunk", "embed.model"),
         deps=(rel(L.clean_documents), rel(L.quality_report)),
-        code=(KB_STAGES_CODE, "tasks/kb/chunk.py", "tasks/kb/embedder.py"),
         outs=(rel(L.chunks),),
     ),
     Stage(
@@ -365,7 +360,6 @@ STAGES = (
         run_embed,
         params=("embed",),
         deps=(rel(L.chunks),),
-        code=(KB_STAGES_CODE, "tasks/kb/embed.py", "tasks/kb/embedder.py"),
         outs=(rel(L.embeddings_dir),),
     ),
     Stage(
@@ -374,7 +368,6 @@ STAGES = (
         run_index,
         params=("index",),
         deps=(rel(L.chunks), rel(L.embeddings_dir)),
-        code=(KB_STAGES_CODE, "tasks/kb/index.py", "tasks/kb/sparse.py", "tasks/kb/store.py"),
         outs=(rel(L.index_manifest),),
         always_changed=True,
     ),
