@@ -41,7 +41,8 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-# Benchmarks: JSON + markdown table in benchmarks/results/ (full run ~30 min on 2 cores; BENCH_ARGS=--quick ~10 min).
+# Benchmarks: JSON + markdown table in benchmarks/results/ (BENCH_ARGS=--quick checks the wiring at tiny sizes;
+# BENCH_ARGS=--publish also makes the run benchmarks/RESULTS.json and renders its tables into docs/benchmarks.md).
 bench: $(BENCH_STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m benchmarks $(BENCH_ARGS)
 

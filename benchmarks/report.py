@@ -355,18 +355,24 @@ def _generation(res: dict | None) -> list[str]:
     )
 
 
-def publish(results: Path, readme: Path) -> None:
-    """Write the markdown of a results JSON beside it and into the README between the RESULTS markers."""
+BEGIN, END = "<!-- RESULTS:BEGIN -->", "<!-- RESULTS:END -->"
+
+
+def results_block(page: str) -> str:
+    """The generated part of a docs page: the text between the RESULTS markers."""
+    return page.partition(BEGIN)[2].partition(END)[0].strip("\n") + "\n"
+
+
+def publish(results: Path, page: Path) -> None:
+    """Write the markdown of a results JSON beside it (RESULTS.md) and into the page between the RESULTS markers."""
     text = markdown(json.loads(results.read_text()))
     results.with_suffix(".md").write_text(text)
-    page = readme.read_text()
-    begin, end = "<!-- RESULTS:BEGIN -->", "<!-- RESULTS:END -->"
-    head, _, rest = page.partition(begin)
-    _, _, tail = rest.partition(end)
-    readme.write_text(f"{head}{begin}\n{text}{end}{tail}")
+    head, _, rest = page.read_text().partition(BEGIN)
+    _, _, tail = rest.partition(END)
+    page.write_text(f"{head}{BEGIN}\n{text}{END}{tail}")
 
 
-if __name__ == "__main__":  # python -m benchmarks.report benchmarks/RESULTS.json README.md
+if __name__ == "__main__":  # python -m benchmarks.report benchmarks/RESULTS.json docs/benchmarks.md
     import sys
 
     publish(Path(sys.argv[1]), Path(sys.argv[2]))
