@@ -7,6 +7,7 @@ import logging
 import os
 import time
 import urllib.request
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -39,6 +40,12 @@ def configure_environment(root: Path) -> None:
     if level == "DEBUG":
         os.environ["PREFECT_LOGGING_LEVEL"] = "DEBUG"
     logging.getLogger("ragtune").setLevel(min(logging.INFO, logging.getLevelName(level)))  # INFO reaches the UI
+    if level == "WARNING":  # quiet: the rich display is the one progress display; library chatter is for -v
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # transformers' "Loading weights" bars
+        warnings.filterwarnings("ignore", category=FutureWarning)  # libraries' deprecation notes to their callers
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", message="OMP_NUM_THREADS/MKL_NUM_THREADS unset")  # accelerate's note
+        logging.getLogger("DeepSpeed").addFilter(lambda record: record.levelno >= logging.ERROR)
     defaults = {
         "PREFECT_HOME": str(root / ".prefect"),  # one project, one Prefect database and result store
         "PREFECT_LOGGING_EXTRA_LOGGERS": "ragtune",  # stage logs appear in the Prefect UI
