@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.core.errors import RagtuneError, StoreError
+from tasks.core.errors import BusyError, StoreError
 from tasks.core.workspace import Layout, file_lock
 from tasks.kb.store import redact
 from tests.flows.helpers import stored_points
@@ -61,7 +61,7 @@ def test_local_store_locked_by_another_process_refuses_cleanly(project):
     )
     try:
         assert holder.stdout.readline().strip() == "ready"
-        with pytest.raises(StoreError, match="in use by another process"):
+        with pytest.raises(BusyError, match="in use by another process"):
             refresh(project, stages=("index",))
     finally:
         holder.kill()
@@ -74,7 +74,7 @@ def test_two_refreshes_at_once_the_second_refuses(project):
     ws = Layout(project)
     before = stored_points(project)
     with file_lock(ws.index_lock("ragtune"), 0, "held by the first refresh"):  # the first run, mid-index
-        with pytest.raises(RagtuneError, match="another refresh is writing collection 'ragtune'"):
+        with pytest.raises(BusyError, match="another refresh is writing collection 'ragtune'"):
             refresh(project, stages=("index",))
     assert stored_points(project) == before
     refresh(project, stages=("index",))  # the lock died with its holder: the next run proceeds

@@ -80,7 +80,7 @@ def refusing_qdrant():
 def test_secrets_never_reach_logs_reports_or_artifacts(project, prefect_harness, refusing_qdrant, monkeypatch, caplog):
     """The key is really read and sent (the server sees it), yet no log, report, artifact or file holds it."""
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, LogFilter, LogFilterFlowRunId
     from prefect.logging.handlers import APILogHandler
 
     for key, value in SECRETS.items():
@@ -95,7 +95,7 @@ def test_secrets_never_reach_logs_reports_or_artifacts(project, prefect_harness,
     run_id = state.state_details.flow_run_id
     APILogHandler().flush()  # the failure's own log lines (the likeliest leak) must be on the server before reading
     with get_client(sync_client=True) as client:
-        logs = client.read_logs()
+        logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])))  # this run's, all
         artifacts = client.read_artifacts(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id])))
         run = client.read_flow_run(run_id)
     texts = [r.getMessage() for r in caplog.records] + [log.message for log in logs]
