@@ -109,7 +109,9 @@ class ModelRegistry:
     def known(self) -> list[str]:
         """Versions that hold an adapter, oldest first."""
         versions = self.ws.versions
-        return sorted(p.name for p in versions.iterdir() if (p / "adapter").is_dir()) if versions.is_dir() else []
+        if not versions.is_dir():
+            return []
+        return sorted(p.name for p in versions.iterdir() if not p.name.startswith(".") and (p / "adapter").is_dir())
 
     def lineage(self) -> list[dict]:
         return read_jsonl(self.ws.lineage, "promote") if self.ws.lineage.exists() else []
@@ -120,8 +122,9 @@ class ModelRegistry:
         Each step is atomic and the order makes a kill between steps harmless: the version folder is complete
         (copied under a temp name, renamed) before the pointer names it, and the lineage line comes last, so it
         never claims a promotion the pointer does not show. A line lost to a kill is restored from the version
-        folder's own copy on the next record.
+        folder's own copy at the start of the next record.
         """
+        self._restore_lineage()
         self.ws.versions.mkdir(parents=True, exist_ok=True)
         entry = {
             "version": version,
@@ -152,18 +155,29 @@ class ModelRegistry:
                     "previous": parent,
                 },
             )
-        self._append_lineage()
+        self._append([entry])
         return entry
 
-    def _append_lineage(self) -> None:
-        """Append the lineage line of every version folder that lacks one, oldest first."""
+    def _restore_lineage(self) -> None:
+        """Append the line of each version folder a killed record left without one, oldest first. A promotion
+        whose pointer never moved (the kill came first) is recorded as not promoted."""
         listed = {e["version"] for e in self.lineage()}
-        missing = [v for v in self.known() if v not in listed and (self.folder(v) / EVALUATION).exists()]
-        lines = []
-        for v in missing:
-            entry = read_json(self.folder(v) / EVALUATION, "promote").get("lineage")
-            if entry:  # versions written before the folder kept its line have none: nothing to restore
-                lines.append(json.dumps(entry) + "\n")
-        if lines:
+        production = self.production_version()
+        lost = []
+        for v in self.known():
+            kept = self.folder(v) / EVALUATION
+            entry = read_json(kept, "promote").get("lineage") if v not in listed and kept.exists() else None
+            if entry and entry["promoted"] and v != production:
+                entry = {
+                    **entry,
+                    "promoted": False,
+                    "reason": f"interrupted before the pointer moved ({entry['reason']})",
+                }
+            if entry:  # folders written before they kept their line have none: nothing to restore
+                lost.append(entry)
+        self._append(lost)
+
+    def _append(self, entries: list[dict]) -> None:
+        if entries:
             with self.ws.lineage.open("a", encoding="utf-8") as f:
-                f.write("".join(lines))
+                f.write("".join(json.dumps(e) + "\n" for e in entries))

@@ -68,6 +68,14 @@ def test_kill_before_the_pointer_moves_leaves_no_promotion_record(tmp_path):
     reg = promote_killed(tmp_path, "before_pointer")
     assert reg.production_version() == "v1"
     assert_lineage_never_lies(reg)
+    ws = reg.ws
+    reg.record(ws.candidate, "v3", decide({"eval_loss": 3.0}, {"eval_loss": 2.0}, "eval_loss", 0.1), {}, "v1")
+    lines = {e["version"]: e for e in reg.lineage()}
+    assert list(lines) == ["v1", "v2", "v3"] and not lines["v2"]["promoted"], "v2's pointer never moved"
+    assert "interrupted before the pointer moved" in lines["v2"]["reason"]
+    assert_lineage_never_lies(reg)
+    (ws.versions / ".v4.tmp/adapter").mkdir(parents=True)  # a copy killed before its rename is not a version
+    assert ".v4.tmp" not in reg.known()
 
 
 def test_kill_after_the_pointer_moves_is_healed_by_the_next_record(tmp_path):
