@@ -14,12 +14,10 @@ from pathlib import Path
 from typing import Protocol
 from uuid import UUID
 
+from tasks.core.errors import ConfigError
 from tasks.core.stage import OnProgress
 
 SERVER_FILE = "ragtune-server.json"  # written by `ragtune server` under PREFECT_HOME
-
-
-VERBOSITY = ("quiet", "verbose", "debug")
 
 
 def verbosity() -> str:
@@ -61,6 +59,30 @@ def configure_environment(root: Path) -> None:
         url = running_server_url(Path(os.environ["PREFECT_HOME"]))
         if url:
             os.environ["PREFECT_API_URL"] = url
+
+
+def require_prefect_server(why: str) -> str:
+    """The API URL of a Prefect server that answers (environment or Prefect profile), or a ConfigError that says
+    how to start one. Schedules and events need a real server; the temporary one a flow run starts is gone after."""
+    from prefect.settings import PREFECT_API_URL
+
+    url = os.environ.get("PREFECT_API_URL") or PREFECT_API_URL.value()
+    if not url:
+        raise ConfigError(
+            f"{why}, but no Prefect server is running. Start `ragtune server` in another terminal, or export "
+            "PREFECT_API_URL=http://HOST:4200/api."
+        )
+    try:
+        with urllib.request.urlopen(f"{url.rstrip('/')}/health", timeout=2) as resp:
+            answers = resp.status == 200
+    except OSError:
+        answers = False
+    if not answers:
+        raise ConfigError(
+            f"{why}, but the Prefect server at {url} does not answer. Start it (`ragtune server`) "
+            "or fix PREFECT_API_URL."
+        )
+    return url
 
 
 def running_server_url(prefect_home: Path) -> str | None:

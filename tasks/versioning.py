@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from tasks.core.clock import utc_iso
-from tasks.core.errors import VersionError
+from tasks.core.errors import ConfigError, VersionError
 from tasks.core.stage import PROJECT, rel
 from tasks.core.workspace import Layout, file_lock
 from tasks.pipeline import GROUPS, STAGES, stage_names
@@ -175,7 +175,7 @@ class Repo:
         for path in KINDS[kind]["pull"]:
             target = Path(out) / path
             if target.exists():
-                raise VersionError(f"{target} exists; pull into an empty --out folder so nothing is overwritten.")
+                raise ConfigError(f"--out: {target} exists; pull into an empty folder so nothing is overwritten.")
             target.parent.mkdir(parents=True, exist_ok=True)
             if self.run("git", "cat-file", "-e", f"{version}:{path}", check=False).returncode == 0:
                 target.write_bytes(self.run_bytes("git", "show", f"{version}:{path}"))  # git-tracked: exact bytes

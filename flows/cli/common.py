@@ -115,13 +115,18 @@ class StageDisplay:
         if label not in self.rows:
             self.rows[label] = self.progress.add_task(label, total=None, state="running", counted=False)
         tid = self.rows[label]
-        return lambda done, total: self.progress.update(tid, completed=done, total=total, counted=True)
+
+        def update(done: int, total: int) -> None:
+            state = "done" if total and done >= total else "running"  # rows no stage wraps end here, too
+            self.progress.update(tid, completed=done, total=total, counted=True, state=state)
+
+        return update
 
     def finish(self, label: str, ok: bool) -> None:
         tid = self.rows[label]
         task = next(t for t in self.progress.tasks if t.id == tid)
         if ok:
-            total = task.total if task.fields.get("counted") and task.total else 1
+            total = task.total if task.fields.get("counted") and task.total is not None else 1  # 0/0 stays 0/0
             self.progress.update(tid, total=total, completed=total, state="done")
         else:
             self.progress.update(tid, state="failed")

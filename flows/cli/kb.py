@@ -22,6 +22,7 @@ from flows.cli.common import (
 )
 from flows.runtime import console_progress
 from tasks.core.config import ConfigError, check_versionable, load_params, load_run_params
+from tasks.core.errors import SourceError
 from tasks.core.qa import read_qa_set
 from tasks.kb.ingest import check_sources
 from tasks.kb.report import report_rows
@@ -92,7 +93,7 @@ def search(
         queries = [text] if text else []
         if queries_file:
             if not queries_file.is_file():
-                raise ConfigError(f"--queries-file {queries_file}: no such file.")
+                raise SourceError(f"--queries-file {queries_file}: no such file.")
             queries += [q.strip() for q in queries_file.read_text(encoding="utf-8").splitlines() if q.strip()]
         if not queries:
             raise ConfigError('give a query (ragtune search "text") or --queries-file FILE.')

@@ -22,8 +22,9 @@ from flows.cli.common import (
     progress_bars,
     project_root,
 )
-from flows.runtime import SERVER_FILE, console_progress, verbosity
+from flows.runtime import SERVER_FILE, console_progress, console_stage, require_prefect_server, verbosity
 from tasks.core.config import ConfigError, Params, load_params
+from tasks.core.errors import EXIT_INTERRUPTED
 from tasks.core.stage import StageContext
 from tasks.core.workspace import Layout
 from tasks.kb.report import build_report, report_markdown
@@ -44,8 +45,9 @@ def stage(
         get_stage(name)  # an unknown name fails before anything loads
         level = {"quiet": logging.WARNING, "verbose": logging.INFO, "debug": logging.DEBUG}[verbosity()]
         logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr)
+        logging.getLogger("ragtune").setLevel(level)  # no Prefect UI here: the terminal is the only reader
         p = load_params(params, list(overrides or []))
-        with progress_bars():
+        with progress_bars(), console_stage(name):
             stats = run_stage(name, StageContext(Layout(root), p, console_progress(name), allow_mass_delete))
         if name == stage_names("kb", optional=False)[-1]:  # the refresh is complete: show its report
             err.print(report_markdown(build_report(Layout(root))), highlight=False)
@@ -124,19 +126,14 @@ def serve(params: Path = PARAMS_OPT) -> None:
         root = project_root(params)
 
         p = load_params(params)
-        if not os.environ.get("PREFECT_API_URL"):
-            raise ConfigError(
-                "no Prefect server: start `ragtune server` in another terminal (or export "
-                "PREFECT_API_URL=http://HOST:4200/api); schedules and event triggers need one."
-            )
+        url = require_prefect_server("serve registers schedules and event triggers on a Prefect server")
         from prefect import serve as prefect_serve
 
         from flows.deployments import build_deployments
 
         deployments = build_deployments(root, p)
         err.print(
-            f"serving {', '.join(d.name for d in deployments)} for {root} at {os.environ['PREFECT_API_URL']}"
-            " (Ctrl-C pauses the schedules)",
+            f"serving {', '.join(d.name for d in deployments)} for {root} at {url} (Ctrl-C pauses the schedules)",
             highlight=False,
         )
         prefect_serve(*deployments)
@@ -164,5 +161,7 @@ def server(
             [sys.executable, "-m", "prefect", "server", "start", "--host", host, "--port", str(port)], env=env
         )
         raise typer.Exit(proc.returncode)
+    except KeyboardInterrupt:
+        raise typer.Exit(EXIT_INTERRUPTED) from None
     finally:
         state.unlink(missing_ok=True)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import typer
@@ -20,7 +19,9 @@ from flows.cli.common import (
     project_root,
     run_flow,
 )
-from tasks.core.config import ConfigError, load_params
+from flows.runtime import require_prefect_server
+from tasks.core.config import load_params
+from tasks.core.errors import SourceError
 from tasks.core.workspace import Layout
 from tasks.lm.tiny import build_tiny_model
 from tasks.train.examples import read_examples
@@ -48,7 +49,7 @@ def retrain(
         if source:
             missing = [str(s) for s in source if not s.is_file()]
             if missing:
-                raise ConfigError(
+                raise SourceError(
                     f"--source {', '.join(missing)}: no such file. Give JSONL training files "
                     "(instruction, chat, text, labelled or question/answers rows)."
                 )
@@ -96,12 +97,10 @@ def watch(
         root = project_root(params)
 
         load_params(params)
-        if not os.environ.get("PREFECT_API_URL"):
-            raise ConfigError(
-                "watch emits `ragtune.data.changed` for the retrain deployment, but no Prefect server is running "
-                "to receive it. Start `ragtune server` in another terminal, then `ragtune serve` (it runs watch on "
-                "schedule.watch_interval_s and retrains on the event); or export PREFECT_API_URL=http://HOST:4200/api."
-            )
+        require_prefect_server(
+            "watch emits `ragtune.data.changed` for the retrain deployment (`ragtune serve` runs watch every "
+            "schedule.watch_interval_s and retrains on the event)"
+        )
         from flows.watch import watch as watch_flow
 
         change = run_flow(watch_flow, False, root=str(root))

@@ -12,6 +12,8 @@ from typing import Protocol
 import numpy as np
 from tokenizers import Tokenizer
 
+from tasks.core.errors import ConfigError
+
 log = logging.getLogger("ragtune")
 
 # Model ids that ship inside a pip package, so the default works with no hub access.
@@ -54,7 +56,10 @@ def _package_model_dir(module) -> Path:
     for cand in [base, *sorted(p for p in base.rglob("*") if p.is_dir())]:
         if (cand / "config.json").exists() and (cand / "modules.json").exists():
             return cand
-    raise FileNotFoundError(f"no sentence-transformers model folder inside {base}")
+    raise ConfigError(
+        f"embed.model: the package {module.__name__} holds no sentence-transformers model folder ({base}). "
+        "Reinstall it (make install), or set embed.model to a local model folder."
+    )
 
 
 def model_fingerprint(name: str, normalize: bool) -> str:

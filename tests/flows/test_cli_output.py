@@ -16,9 +16,9 @@ pytestmark = pytest.mark.slow  # a whole pipeline, a real server or a trained mo
 RAGTUNE = str(Path(sys.executable).parent / "ragtune")
 
 
-def ragtune(root: Path, *args: str) -> tuple[int, list[str]]:
+def ragtune(root: Path, *args: str, env: dict[str, str] | None = None) -> tuple[int, list[str]]:
     """Run the installed command in `root` as a user would (no server, no debug), return (code, output lines)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "RAGTUNE_", "QDRANT_"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "RAGTUNE_", "QDRANT_"))} | (env or {})
     env["COLUMNS"] = "100"
     proc = subprocess.run([RAGTUNE, *args], cwd=root, env=env, capture_output=True, text=True, timeout=600)
     return proc.returncode, (proc.stdout + proc.stderr).splitlines()
@@ -56,6 +56,16 @@ def test_a_malformed_training_line_names_file_and_line(workspace):
     code, lines = ragtune(workspace, "retrain", "--source", str(bad), "dataset.format=auto")
     assert code == 4 and len(lines) <= 3, lines
     assert "train.jsonl:2: not valid JSON" in " ".join(lines) and "Traceback" not in "\n".join(lines)
+
+
+def test_bad_params_and_a_dead_store_are_one_line_each(workspace):
+    code, lines = ragtune(workspace, "refresh", "chunk.size_tokens=lots")
+    assert code == 3 and len(lines) <= 3 and "chunk.size_tokens" in lines[-1] and "lots" in lines[-1], lines
+
+    dead = {"QDRANT_URL": "http://127.0.0.1:9", "QDRANT_API_KEY": "not-logged-7f3a"}  # nothing listens on port 9
+    code, lines = ragtune(workspace, "search", "heat pumps", "index.retries=0", env=dead)
+    assert code == 6 and len(lines) == 1 and "server is up" in lines[0], lines
+    assert "not-logged-7f3a" not in lines[0]
 
 
 def test_versions_and_watch_say_why_and_how_to_start(workspace):

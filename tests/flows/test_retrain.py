@@ -252,7 +252,7 @@ def test_retrain_source_replaces_the_training_files(workspace, tiny_causal):
         "--json",
     ]
     missing = CliRunner().invoke(app, ["retrain", "--source", str(workspace / "nope.jsonl"), *params])
-    assert missing.exit_code == 3 and "--source" in missing.output and "no such file" in missing.output
+    assert missing.exit_code == 4 and "--source" in missing.output and "no such file" in missing.output
     chat = workspace / "data/sample/train/chat.jsonl"
     result = CliRunner().invoke(app, ["retrain", "--source", str(chat), *params])
     assert result.exit_code == 0, result.output
