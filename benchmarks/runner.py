@@ -294,7 +294,10 @@ def main(argv: list[str] | None = None) -> int:
     a.out.with_suffix(".md").write_text(table)
     print(table)
     log(f"results: {a.out} and {a.out.with_suffix('.md')}")
-    if a.publish:  # the docs show one whole run, as written: never a merge of runs, never a hand-typed figure
+    failed = [k for k, v in results.items() if isinstance(v, dict) and v.get("status") == "error"]
+    if a.publish and (a.quick or failed):  # the docs show one full-size run whose sections all finished
+        log(f"not published: a --quick run or failed sections ({failed}) are not figures to show")
+    elif a.publish:  # as written: never a merge of runs, never a hand-typed figure
         shutil.copyfile(a.out, PUBLISHED)
         publish(PUBLISHED, REPO / "docs/benchmarks.md")
         log(f"published: {PUBLISHED} and docs/benchmarks.md")

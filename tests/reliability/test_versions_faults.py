@@ -78,31 +78,36 @@ def refusing_qdrant():
 
 
 def test_secrets_never_reach_logs_reports_or_artifacts(project, prefect_harness, refusing_qdrant, monkeypatch, caplog):
-    """The key is really read and sent (the server sees it), yet no log, report, artifact or file holds it."""
+    """A successful run (local store) and a failing one (a server that sees the key and refuses it): no log,
+    report, artifact, parameter or file of either holds a secret."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, LogFilter, LogFilterFlowRunId
     from prefect.logging.handlers import APILogHandler
 
     for key, value in SECRETS.items():
         monkeypatch.setenv(key, value)
-    monkeypatch.setenv("QDRANT_URL", refusing_qdrant)
     caplog.set_level("DEBUG")
     (project / "data/sample/corpus/product/warranty.txt").write_text("Warranty: five years, parts and labour.\n")
+    ok = kb_refresh(root=str(project), return_state=True)
+    assert ok.is_completed()
 
-    state = kb_refresh(root=str(project), overrides=["index.retries=0"], return_state=True)
-    assert state.is_failed() and "401" in state.message, state.message
+    monkeypatch.setenv("QDRANT_URL", refusing_qdrant)
+    failed = kb_refresh(root=str(project), overrides=["index.retries=0"], return_state=True)
+    assert failed.is_failed() and "401" in failed.message, failed.message
     assert RefusingQdrant.keys_seen and set(RefusingQdrant.keys_seen) == {SECRETS["QDRANT_API_KEY"]}
-    run_id = state.state_details.flow_run_id
+
     APILogHandler().flush()  # the failure's own log lines (the likeliest leak) must be on the server before reading
-    with get_client(sync_client=True) as client:
-        logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])))  # this run's, all
-        artifacts = client.read_artifacts(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id])))
-        run = client.read_flow_run(run_id)
-    texts = [r.getMessage() for r in caplog.records] + [log.message for log in logs]
-    texts += [json.dumps(a.data, default=str) + (a.description or "") for a in artifacts]
-    texts += [json.dumps(run.parameters, default=str)]
+    texts = [r.getMessage() for r in caplog.records] + [failed.message or ""]
     texts += [p.read_text(errors="replace") for p in (project / "data").rglob("*.json")]
-    texts += [state.message or ""]
-    assert len(artifacts) >= 3 and any("401" in log.message for log in logs), "the failure's logs were read"
+    with get_client(sync_client=True) as client:
+        for state in (ok, failed):
+            run_id = state.state_details.flow_run_id
+            logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])))  # this run's, all
+            artifacts = client.read_artifacts(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id])))
+            assert len(logs) > 5 and len(artifacts) >= 3, "both runs' logs and artifacts were read"
+            texts += [log.message for log in logs] + [json.dumps(client.read_flow_run(run_id).parameters)]
+            texts += [json.dumps(a.data, default=str) + (a.description or "") for a in artifacts]
+            if state is failed:
+                assert any("401" in log.message for log in logs), "the failure's own lines were read"
     for secret in SECRETS.values():
         assert not any(secret in t for t in texts), "a secret leaked"

@@ -107,3 +107,11 @@ def test_each_flow_runs_its_groups_stages_in_registry_order(flow, group):
     )
     ran = [stage_run_by(functions[c.func.id]) for c in calls if c.func.id in functions]
     assert tuple(s for s in ran if s) == stage_names(group)
+
+
+def test_code_deps_follow_the_run_function_and_what_it_imports():
+    index = set(code_deps("index"))
+    assert {"tasks/kb/stages.py", "tasks/kb/index.py", "tasks/kb/store.py", "tasks/kb/sparse.py"} <= index
+    assert not {"tasks/kb/chunk.py", "tasks/kb/clean.py"} & index, "only what index's run function uses"
+    assert "tasks/kb/embedder.py" in code_deps("chunk"), "chunk measures with the embedding model's tokenizer"
+    assert "tasks/train/registry.py" in code_deps("promote") and "tasks/core/config.py" in code_deps("promote")
