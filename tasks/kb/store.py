@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import partial
@@ -300,7 +301,13 @@ def open_store(root: Path, params: IndexParams) -> QdrantStore:
 
     url = os.environ.get("QDRANT_URL", "").strip()
     if url:
-        client = QdrantClient(url=url, api_key=os.environ.get("QDRANT_API_KEY") or None, timeout=params.timeout_s)
+        api_key = os.environ.get("QDRANT_API_KEY") or None
+        with warnings.catch_warnings():  # said once below, in ragtune's words, and not for a server on this machine
+            warnings.filterwarnings("ignore", message="Api key is used with an insecure connection")
+            client = QdrantClient(url=url, api_key=api_key, timeout=params.timeout_s)
+        host = urlsplit(url).hostname or ""
+        if api_key and urlsplit(url).scheme == "http" and host not in ("localhost", "127.0.0.1", "::1"):
+            log.warning("QDRANT_API_KEY is sent over plain http to %s; use an https:// QDRANT_URL", redact(url))
         return QdrantStore(client, params, redact(url), is_server=True)
     path = resolve_path(root, params.local_path)
     path.mkdir(parents=True, exist_ok=True)

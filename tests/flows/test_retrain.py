@@ -98,7 +98,7 @@ def test_killed_training_resumes_from_its_last_checkpoint(workspace, tiny_causal
     ws = Layout(workspace)
     run_build_dataset(StageContext(ws, load_params(workspace / "params.yaml", overrides)))
     env = {**os.environ, "PATH": BIN + os.pathsep + os.environ["PATH"]}
-    cmd = ["ragtune", "stage", "train", *overrides]
+    cmd = ["ragtune", "--verbose", "stage", "train", *overrides]  # the resume line is an INFO log
     proc = subprocess.Popen(cmd, cwd=workspace, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
     deadline = time.monotonic() + 300
