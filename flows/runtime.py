@@ -28,22 +28,31 @@ def verbosity() -> str:
     return "verbose" if os.environ.get("RAGTUNE_VERBOSE", "") not in ("", "0") else "quiet"
 
 
+def log_level() -> int:
+    """The lowest level the terminal shows: WARNING when quiet, INFO with --verbose, DEBUG with --debug."""
+    return {"quiet": logging.WARNING, "verbose": logging.INFO, "debug": logging.DEBUG}[verbosity()]
+
+
+def _deepspeed_errors_only(record: logging.LogRecord) -> bool:
+    return record.levelno >= logging.ERROR
+
+
 def configure_environment(root: Path) -> None:
     """Set defaults before Prefect/GX/HF are imported; anything the user exported wins."""
-    level = {"quiet": "WARNING", "verbose": "INFO", "debug": "DEBUG"}[verbosity()]
+    level = logging.getLevelName(log_level())
     if level == "WARNING":  # the terminal only; Prefect's API (the UI) still gets every record
         os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", level)
     else:
         os.environ["PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL"] = level
     if level == "DEBUG":
         os.environ["PREFECT_LOGGING_LEVEL"] = "DEBUG"
-    logging.getLogger("ragtune").setLevel(min(logging.INFO, logging.getLevelName(level)))  # INFO reaches the UI
+    logging.getLogger("ragtune").setLevel(min(logging.INFO, log_level()))  # INFO reaches the Prefect UI
     if level == "WARNING":  # quiet: the rich display is the one progress display; library chatter is for -v
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # transformers' "Loading weights" bars
         warnings.filterwarnings("ignore", category=FutureWarning)  # libraries' deprecation notes to their callers
         warnings.filterwarnings("ignore", category=DeprecationWarning)
         warnings.filterwarnings("ignore", message="OMP_NUM_THREADS/MKL_NUM_THREADS unset")  # accelerate's note
-        logging.getLogger("DeepSpeed").addFilter(lambda record: record.levelno >= logging.ERROR)
+        logging.getLogger("DeepSpeed").addFilter(_deepspeed_errors_only)  # a set: added once however often
     defaults = {
         "PREFECT_HOME": str(root / ".prefect"),  # one project, one Prefect database and result store
         "PREFECT_LOGGING_EXTRA_LOGGERS": "ragtune",  # stage logs appear in the Prefect UI
@@ -72,12 +81,7 @@ def require_prefect_server(why: str) -> str:
             f"{why}, but no Prefect server is running. Start `ragtune server` in another terminal, or export "
             "PREFECT_API_URL=http://HOST:4200/api."
         )
-    try:
-        with urllib.request.urlopen(f"{url.rstrip('/')}/health", timeout=2) as resp:
-            answers = resp.status == 200
-    except OSError:
-        answers = False
-    if not answers:
+    if not _answers(url, timeout=2):
         raise ConfigError(
             f"{why}, but the Prefect server at {url} does not answer. Start it (`ragtune server`) "
             "or fix PREFECT_API_URL."
@@ -92,10 +96,18 @@ def running_server_url(prefect_home: Path) -> str | None:
         return None
     try:
         url = json.loads(state.read_text())["api_url"]
-        with urllib.request.urlopen(f"{url}/health", timeout=0.5) as resp:
-            return url if resp.status == 200 else None
     except (OSError, ValueError, KeyError):
         return None
+    return url if _answers(url, timeout=0.5) else None
+
+
+def _answers(url: str, timeout: float) -> bool:
+    """Whether the Prefect API at `url` passes its health check."""
+    try:
+        with urllib.request.urlopen(f"{url.rstrip('/')}/health", timeout=timeout) as resp:
+            return resp.status == 200
+    except OSError:
+        return False
 
 
 # --- progress: the CLI installs one terminal display; Prefect tasks also keep a progress artifact current.

@@ -22,7 +22,7 @@ from flows.cli.common import (
     progress_bars,
     project_root,
 )
-from flows.runtime import SERVER_FILE, console_progress, console_stage, require_prefect_server, verbosity
+from flows.runtime import SERVER_FILE, console_progress, console_stage, log_level, require_prefect_server
 from tasks.core.config import ConfigError, Params, load_params
 from tasks.core.errors import EXIT_INTERRUPTED
 from tasks.core.stage import StageContext
@@ -43,7 +43,7 @@ def stage(
     with friendly_errors():
         root = project_root(params)
         get_stage(name)  # an unknown name fails before anything loads
-        level = {"quiet": logging.WARNING, "verbose": logging.INFO, "debug": logging.DEBUG}[verbosity()]
+        level = log_level()
         logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr)
         logging.getLogger("ragtune").setLevel(level)  # no Prefect UI here: the terminal is the only reader
         p = load_params(params, list(overrides or []))
