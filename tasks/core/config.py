@@ -56,6 +56,9 @@ class EmbedParams(_Section):
     batch_size: int = Field(64, ge=1)
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     normalize: bool = True
+    workers: int = Field(1, ge=1)  # >1: a Prefect map over shards on a local Dask cluster of this many workers
+    dask_address: str | None = None  # a running Dask scheduler (tcp://host:8786); wins over workers
+    shard_size: int = Field(2048, ge=1)  # chunks per Dask task (coarse shards: the Prefect server sees tens of tasks)
 
 
 class IndexParams(_Section):
@@ -167,6 +170,10 @@ class TrainParams(_Section):
     save_total_limit: int = Field(2, ge=1)
     logging_steps: int = Field(5, ge=1)
     eval_steps: int = Field(0, ge=0)
+    processes: int = Field(1, ge=1)  # data-parallel training processes on this node (torchrun); 1 = in-process
+    nnodes: int = Field(1, ge=1)  # nodes for a multi-node launch (torchrun --nnodes); needs train.master_addr
+    master_addr: str = "127.0.0.1"
+    master_port: int = Field(29500, ge=1, le=65535)
 
 
 class EvaluateParams(_Section):
