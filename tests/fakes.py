@@ -97,6 +97,9 @@ class MemoryStore:
         scored.sort(key=lambda sp: -sp[0])
         return [Hit(p.id, float(s), dict(p.payload)) for s, p in scored[:candidates]]
 
+    def commit(self, on_build=None) -> dict:
+        return {}
+
     def close(self) -> None:
         self.closed = True
 

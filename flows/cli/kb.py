@@ -20,10 +20,12 @@ from flows.cli.common import (
     project_root,
     run_flow,
 )
-from flows.runtime import console_progress
+from flows.runtime import console_progress, console_stage
 from tasks.core.config import ConfigError, check_versionable, load_params, load_run_params
 from tasks.core.errors import SourceError
 from tasks.core.qa import read_qa_set
+from tasks.core.workspace import Layout, file_lock
+from tasks.kb.edge import migrate_local_mode
 from tasks.kb.ingest import check_sources
 from tasks.kb.report import report_rows
 from tasks.kb.retrieval import RETRIEVAL_MODES, search_queries
@@ -106,6 +108,23 @@ def search(
             for i, h in enumerate(r["hits"], 1):
                 snippet = " ".join(h["text"].split())[:160]
                 out.print(f"  {i}. {h['score']:.3f}  {h['doc_id']} #{h['position']}  {snippet}", highlight=False)
+
+
+@app.command("migrate-index")
+def migrate_index(overrides: list[str] | None = OVERRIDES_ARG, params: Path = PARAMS_OPT) -> None:
+    """Copy an index written by an earlier ragtune (qdrant-client local mode) into the embedded qdrant-edge store.
+    Vectors come from the old store: nothing is re-embedded. The old folder is kept; delete it when satisfied."""
+    with friendly_errors():
+        root = project_root(params)
+        p = load_params(params, list(overrides or [])).index
+        busy = f"a refresh is writing collection '{p.collection}'; run migrate-index when it has finished."
+        with file_lock(Layout(root).index_lock(p.collection), 0, busy), progress_bars(), console_stage("migrate"):
+            done = migrate_local_mode(root, p, console_progress("migrate"))
+        out.print(
+            f"migrated {done['points']} points ({done['dim']}-dim) from {done['from']} to {done['to']} "
+            f"({done['generation']}); the old store was kept.",
+            highlight=False,
+        )
 
 
 @app.command("eval-retrieval")

@@ -63,7 +63,8 @@ class EmbedParams(_Section):
 
 class IndexParams(_Section):
     collection: str = Field("ragtune", pattern=r"^[A-Za-z0-9_.-]+$")
-    local_path: str = "data/qdrant"
+    engine: Literal["edge", "local"] = "edge"
+    local_path: str = "data/store"
     distance: Literal["cosine", "dot", "euclid"] = "cosine"
     hnsw_m: int = Field(16, ge=0)
     hnsw_ef_construct: int = Field(100, ge=4)

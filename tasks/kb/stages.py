@@ -193,7 +193,7 @@ def _index_locked(
     on_progress: OnProgress,
     start: float,
 ) -> dict:
-    store = open_store(ws.root, params.index)
+    store = open_store(ws.root, params.index, writer=True)
     try:
         store.ensure_collection(int(vectors.shape[1]) if vectors.ndim == 2 and len(vectors) else embed_stats["dim"])
         plan = plan_reconcile(chunks, store.scan(PAYLOAD_FIELDS), vector_kinds(params.index.sparse))
@@ -216,6 +216,7 @@ def _index_locked(
             allow_mass_delete,
             on_progress,
         )
+        writes.update(store.commit())  # the embedded store builds HNSW and publishes; readers see it from here
         # as configured, not resolved: the manifest is a DVC output and must not differ between machines
         location = "qdrant-server" if store.is_server else f"local:{params.index.local_path}"
     finally:

@@ -1,4 +1,5 @@
-"""The vector-store interface and its Qdrant implementation (local mode by default, a server via QDRANT_URL)."""
+"""The vector-store interface and its Qdrant implementations: a server via QDRANT_URL, qdrant-client local mode
+(index.engine=local) here, and the embedded default, qdrant-edge, in tasks/kb/edge.py."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from typing import Any, Protocol, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from tasks.core.config import IndexParams, resolve_path
-from tasks.core.errors import BusyError, StoreError
+from tasks.core.errors import BusyError, RagtuneError, StoreError
 from tasks.kb.sparse import VECTOR_NAME as SPARSE
 
 log = logging.getLogger("ragtune")
@@ -63,6 +64,10 @@ class VectorStore(Protocol):
         rrf_k: int,
         score_threshold: float | None = None,
     ) -> list[Hit]: ...
+    def commit(self, on_build: Callable[[], None] | None = None) -> dict:
+        """Make the writes visible to readers (the embedded store publishes a generation; a server already has)."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -259,6 +264,9 @@ class QdrantStore:
     def has_collection(self) -> bool:
         return bool(self._call("collection_exists", lambda: self.client.collection_exists(self.collection)))
 
+    def commit(self, on_build: Callable[[], None] | None = None) -> dict:
+        return {}  # every write was acknowledged: readers already see it
+
     def close(self) -> None:
         try:
             self.client.close()
@@ -295,8 +303,10 @@ def _short(exc: Exception) -> str:
     return (text[0] if text else repr(exc))[:300]
 
 
-def open_store(root: Path, params: IndexParams) -> QdrantStore:
-    """QDRANT_URL (+ QDRANT_API_KEY) from the environment selects a server; otherwise local mode under data/."""
+def open_store(root: Path, params: IndexParams, writer: bool = False) -> VectorStore:
+    """QDRANT_URL (+ QDRANT_API_KEY) from the environment selects a server; otherwise the embedded store under
+    index.local_path: qdrant-edge (tasks/kb/edge.py) by default, qdrant-client local mode with index.engine=local.
+    Only the index stage opens a writer; on the embedded store everything else reads the published generation."""
     from qdrant_client import QdrantClient
 
     url = os.environ.get("QDRANT_URL", "").strip()
@@ -310,6 +320,13 @@ def open_store(root: Path, params: IndexParams) -> QdrantStore:
             log.warning("QDRANT_API_KEY is sent over plain http to %s; use an https:// QDRANT_URL", redact(url))
         return QdrantStore(client, params, redact(url), is_server=True)
     path = resolve_path(root, params.local_path)
+    if params.engine == "edge":
+        from tasks.kb.edge import EdgeStore
+
+        store = EdgeStore(path / params.collection, params, writer)
+        if not store.has_collection():
+            refuse_legacy_store(root, params)
+        return store
     path.mkdir(parents=True, exist_ok=True)
     try:
         client = QdrantClient(path=str(path))
@@ -321,6 +338,25 @@ def open_store(root: Path, params: IndexParams) -> QdrantStore:
             ) from None
         raise
     return QdrantStore(client, params, str(path), is_server=False)
+
+
+def legacy_store(root: Path, params: IndexParams) -> Path | None:
+    """A qdrant-client local-mode store (ragtune's embedded store before qdrant-edge) holding this collection."""
+    for path in (resolve_path(root, params.local_path), root / "data/qdrant"):
+        if (path / "meta.json").is_file() and (path / "collection" / params.collection).is_dir():
+            return path
+    return None
+
+
+def refuse_legacy_store(root: Path, params: IndexParams) -> None:
+    legacy = legacy_store(root, params)
+    if legacy is not None:
+        raise RagtuneError(
+            f"collection '{params.collection}' is in {legacy}, a qdrant-client local-mode store written by an "
+            "earlier ragtune; the embedded store is now qdrant-edge. Run `ragtune migrate-index` once: it copies "
+            "the stored vectors into the new store (nothing is re-embedded) and keeps the old folder. "
+            "Or set index.engine: local to keep using the old store."
+        )
 
 
 def redact(url: str) -> str:

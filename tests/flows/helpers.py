@@ -1,26 +1,27 @@
-"""Read what a workspace's local Qdrant store really holds."""
+"""Read what a workspace's embedded store really holds (the published generation, as any reader sees it)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from qdrant_client import QdrantClient
+from tasks.core.config import load_params
+from tasks.kb.edge import EdgeStore
+from tasks.kb.store import open_store
 
 
-def stored_points(root: Path, collection: str = "ragtune") -> dict[str, dict]:
-    client = QdrantClient(path=str(root / "data/qdrant"))
+def stored_points(root: Path, *overrides: str) -> dict[str, dict]:
+    store = open_store(root, load_params(root / "params.yaml", list(overrides)).index)
+    assert isinstance(store, EdgeStore), "the tests read the default embedded store"
     try:
-        out, offset = {}, None
-        while True:
-            points, offset = client.scroll(collection, limit=1000, offset=offset, with_payload=True)
-            for p in points:
-                assert str(p.id) not in out, f"duplicate point id {p.id}"
-                out[str(p.id)] = p.payload
-            if offset is None:
-                return out
+        out: dict[str, dict] = {}
+        for records in store.records():
+            for r in records:
+                assert str(r.id) not in out, f"duplicate point id {r.id}"
+                out[str(r.id)] = dict(r.payload or {})
+        return out
     finally:
-        client.close()
+        store.close()
 
 
 def expected_ids(root: Path) -> set[str]:

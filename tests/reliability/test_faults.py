@@ -1,4 +1,5 @@
-"""Dead or locked vector store, two refreshes at once, a DVC remote that is down, secrets never leaking."""
+"""Dead vector store, a locked local-mode store, two refreshes at once, a DVC remote that is down, secrets never
+leaking."""
 
 from __future__ import annotations
 
@@ -45,7 +46,9 @@ def test_unreachable_server_retries_then_fails_in_one_line_with_index_untouched(
     assert (project / "data/index/manifest.json").read_bytes() == manifest
 
 
-def test_local_store_locked_by_another_process_refuses_cleanly(project):
+def test_local_mode_store_locked_by_another_process_refuses_cleanly(project):
+    """index.engine=local (qdrant-client local mode) still allows one process at a time; the default does not."""
+    local = ("index.engine=local", "index.local_path=data/qdrant")
     manifest = (project / "data/index/manifest.json").read_bytes()
     holder = subprocess.Popen(
         [
@@ -62,12 +65,12 @@ def test_local_store_locked_by_another_process_refuses_cleanly(project):
     try:
         assert holder.stdout.readline().strip() == "ready"
         with pytest.raises(BusyError, match="in use by another process"):
-            refresh(project, stages=("index",))
+            refresh(project, *local, stages=("index",))
     finally:
         holder.kill()
         holder.wait()
     assert (project / "data/index/manifest.json").read_bytes() == manifest
-    refresh(project, stages=("index", "verify"))  # works again once the other process is gone
+    refresh(project, *local, stages=("index", "verify"))  # works again once the other process is gone
 
 
 def test_two_refreshes_at_once_the_second_refuses(project):

@@ -1,4 +1,5 @@
-"""SIGKILL during upsert and delete at ten seeded points; a plain re-run always converges exactly."""
+"""SIGKILL during upsert, delete and publish at ten seeded points: readers still see the last published state
+exactly, and a plain re-run always converges exactly."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from tasks.core.config import IndexParams
+from tasks.kb.edge import EdgeStore, copy_tree
 from tests.flows.helpers import expected_ids, stored_points
 
 from .conftest import refresh
@@ -22,7 +25,7 @@ KILLER = r"""
 import os, signal, sys
 from pathlib import Path
 from tasks.core.stage import StageContext
-from tasks.kb import store as vs
+from tasks.kb.edge import EdgeStore
 from tasks.core.config import load_params
 from tasks.pipeline import run_stage
 from tasks.core.workspace import Layout
@@ -31,7 +34,7 @@ root, k, when = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 calls = {"n": 0}
 
 def wrap(name):
-    original = getattr(vs.QdrantStore, name)
+    original = getattr(EdgeStore, name)
     def call(self, *args, **kwargs):
         calls["n"] += 1
         if calls["n"] == k and when == "before":
@@ -40,9 +43,9 @@ def wrap(name):
         if calls["n"] == k and when == "after":
             os.kill(os.getpid(), signal.SIGKILL)
         return result
-    setattr(vs.QdrantStore, name, call)
+    setattr(EdgeStore, name, call)
 
-wrap("upsert"); wrap("delete")
+wrap("upsert"); wrap("delete"); wrap("commit")
 params = load_params(root / "params.yaml", ["index.batch_size=1"])
 run_stage("index", StageContext(Layout(root), params, allow_mass_delete=True))
 print(calls["n"])
@@ -63,8 +66,9 @@ def test_sigkill_during_index_then_rerun_converges(project, tmp_path):
     change_corpus(project)
     refresh(project, stages=("ingest", "clean", "validate", "chunk", "embed"))
     before = tmp_path / "before"
-    shutil.copytree(project / "data", before)  # indexed state A, chunks/vectors of state B
+    copy_tree(project / "data", before)  # indexed state A, chunks/vectors of state B
     manifest_a = (project / "data/index/manifest.json").read_bytes()
+    published_a = stored_points(project)
     script = tmp_path / "killer.py"
     script.write_text(KILLER)
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
@@ -72,14 +76,14 @@ def test_sigkill_during_index_then_rerun_converges(project, tmp_path):
         [sys.executable, str(script), str(project), "0", "never"], env=env, capture_output=True, text=True, timeout=300
     )
     assert dry.returncode == 0, dry.stderr
-    total = int(dry.stdout.split()[-1])  # one upsert call per point (batch_size=1), then the delete call
+    total = int(dry.stdout.split()[-1])  # one upsert call per point (batch_size=1), the delete call, the commit
     assert total >= 6
     rng = random.Random(20261121)
     points = sorted(rng.sample([(k, w) for k in range(1, total + 1) for w in ("before", "after")], 10))
     outcomes = []
     for k, when in points:
         shutil.rmtree(project / "data")
-        shutil.copytree(before, project / "data")
+        copy_tree(before, project / "data")
         proc = subprocess.run(
             [sys.executable, str(script), str(project), str(k), when],
             env=env,
@@ -91,6 +95,8 @@ def test_sigkill_during_index_then_rerun_converges(project, tmp_path):
         assert killed or proc.returncode == 0, proc.stderr
         if killed:
             assert (project / "data/index/manifest.json").read_bytes() == manifest_a, "manifest written before end"
+            if (k, when) != (total, "after"):  # killed after the commit returned: the new state is published
+                assert stored_points(project) == published_a, f"kill at call {k} ({when}): readers saw a partial write"
         refresh(project, stages=("index", "verify"), allow_mass_delete=True)
         stored = stored_points(project)  # raises on duplicate ids
         assert set(stored) == expected_ids(project), f"kill at call {k} ({when}): store differs after re-run"
@@ -101,13 +107,13 @@ def test_sigkill_during_index_then_rerun_converges(project, tmp_path):
 
 
 def test_points_deleted_behind_our_back_are_repaired_and_reported(project):
-    from qdrant_client import QdrantClient, models
-
     stored = stored_points(project)
     victims = sorted(stored)[:5]
-    client = QdrantClient(path=str(project / "data/qdrant"))
-    client.delete("ragtune", points_selector=models.PointIdsList(points=victims))
-    client.close()
+    store = EdgeStore(project / "data/store/ragtune", IndexParams(), writer=True)  # a writer that is not ragtune's
+    store.ensure_collection(384)
+    store.delete(victims)
+    store.commit()
+    store.close()
     result = refresh(project, stages=("index", "verify"))
     assert result["index"]["documents"]["repaired"] >= 1 and result["index"]["points_written"] >= 5
     assert set(stored_points(project)) == expected_ids(project)
