@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from tasks.kb.store import Hit, Point, Sparse
+from tasks.kb.vectors import Hit, Point, Sparse
 
 
 class MemoryStore:

@@ -28,10 +28,12 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
-from tasks.core.config import IndexParams
+import qdrant_edge
+
+from tasks.core.config import IndexParams, resolve_path
 from tasks.core.errors import BusyError, RagtuneError, StoreError
 from tasks.kb.sparse import VECTOR_NAME as SPARSE
-from tasks.kb.store import Hit, Point, Sparse
+from tasks.kb.vectors import Hit, Point, Sparse
 
 log = logging.getLogger("ragtune")
 T = TypeVar("T")
@@ -84,7 +86,7 @@ class EdgeStore:
             fcntl.flock(lock, fcntl.LOCK_SH)
             if (gen / "edge_config.json").exists():
                 self._reader_lock, self.generation = lock, gen
-                self.shard = self._call("load", partial(_edge().EdgeShard.load, str(gen)))
+                self.shard = self._call("load", partial(qdrant_edge.EdgeShard.load, str(gen)))
                 return
             lock.close()
         raise StoreError(f"embedded store {self.home}: 'current' points at a generation that keeps vanishing.")
@@ -117,9 +119,9 @@ class EdgeStore:
             self._open_current()
             return
         else:
-            self.shard = self._call("create", lambda: _edge().EdgeShard.create(str(new), self._edge_config(dim)))
+            self.shard = self._call("create", lambda: qdrant_edge.EdgeShard.create(str(new), self._edge_config(dim)))
             for field in ("doc_id", "source"):  # keyword indexes: filters and facets by document stay cheap
-                op = _edge().UpdateOperation.create_field_index(field, _edge().PayloadSchemaType.Keyword)
+                op = qdrant_edge.UpdateOperation.create_field_index(field, qdrant_edge.PayloadSchemaType.Keyword)
                 self._call("create_field_index", partial(self.shard.update, op))
             log.info("created collection %s (%d-dim, %s) at %s", self.params.collection, dim, self.params.distance, new)
         self.generation = new
@@ -133,11 +135,11 @@ class EdgeStore:
             self._reader_lock.close()
             self._reader_lock = None
             self.generation = new
-            self.shard = self._call("load", lambda: _edge().EdgeShard.load(str(new)))
+            self.shard = self._call("load", lambda: qdrant_edge.EdgeShard.load(str(new)))
         return self.shard
 
     def _edge_config(self, dim: int) -> Any:
-        q = _edge()
+        q = qdrant_edge
         sparse = {SPARSE: q.EdgeSparseVectorParams(modifier=q.Modifier.Idf)} if self.params.sparse else None
         return q.EdgeConfig(
             vectors=q.EdgeVectorParams(size=dim, distance=getattr(q.Distance, DISTANCES[self.params.distance])),
@@ -171,7 +173,7 @@ class EdgeStore:
         out: dict[str, dict[str, Any]] = {}
         if self.shard is None:
             return out
-        q, offset = _edge(), None
+        q, offset = qdrant_edge, None
         while True:
             request = q.ScrollRequest(offset=offset, limit=4096, with_payload=fields, with_vector=False)
             records, offset = self._call("scroll", partial(self.shard.scroll, request))
@@ -182,7 +184,7 @@ class EdgeStore:
 
     def records(self, batch: int = 1024) -> Iterator[list[Any]]:
         """Every point with its vectors and payload, in batches (the migration and tests read it)."""
-        q, offset = _edge(), None
+        q, offset = qdrant_edge, None
         while self.shard is not None:
             request = q.ScrollRequest(offset=offset, limit=batch, with_payload=True, with_vector=True)
             records, offset = self._call("scroll", partial(self.shard.scroll, request))
@@ -191,7 +193,7 @@ class EdgeStore:
                 return
 
     def upsert(self, points: list[Point]) -> None:
-        q = _edge()
+        q = qdrant_edge
         structs = [
             q.Point(
                 p.id,
@@ -205,12 +207,12 @@ class EdgeStore:
 
     def delete(self, ids: list[str]) -> None:
         shard = self._writable()
-        self._call("delete", lambda: shard.update(_edge().UpdateOperation.delete_points(list(ids))))
+        self._call("delete", lambda: shard.update(qdrant_edge.UpdateOperation.delete_points(list(ids))))
 
     def count(self) -> int:
         if self.shard is None:
             return 0
-        return int(self._call("count", lambda: self.shard.count(_edge().CountRequest(exact=True))))
+        return int(self._call("count", lambda: self.shard.count(qdrant_edge.CountRequest(exact=True))))
 
     def existing(self, ids: list[str]) -> set[str]:
         if self.shard is None or not ids:
@@ -230,7 +232,7 @@ class EdgeStore:
         """Dense, sparse (BM25 with the engine's IDF), or both fused by reciprocal rank inside the engine."""
         if self.shard is None:
             return []
-        q = _edge()
+        q = qdrant_edge
         sparse_q = q.Query.Nearest(q.SparseVector(sparse[0], sparse[1]), using=SPARSE) if sparse and sparse[0] else None
         dense_q = q.Query.Nearest(dense) if dense is not None else None
         if dense_q is not None and sparse_q is not None:
@@ -240,7 +242,7 @@ class EdgeStore:
                     q.Prefetch(limit=candidates, query=dense_q, score_threshold=score_threshold),
                     q.Prefetch(limit=candidates, query=sparse_q),
                 ],
-                query=q.Fusion.Rrf(k=rrf_k),
+                query=q.Fusion.Rrf(k=rrf_k),  # type: ignore[arg-type]  # the stub types Rrf apart from Fusion
                 with_payload=True,
             )
         elif dense_q is not None or sparse_q is not None:
@@ -315,12 +317,6 @@ class EdgeStore:
         return sum(f.stat().st_blocks * 512 for f in gen.rglob("*") if f.is_file()) if gen else 0
 
 
-def _edge() -> Any:
-    import qdrant_edge  # imported on use: the CLI's --help stays fast
-
-    return qdrant_edge
-
-
 def _config(gen: Path) -> dict:
     try:
         return json.loads((gen / "edge_config.json").read_text())
@@ -364,13 +360,29 @@ def _fsync_tree(root: Path) -> None:
         _fsync_dir(Path(dirpath))
 
 
+def legacy_store(root: Path, params: IndexParams) -> Path | None:
+    """A qdrant-client local-mode store (ragtune's embedded store before qdrant-edge) holding this collection."""
+    for path in (resolve_path(root, params.local_path), root / "data/qdrant"):
+        if (path / "meta.json").is_file() and (path / "collection" / params.collection).is_dir():
+            return path
+    return None
+
+
+def refuse_legacy_store(root: Path, params: IndexParams) -> None:
+    legacy = legacy_store(root, params)
+    if legacy is not None:
+        raise RagtuneError(
+            f"collection '{params.collection}' is in {legacy}, a qdrant-client local-mode store written by an "
+            "earlier ragtune; the embedded store is now qdrant-edge. Run `ragtune migrate-index` once: it copies "
+            "the stored vectors into the new store (nothing is re-embedded) and keeps the old folder. "
+            "Or set index.engine: local to keep using the old store."
+        )
+
+
 def migrate_local_mode(root: Path, params: IndexParams, on_progress: Callable[[int, int], None] | None = None) -> dict:
     """Copy a qdrant-client local-mode collection (ragtune's embedded store before qdrant-edge) into a new
     generation: ids, payloads, dense and sparse vectors as stored, so nothing is re-embedded. The old folder stays."""
     from qdrant_client import QdrantClient
-
-    from tasks.core.config import resolve_path
-    from tasks.kb.store import legacy_store
 
     src = legacy_store(root, params)
     if src is None:

@@ -12,7 +12,8 @@ from tasks.core.config import IndexParams
 from tasks.core.errors import StoreError, VerifyError
 from tasks.core.stage import OnProgress
 from tasks.kb.sparse import VERSION, encode_document
-from tasks.kb.store import Point, VectorStore, batched
+from tasks.kb.store import batched
+from tasks.kb.vectors import Point, VectorStore
 
 PAYLOAD_FIELDS = ["doc_id", "doc_hash", "vectors"]
 

@@ -17,7 +17,8 @@ from tasks.core.workspace import Layout
 from tasks.kb.embed import EmbeddingCache
 from tasks.kb.embedder import Embedder, SentenceTransformerEmbedder, model_fingerprint, pick_device
 from tasks.kb.sparse import encode_query
-from tasks.kb.store import VectorStore, open_store
+from tasks.kb.store import open_store
+from tasks.kb.vectors import VectorStore
 
 RETRIEVAL_MODES = ("dense", "sparse", "hybrid")
 

@@ -8,67 +8,19 @@ import os
 import time
 import warnings
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from tasks.core.config import IndexParams, resolve_path
-from tasks.core.errors import BusyError, RagtuneError, StoreError
+from tasks.core.errors import BusyError, StoreError
+from tasks.kb.edge import EdgeStore, refuse_legacy_store
 from tasks.kb.sparse import VECTOR_NAME as SPARSE
+from tasks.kb.vectors import Hit, Point, Sparse, VectorStore
 
 log = logging.getLogger("ragtune")
 T = TypeVar("T")
-
-
-Sparse = tuple[list[int], list[float]]  # (indices, values)
-
-
-@dataclass(frozen=True)
-class Point:
-    id: str
-    vector: list[float]
-    payload: dict[str, Any]
-    sparse: Sparse | None = None  # BM25 terms (tasks/kb/sparse.py), stored as the named sparse vector "bm25"
-
-
-@dataclass(frozen=True)
-class Hit:
-    id: str
-    score: float
-    payload: dict[str, Any]
-
-
-class VectorStore(Protocol):
-    """Everything ragtune asks of a vector store: one collection, written by reconcile, read by retrieval.
-    QdrantStore is the real one; tests/fakes.py holds an in-memory one for fast tests of the logic around it."""
-
-    location: str  # for messages: a path, or a URL without credentials
-    is_server: bool  # a server needs payload indexes; the manifest records "qdrant-server" vs the local path
-
-    def has_collection(self) -> bool: ...
-    def has_sparse(self) -> bool: ...
-    def ensure_collection(self, dim: int) -> None: ...
-    def scan(self, fields: list[str]) -> dict[str, dict[str, Any]]: ...
-    def upsert(self, points: list[Point]) -> None: ...
-    def delete(self, ids: list[str]) -> None: ...
-    def count(self) -> int: ...
-    def existing(self, ids: list[str]) -> set[str]: ...
-    def query(
-        self,
-        dense: list[float] | None,
-        sparse: Sparse | None,
-        limit: int,
-        candidates: int,
-        rrf_k: int,
-        score_threshold: float | None = None,
-    ) -> list[Hit]: ...
-    def commit(self, on_build: Callable[[], None] | None = None) -> dict:
-        """Make the writes visible to readers (the embedded store publishes a generation; a server already has)."""
-        ...
-
-    def close(self) -> None: ...
 
 
 def _distance(name: str):
@@ -321,8 +273,6 @@ def open_store(root: Path, params: IndexParams, writer: bool = False) -> VectorS
         return QdrantStore(client, params, redact(url), is_server=True)
     path = resolve_path(root, params.local_path)
     if params.engine == "edge":
-        from tasks.kb.edge import EdgeStore
-
         store = EdgeStore(path / params.collection, params, writer)
         if not store.has_collection():
             refuse_legacy_store(root, params)
@@ -338,25 +288,6 @@ def open_store(root: Path, params: IndexParams, writer: bool = False) -> VectorS
             ) from None
         raise
     return QdrantStore(client, params, str(path), is_server=False)
-
-
-def legacy_store(root: Path, params: IndexParams) -> Path | None:
-    """A qdrant-client local-mode store (ragtune's embedded store before qdrant-edge) holding this collection."""
-    for path in (resolve_path(root, params.local_path), root / "data/qdrant"):
-        if (path / "meta.json").is_file() and (path / "collection" / params.collection).is_dir():
-            return path
-    return None
-
-
-def refuse_legacy_store(root: Path, params: IndexParams) -> None:
-    legacy = legacy_store(root, params)
-    if legacy is not None:
-        raise RagtuneError(
-            f"collection '{params.collection}' is in {legacy}, a qdrant-client local-mode store written by an "
-            "earlier ragtune; the embedded store is now qdrant-edge. Run `ragtune migrate-index` once: it copies "
-            "the stored vectors into the new store (nothing is re-embedded) and keeps the old folder. "
-            "Or set index.engine: local to keep using the old store."
-        )
 
 
 def redact(url: str) -> str:
