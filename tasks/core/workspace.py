@@ -257,4 +257,4 @@ def read_jsonl(path: Path, stage: str) -> list[dict]:
 
 def read_npy(path: Path, stage: str) -> np.ndarray:
     _require(path, stage)
-    return np.load(path, allow_pickle=False)
+    return np.load(path, mmap_mode="r", allow_pickle=False)  # pages in as read: a corpus of vectors is never held twice

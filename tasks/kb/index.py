@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -91,12 +92,12 @@ def check_mass_delete(plan: Plan, params: IndexParams, allow: bool, location: st
 
 def build_points(
     chunks: list[dict], vectors: np.ndarray, ids: set[str], run_version: str, model: str, sparse: bool = False
-) -> list[Point]:
-    points = []
+) -> Iterator[Point]:
+    """The points to write, one at a time: a batch at a time is all that is ever held as Python floats."""
     kinds = vector_kinds(sparse)
     for c, v in zip(chunks, vectors):
         if c["point_id"] in ids:
-            points.append(
+            yield (
                 Point(
                     c["point_id"],
                     v.tolist(),
@@ -116,7 +117,6 @@ def build_points(
                     encode_document(c["text"]) if sparse else None,
                 )
             )
-    return points
 
 
 def apply_plan(
@@ -134,7 +134,8 @@ def apply_plan(
     check_mass_delete(plan, params, allow_mass_delete, store.location)
     start = time.perf_counter()
     points = build_points(chunks, vectors, set(plan.upsert_ids), run_version, model, params.sparse)
-    total = len(points) + len(plan.delete_ids)
+    written = len(set(plan.upsert_ids))
+    total = written + len(plan.delete_ids)
     done = 0
     for batch in batched(points, params.batch_size):
         store.upsert(batch)
@@ -150,10 +151,10 @@ def apply_plan(
     if on_progress and total == 0:
         on_progress(0, 0)
     return {
-        "points_written": len(points),
+        "points_written": written,
         "points_deleted": len(plan.delete_ids),
         "upsert_seconds": round(upsert_seconds, 3),
-        "points_per_s": round(len(points) / upsert_seconds, 1) if points and upsert_seconds > 0 else None,
+        "points_per_s": round(written / upsert_seconds, 1) if written and upsert_seconds > 0 else None,
     }
 
 

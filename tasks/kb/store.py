@@ -3,11 +3,12 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import time
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
@@ -299,6 +300,8 @@ def redact(url: str) -> str:
     return urlunsplit(parts)
 
 
-def batched(items: list[T], size: int) -> Iterable[list[T]]:
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
+def batched(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    """Lists of up to `size` items from any iterable (a generator is never held whole)."""
+    it = iter(items)
+    while batch := list(itertools.islice(it, size)):
+        yield batch
