@@ -39,11 +39,20 @@ def markdown(r: dict) -> str:
         ("encoders", _encoders),
         ("knowledge", _knowledge),
         ("generation", _generation),
+        ("scale", _scale),
     )
     ran = [name for name, _ in sections if name in r]  # --only runs hold some sections; the rest are left out
     out += [f"Sections in this run: {', '.join(ran) or 'none'}.", ""]
     for name, table in sections:
         if name in r:
+            other = r.get("section_runs", {}).get(name)
+            if other:  # measured by a later --only run (benchmarks/runner.py replace_sections)
+                m2 = other["machine"]
+                out += [
+                    f"*{name}: measured in its own run ({other['mode']} mode, {m2['date_utc']}, commit "
+                    f"{m2['commit']}, {m2['cores']} cores).*",
+                    "",
+                ]
             out += table(r[name])
     out.append(f"Total benchmark time: {r.get('total_seconds')} s.")
     return "\n".join(out) + "\n"
@@ -356,6 +365,81 @@ def _generation(res: dict | None) -> list[str]:
 
 
 BEGIN, END = "<!-- RESULTS:BEGIN -->", "<!-- RESULTS:END -->"
+
+
+def _scale(res: dict | None) -> list[str]:
+    out = ["#### Scale: the store alone, refresh size, Dask embedding", ""]
+    if _status(res):
+        return out + [_status(res) or "", ""]
+    assert res is not None
+    rows = []
+    for s in res["store"]:
+        q = s["query"]
+        rows.append(
+            [
+                "qdrant-edge (default)" if s["engine"] == "edge" else "local mode (before)",
+                f"{s['points']:,}",
+                f"{s['upsert_points_per_s']:,.0f}",
+                s["hnsw_build_seconds"] if s["hnsw_build_seconds"] is not None else "-",
+                *(f"{q[m]['p50_ms']} / {q[m]['p95_ms']}" for m in ("dense", "sparse", "hybrid")),
+                s["disk_mb"],
+                s["peak_rss_mb"],
+            ]
+        )
+    out += _table(
+        [
+            "store",
+            "points",
+            "upsert pts/s",
+            "HNSW build s",
+            "dense p50/p95 ms",
+            "sparse p50/p95 ms",
+            "hybrid p50/p95 ms",
+            "disk MB",
+            "peak RSS MB",
+        ],
+        rows,
+    )
+    out += ["", res["note"], ""]
+    rows = [
+        [
+            f"{r['documents']:,}",
+            f"{r['chunks']:,}",
+            r["wall_seconds"],
+            r["embed_chunks_per_s"],
+            r["index_points_per_s"],
+            r["stage_seconds"]["index"],
+            f"{100 * r['index_share']:.1f}%",
+            r["peak_rss_mb"],
+        ]
+        for r in res["refresh"]
+    ]
+    out += _table(
+        [
+            "documents",
+            "chunks",
+            "refresh wall s",
+            "embed chunks/s",
+            "index pts/s",
+            "index s",
+            "index share",
+            "peak RSS MB",
+        ],
+        rows,
+    )
+    if res.get("dask"):
+        d = res["dask"]
+        out += [
+            "",
+            *_table(
+                ["embed on Dask", "chunks", "seconds", "chunks/s", "identical to 1 worker"],
+                [
+                    [f"{w['workers']} worker(s)", w["chunks"], w["seconds"], w["chunks_per_s"], w.get("identical", "-")]
+                    for w in d["runs"]
+                ],
+            ),
+        ]
+    return out + [""]
 
 
 def results_block(page: str) -> str:

@@ -9,6 +9,8 @@ Sections (each with its baseline measured in the same run, on the same machine):
   encoders    ONNX Runtime / OpenVINO (fp32, int8) vs PyTorch: speed and retrieval quality
   knowledge   base / rag / ft (kb text) / ft (QA) / hybrid (RAFT) on fictional facts and the sample corpus
   generation  batched greedy answers vs one model.generate per question (benchmarks/injection.py)
+  scale       the store alone at 10k/100k/1M points (qdrant-edge vs local mode), refresh at 1k/10k documents,
+              Dask embedding with 1 vs 2 workers (benchmarks/scale.py)
 Results: JSON (--out) and a markdown table beside it (same name, .md), printed at the end.
 """
 
@@ -27,7 +29,7 @@ from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 
-from benchmarks import injection, refresh
+from benchmarks import injection, refresh, scale
 from benchmarks.encoders import compare_encoders
 from benchmarks.report import markdown, publish
 from tasks.core.config import load_params
@@ -37,7 +39,7 @@ from tasks.pipeline import run_stage, stage_names
 
 REPO = Path(__file__).resolve().parents[1]
 PUBLISHED = REPO / "benchmarks/RESULTS.json"  # the run the docs show (docs/benchmarks.md between the markers)
-SECTIONS = ("refresh", "bare", "efficiency", "overhead", "training", "encoders", "knowledge", "generation")
+SECTIONS = ("refresh", "bare", "efficiency", "overhead", "training", "encoders", "knowledge", "generation", "scale")
 QUICK = dict(
     docs=40,
     efficiency_chunks=48,
@@ -50,6 +52,8 @@ QUICK = dict(
     entities=4,
     gen_questions=8,
     sample_questions=6,
+    scale_points=[2000],
+    scale_docs=[30],
     train=dict(lr=5e-4, max_steps=2, kb_text_epochs=1, qa_epochs=1, raft_epochs=1, raft_distractors=1, sample_epochs=1),
 )
 # SmolLM2 trains at ~120 tokens/s on 2 CPU cores: the knowledge section's sizes keep it near half an hour
@@ -65,6 +69,8 @@ FULL = dict(
     entities=50,
     gen_questions=26,
     sample_questions=None,
+    scale_points=[10_000, 100_000, 1_000_000],
+    scale_docs=[1000, 10_000],
     train=dict(
         lr=5e-4, max_steps=-1, kb_text_epochs=10, qa_epochs=3, raft_epochs=2, raft_distractors=1, sample_epochs=2
     ),
@@ -232,6 +238,18 @@ def encoders_section(cfg: dict, refresh_res: dict | None, work: Path) -> dict:
     return compare_encoders(texts, qa_chunks, params.embed.model, params.embed.batch_size, work, log)
 
 
+def replace_sections(published: Path, run: dict) -> None:
+    """An --only run replaces those sections of the published results, each keeping the machine and commit of the
+    run that measured it (`section_runs`): every table still comes from one run, and says which."""
+    old = json.loads(published.read_text())
+    runs = old.setdefault("section_runs", {})
+    for name in SECTIONS:
+        if name in run:
+            old[name] = run[name]
+            runs[name] = {"mode": run["mode"], "config": run["config"], "machine": run["machine"]}
+    published.write_text(json.dumps(old, indent=2) + "\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="tiny sizes (a smoke run: checks wiring, not speed)")
@@ -245,12 +263,18 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="also make this run benchmarks/RESULTS.json (+ .md) and render it into docs/benchmarks.md",
     )
+    ap.add_argument("--points", type=int, nargs="+", help="scale: store sizes (default 10000 100000 1000000)")
+    ap.add_argument("--scale-docs", type=int, nargs="+", help="scale: refresh sizes in documents (default 1000 10000)")
     a = ap.parse_args(argv)
     if a.docs is not None and a.docs < 3:
         ap.error(f"--docs {a.docs}: the churn step changes, deletes and adds one document each; use --docs 3 or more")
     cfg = dict(QUICK if a.quick else FULL)
     if a.docs:
         cfg["docs"] = a.docs
+    if a.points:
+        cfg["scale_points"] = a.points
+    if a.scale_docs:
+        cfg["scale_docs"] = a.scale_docs
     wanted = set(a.only or SECTIONS)
     work = Path(tempfile.mkdtemp(prefix="ragtune-bench-"))
     log(f"work folder {work}; sections {sorted(wanted)}")
@@ -287,6 +311,12 @@ def main(argv: list[str] | None = None) -> int:
         section(results, "knowledge", lambda: injection.knowledge_section(cfg, work, log))
     if "generation" in wanted:
         section(results, "generation", lambda: injection.generation_section(cfg, work, log))
+    if "scale" in wanted:
+        section(
+            results,
+            "scale",
+            lambda: scale.scale_section(work / "scale", cfg["scale_points"], cfg["scale_docs"], a.seed, log),
+        )
     results["total_seconds"] = round(time.perf_counter() - started, 1)
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(results, indent=2) + "\n")
@@ -297,8 +327,8 @@ def main(argv: list[str] | None = None) -> int:
     failed = [k for k, v in results.items() if isinstance(v, dict) and v.get("status") == "error"]
     if a.publish and (a.quick or failed):  # the docs show one full-size run whose sections all finished
         log(f"not published: a --quick run or failed sections ({failed}) are not figures to show")
-    elif a.publish:  # as written: never a merge of runs, never a hand-typed figure
-        shutil.copyfile(a.out, PUBLISHED)
+    elif a.publish:  # as written, never a hand-typed figure; an --only run replaces its own sections whole
+        shutil.copyfile(a.out, PUBLISHED) if not a.only else replace_sections(PUBLISHED, results)
         publish(PUBLISHED, REPO / "docs/benchmarks.md")
         log(f"published: {PUBLISHED} and docs/benchmarks.md")
     if not a.keep:
