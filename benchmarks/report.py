@@ -447,16 +447,37 @@ def results_block(page: str) -> str:
     return page.partition(BEGIN)[2].partition(END)[0].strip("\n") + "\n"
 
 
-def publish(results: Path, page: Path) -> None:
-    """Write the markdown of a results JSON beside it (RESULTS.md) and into the page between the RESULTS markers."""
-    text = markdown(json.loads(results.read_text()))
+SCALE_BEGIN, SCALE_END = "<!-- SCALE:BEGIN -->", "<!-- SCALE:END -->"
+
+
+def scale_block(r: dict) -> str:
+    """The README's scale table: the scale section of the published results, with the run that measured it."""
+    if "scale" not in r:
+        return "No scale run is published yet: `make bench BENCH_ARGS='--only scale --publish'`.\n"
+    m = r.get("section_runs", {}).get("scale", r)["machine"]
+    when = f"{m['date_utc'][:10]}, commit {m['commit']}, {m['cores']} cores"
+    head = f"Measured by `python -m benchmarks --only scale` ({when}):"
+    return "\n".join([head, "", *_scale(r["scale"])[2:]]).rstrip("\n") + "\n"
+
+
+def _between(page: Path, begin: str, end: str, text: str) -> None:
+    head, _, rest = page.read_text().partition(begin)
+    _, _, tail = rest.partition(end)
+    page.write_text(f"{head}{begin}\n{text}{end}{tail}")
+
+
+def publish(results: Path, page: Path, readme: Path | None = None) -> None:
+    """Write the markdown of a results JSON beside it (RESULTS.md) and into the page between the RESULTS markers;
+    the scale table also goes into the README between the SCALE markers."""
+    r = json.loads(results.read_text())
+    text = markdown(r)
     results.with_suffix(".md").write_text(text)
-    head, _, rest = page.read_text().partition(BEGIN)
-    _, _, tail = rest.partition(END)
-    page.write_text(f"{head}{BEGIN}\n{text}{END}{tail}")
+    _between(page, BEGIN, END, text)
+    if readme is not None:
+        _between(readme, SCALE_BEGIN, SCALE_END, scale_block(r))
 
 
-if __name__ == "__main__":  # python -m benchmarks.report benchmarks/RESULTS.json docs/benchmarks.md
+if __name__ == "__main__":  # python -m benchmarks.report benchmarks/RESULTS.json docs/benchmarks.md README.md
     import sys
 
-    publish(Path(sys.argv[1]), Path(sys.argv[2]))
+    publish(Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]) if len(sys.argv) > 3 else None)

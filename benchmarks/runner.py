@@ -329,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
         log(f"not published: a --quick run or failed sections ({failed}) are not figures to show")
     elif a.publish:  # as written, never a hand-typed figure; an --only run replaces its own sections whole
         shutil.copyfile(a.out, PUBLISHED) if not a.only else replace_sections(PUBLISHED, results)
-        publish(PUBLISHED, REPO / "docs/benchmarks.md")
+        publish(PUBLISHED, REPO / "docs/benchmarks.md", REPO / "README.md")
         log(f"published: {PUBLISHED} and docs/benchmarks.md")
     if not a.keep:
         shutil.rmtree(work, ignore_errors=True)

@@ -6,7 +6,7 @@ import json
 import re
 from pathlib import Path
 
-from benchmarks.report import markdown, results_block
+from benchmarks.report import SCALE_BEGIN, SCALE_END, markdown, results_block, scale_block
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -18,6 +18,16 @@ def test_benchmark_tables_in_the_docs_are_the_rendering_of_results_json():
         "benchmarks/RESULTS.json docs/benchmarks.md` (or `make bench BENCH_ARGS=--publish`)"
     )
     assert (REPO / "benchmarks/RESULTS.md").read_text() == rendered
+
+
+def test_the_readme_scale_table_is_the_rendering_of_results_json():
+    results = json.loads((REPO / "benchmarks/RESULTS.json").read_text())
+    readme = (REPO / "README.md").read_text()
+    block = readme.partition(SCALE_BEGIN)[2].partition(SCALE_END)[0].strip("\n") + "\n"
+    assert block == scale_block(results), (
+        "README.md's scale table differs from benchmarks/RESULTS.json: run `python -m benchmarks.report "
+        "benchmarks/RESULTS.json docs/benchmarks.md README.md`"
+    )
 
 
 def test_readme_is_a_front_door_and_no_doc_types_test_counts():
