@@ -70,6 +70,7 @@ def publish_report(ws: Layout, data: dict, train: dict, evaluation: dict, promot
                 "peak_gpu_mb",
                 "precision",
                 "zero_stage",
+                "world_size",
                 "train_seconds",
             )
         },

@@ -30,8 +30,9 @@ from tasks.train import dataset as D
 from tasks.train.adapter import VerifyAdapterError, evaluate_rows, load_with_adapter, verify_adapter
 from tasks.train.examples import QA_FORMATS, Example, data_version, encoding, read_examples, version_files
 from tasks.train.kb_dataset import kb_version, raft_from_index
+from tasks.train.launch import needs_launcher, train_launched
 from tasks.train.registry import ModelRegistry, decide, new_version, primary_metric
-from tasks.train.trainer import deepspeed_config, is_main_process, train_lora
+from tasks.train.trainer import deepspeed_config, is_main_process, prepare_output_dir, train_lora
 
 log = logging.getLogger("ragtune")
 
@@ -221,11 +222,19 @@ def run_train(ctx: StageContext) -> dict:
     staging = ws.models / ".candidate.tmp"
     if is_main_process():
         shutil.rmtree(staging, ignore_errors=True)
-    result = train_lora(
-        ws.root, rows, meta, params.model, params.train, ws.checkpoints, key, staging / "adapter", ctx.on_progress
-    )
+    if needs_launcher(params.train):
+        prepare_output_dir(ws.checkpoints, key)  # here, so no worker resumes from what another one removes
+        launched = train_launched(ws, params, ws.checkpoints, key, staging / "adapter", ctx.on_progress)
+        if launched is None:  # several nodes: the node that ran rank 0 verifies and publishes the adapter
+            log.info("train: rank 0 ran on another node; that node verifies and publishes the adapter")
+            return {"rank0_elsewhere": True}
+        result = launched
+    else:
+        result = train_lora(
+            ws.root, rows, meta, params.model, params.train, ws.checkpoints, key, staging / "adapter", ctx.on_progress
+        )
     m = result["metrics"]
-    if not is_main_process():  # under a multi-GPU launcher, rank 0 verifies and publishes the adapter
+    if not is_main_process():  # under an outside launcher, rank 0 verifies and publishes the adapter
         return m
     load_lm_tokenizer(params.model, ws.root).save_pretrained(staging / "adapter")
     verification = verify_candidate(ws, params, staging / "adapter", result["expected_state"], rows["eval"], meta, m)

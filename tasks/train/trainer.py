@@ -1,8 +1,9 @@
 """train: PEFT LoRA on the tokenized rows with HF Trainer, optionally through DeepSpeed ZeRO.
 
 - Single process (CPU or one GPU) needs no launcher: the rank/world env vars DeepSpeed reads are set here
-  when absent. Several GPUs: `deepspeed --no_local_rank --num_gpus N $(which ragtune) stage train`
-  or `torchrun --nproc_per_node N $(which ragtune) stage train`; rank 0 owns the files.
+  when absent. train.processes > 1 (or train.nnodes > 1): the train stage starts torchrun itself
+  (tasks/train/launch.py), whose workers run train_lora data-parallel; rank 0 owns the files. An outside
+  launcher (`torchrun --nproc_per_node N $(which ragtune) stage train`) works too.
 - Checkpoints go to models/checkpoints/run; re-running the same configuration resumes from the newest complete
   checkpoint (adapter, optimizer, scheduler, RNG, step). A finished run removes them.
 """
@@ -22,7 +23,7 @@ from tasks.core.config import ModelParams, TrainParams, resolve_path
 from tasks.core.errors import ConfigError
 from tasks.core.stage import OnProgress
 from tasks.lm.models import load_base
-from tasks.train.adapter import Collator, expected_state
+from tasks.train.adapter import Collator, evaluate_rows, expected_state
 
 log = logging.getLogger("ragtune")
 # Top-level keys DeepSpeed accepts in a config we ship or expect; DeepSpeed itself ignores typos silently.
@@ -106,6 +107,30 @@ def single_process_env() -> None:
     os.environ.update(
         RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RAGTUNE_DIST_ENV="1"
     )
+
+
+def world_size() -> int:
+    """Training processes in this run: a launcher's WORLD_SIZE, else 1."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def world_sum(value: float, device) -> float:
+    """The sum of value over every rank of the process group (value itself when there is no group)."""
+    import torch
+    import torch.distributed as dist
+
+    if world_size() == 1 or not (dist.is_available() and dist.is_initialized()):
+        return value
+    total = torch.tensor([float(value)], dtype=torch.float64, device=device)
+    dist.all_reduce(total)
+    return float(total.item())
+
+
+def dist_backend() -> str | None:
+    """The process group's backend (gloo on CPU, nccl on GPUs), None without a group."""
+    import torch.distributed as dist
+
+    return str(dist.get_backend()) if dist.is_available() and dist.is_initialized() else None
 
 
 def is_main_process() -> bool:
@@ -199,7 +224,13 @@ def train_lora(
     result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     call_seconds = time.perf_counter() - start
     seconds = loop.get("end", start + call_seconds) - loop.get("start", start)
-    final_eval = trainer.evaluate(rows["eval"]) if rows["eval"] else {}  # a list is a map-style dataset
+    world = world_size()
+    if rows["eval"] and world > 1:
+        # each rank scores the whole split as verification will (distributed eval batches the rows differently)
+        final_eval = evaluate_rows(trainer.model, rows["eval"], meta["pad_id"], p.batch_size, model.task)
+    else:
+        final_eval = trainer.evaluate(rows["eval"]) if rows["eval"] else {}  # a list is a map-style dataset
+    loop["tokens"] = world_sum(loop["tokens"], args.device)  # every rank trained on its own share of the rows
     if adapter_dir.exists() and is_main_process():
         shutil.rmtree(adapter_dir)
     trainer.save_model(str(adapter_dir))
@@ -224,6 +255,8 @@ def train_lora(
         "deepspeed": str(p.deepspeed) if ds_path else None,
         "zero_stage": zero_stage(ds_path),
         "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+        "world_size": world,
+        "dist_backend": dist_backend(),
         **peak_memory(),
         "history": history,
     }
