@@ -169,6 +169,36 @@ def refresh_child(project: Path, overrides: list[str]) -> dict:
     }
 
 
+def dask_runs(work: Path, n_docs: int, seed: int, log) -> dict:
+    """`ragtune refresh` with embed.workers=1 then 2 on the same corpus, each from an empty embedding cache; the
+    embed stage's seconds, and whether the vectors are identical point for point."""
+    from benchmarks import corpus
+    from benchmarks.refresh import bench_env, new_project, ragtune_cli
+
+    runs, vectors = [], []
+    for workers in (1, 2):
+        project = new_project(work / f"dask-{workers}")
+        corpus.generate(project / "corpus", n_docs, seed)
+        log(f"scale: refresh with embed.workers={workers} ({n_docs} documents)")
+        cmd = [*ragtune_cli(), "refresh", f"embed.workers={workers}", "embed.shard_size=512"]
+        cmd += ["--source", str(project / "corpus")]
+        proc = subprocess.run(cmd, cwd=project, capture_output=True, text=True, env=bench_env(work))
+        if proc.returncode != 0:
+            raise RuntimeError(f"refresh with embed.workers={workers} failed:\n{proc.stderr[-3000:]}")
+        embed = json.loads((project / "data/metrics/embed.json").read_text())
+        vectors.append(np.load(project / "data/embeddings/vectors.npy"))
+        runs.append(
+            {
+                "workers": workers,
+                "chunks": embed["embedded"],
+                "seconds": embed["seconds"],
+                "chunks_per_s": round(embed["embedded"] / embed["seconds"], 1),
+            }
+        )
+    runs[1]["identical"] = bool(np.array_equal(vectors[0], vectors[1]))
+    return {"documents": n_docs, "runs": runs, "note": "embed stage seconds, model loading included (per worker)"}
+
+
 def child(args: list[str], work: Path, log) -> dict:
     from benchmarks.refresh import bench_env
 
@@ -199,9 +229,11 @@ def scale_section(work: Path, points: list[int], docs: list[int], seed: int, log
         corpus.generate(project / "corpus", n, seed)
         overrides = [f"ingest.sources=[{project / 'corpus'}]", "retrieve.qa_file=null"]
         refresh.append(child(["refresh", "--project", str(project), *overrides], work, log))
+    dask = dask_runs(work, docs[0], seed, log)
     return {
         "store": store,
         "refresh": refresh,
+        "dask": dask,
         "local_mode_max_points": LOCAL_MAX,
         "queries": QUERIES,
         "note": "store: seeded 384-d unit vectors, 40 Zipf terms per point (BM25-like sparse), a 324-byte payload; "
