@@ -9,6 +9,7 @@ from pathlib import Path
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
+from flows.embed_shards import shard_mapper
 from flows.runtime import prefect_progress
 from flows.shared import publish_params, publish_quality, record_version, stage_task
 from tasks.core.config import Params, check_versionable, load_run_params, resolve_path
@@ -44,7 +45,7 @@ def chunk_documents(ws: Layout, params: Params) -> dict:
 
 @stage_task(name="embed_chunks", label="embed")
 def embed_chunks(ws: Layout, params: Params) -> dict:
-    return stages.run_embed(StageContext(ws, params, prefect_progress("embed")))
+    return stages.run_embed(StageContext(ws, params, prefect_progress("embed")), shard_mapper(params.embed))
 
 
 @stage_task(name="upsert_points", label="index")

@@ -1,17 +1,26 @@
-"""Embed: vectors for every chunk, computing only those the content-addressed cache has never seen."""
+"""Embed: vectors for every chunk, computing only those the content-addressed cache has never seen.
+
+The misses are encoded in this process (`embed_chunks`) or in coarse shards by whatever `map_shards` runs them on
+(`embed_chunks_sharded`; the flow passes a Prefect map on a Dask cluster). Either way the parent reads and writes the
+cache, and every forward pass sees the same batch of texts, so both give the same vectors.
+"""
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from contextlib import closing
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from tasks.core.config import EmbedParams
+from tasks.core.errors import RagtuneError
 from tasks.core.stage import OnProgress
-from tasks.kb.embedder import Embedder
+from tasks.kb.embedder import Embedder, SentenceTransformerEmbedder, model_fingerprint
 
 
 class EmbeddingCache:
@@ -51,6 +60,65 @@ class EmbeddingCache:
             )
 
 
+@dataclass
+class EmbedPlan:
+    """What a run must compute: the chunks' hashes in order, the vectors known so far, the misses longest-first."""
+
+    hashes: list[str]
+    found: dict[str, np.ndarray]
+    missing: list[str]
+    texts: dict[str, str]
+
+    def record(self, cache: EmbeddingCache, model_key: str, part: list[str], vectors: np.ndarray) -> None:
+        """New vectors for `part` (hashes): into the cache at once, so an interrupted run keeps them."""
+        cache.put_many(model_key, list(zip(part, vectors)))
+        self.found.update(zip(part, vectors))
+
+
+@dataclass(frozen=True)
+class ShardResult:
+    """What a shard task sends back: its vectors (a few MB per 2048 chunks) and where they came from."""
+
+    index: int
+    vectors: np.ndarray
+    model_key: str  # the worker's model fingerprint: a worker with other model files must not fill the cache
+    device: str
+    seconds: float
+
+
+# The misses are sorted longest-first, so the first shards take longest; a few shards per worker let the workers that
+# finish early take the rest instead of waiting (one shard per worker ran 69 s vs 49 s on 2028 MiniLM chunks).
+SHARDS_PER_WORKER = 4
+
+MapShards = Callable[[list[list[str]]], Iterable[ShardResult]]  # runs encode_shard on each, yields as they finish
+
+
+def plan_embedding(chunks: list[dict], cache: EmbeddingCache, model_key: str) -> EmbedPlan:
+    """Look every distinct chunk up in the cache; the misses are sorted longest-first (a stable sort, so ties keep
+    chunk order), which keeps each batch's padding tight."""
+    hashes = [c["chunk_hash"] for c in chunks]
+    unique = list(dict.fromkeys(hashes))
+    found = cache.get_many(model_key, unique)
+    texts = {c["chunk_hash"]: c["text"] for c in chunks}
+    missing = sorted((h for h in unique if h not in found), key=lambda h: -len(texts[h]))
+    return EmbedPlan(hashes, found, missing, texts)
+
+
+def shard_bounds(n: int, shard_size: int, batch_size: int) -> list[tuple[int, int]]:
+    """[start, end) of consecutive shards of n items, each `shard_size` rounded up to whole batches: a shard is then
+    a run of the very batches the single-process path encodes."""
+    size = max(-(-shard_size // batch_size), 1) * batch_size
+    return [(a, min(a + size, n)) for a in range(0, n, size)]
+
+
+def encode_batches(embedder: Embedder, texts: list[str], batch_size: int) -> np.ndarray:
+    """One `embed` call per batch, in order. A batch's padding (and, in the last bit, its vectors) depends on which
+    texts share it; fixing the batches here, rather than inside the library's own sort, makes them depend only on
+    the order of the misses, however those are sliced or sharded."""
+    parts = [embedder.embed(texts[i : i + batch_size]) for i in range(0, len(texts), batch_size)]
+    return np.concatenate(parts).astype(np.float32, copy=False) if parts else np.zeros((0, embedder.dim), np.float32)
+
+
 def embed_chunks(
     chunks: list[dict],
     make_embedder: Callable[[], Embedder],
@@ -58,49 +126,117 @@ def embed_chunks(
     model_key: str,
     on_progress: OnProgress = None,
 ) -> tuple[np.ndarray, dict]:
-    """Vectors aligned with `chunks`; cache hits are reused, misses encoded longest-first in slices.
+    """Vectors aligned with `chunks`, encoded in this process; cache hits are reused.
 
     The model is loaded only when something is missing, so an unchanged nightly run never pays for it.
     """
     start = time.perf_counter()
-    hashes = [c["chunk_hash"] for c in chunks]
-    unique = list(dict.fromkeys(hashes))
-    cached = cache.get_many(model_key, unique)
-    text_by_hash = {c["chunk_hash"]: c["text"] for c in chunks}
-    missing = sorted((h for h in unique if h not in cached), key=lambda h: -len(text_by_hash[h]))
+    plan = plan_embedding(chunks, cache, model_key)
+    embedder = make_embedder() if plan.missing else None
+    batch = embedder_batch(embedder) if embedder else 1
     encode_seconds = 0.0
-    embedder = make_embedder() if missing else None
-    # Slices keep memory flat and drive the progress bar; longest-first keeps sentence-transformers' batches tight.
-    step = max(embedder_batch(embedder) * 16, 256) if embedder else 256
-    done = 0
-    for i in range(0, len(missing), step):
+    # Slices keep memory flat, the cache current and the progress bar moving.
+    for a, b in shard_bounds(len(plan.missing), max(batch * 16, 256), batch):
         assert embedder is not None  # loaded above whenever something is missing
-        part = missing[i : i + step]
+        part = plan.missing[a:b]
         t0 = time.perf_counter()
-        vecs = embedder.embed([text_by_hash[h] for h in part])
+        vecs = encode_batches(embedder, [plan.texts[h] for h in part], batch)
         encode_seconds += time.perf_counter() - t0
-        cache.put_many(model_key, list(zip(part, vecs)))
-        cached.update(zip(part, vecs))
-        done += len(part)
+        plan.record(cache, model_key, part, vecs)
         if on_progress:
-            on_progress(done, len(missing))
-    if on_progress and not missing:
+            on_progress(b, len(plan.missing))
+    if on_progress and not plan.missing:
         on_progress(0, 0)
-    dim = embedder.dim if embedder else (len(next(iter(cached.values()))) if cached else 0)
-    matrix = np.stack([cached[h] for h in hashes]).astype(np.float32) if hashes else np.zeros((0, dim), np.float32)
+    device = getattr(embedder, "device", None)
+    return finish_embedding(plan, embedder.dim if embedder else None, device, encode_seconds, 0, start)
+
+
+def embed_chunks_sharded(
+    chunks: list[dict],
+    map_shards: MapShards,
+    cache: EmbeddingCache,
+    model_key: str,
+    batch_size: int,
+    shard_size: int,
+    workers: int = 1,
+    on_progress: OnProgress = None,
+) -> tuple[np.ndarray, dict]:
+    """Vectors aligned with `chunks`; the misses are encoded in shards of at most `shard_size` by `map_shards`,
+    smaller when there are too few misses for SHARDS_PER_WORKER shards per worker.
+
+    Only misses leave this process, and only this process writes the cache (as each shard returns). The vectors
+    equal embed_chunks' as long as the workers compute like this process does (same model files, same hardware and
+    the same number of torch threads; docs/kb-refresh.md#embedding-on-a-dask-cluster).
+    """
+    start = time.perf_counter()
+    plan = plan_embedding(chunks, cache, model_key)
+    size = min(shard_size, -(-len(plan.missing) // (workers * SHARDS_PER_WORKER)))
+    bounds = shard_bounds(len(plan.missing), size, batch_size)
+    shards = [[plan.texts[h] for h in plan.missing[a:b]] for a, b in bounds]
+    if on_progress:
+        on_progress(0, len(plan.missing))
+    done, dims, devices = 0, set[int](), set[str]()
+    t0 = time.perf_counter()
+    for result in map_shards(shards) if shards else ():
+        a, b = bounds[result.index]
+        if result.model_key != model_key:
+            raise RagtuneError(
+                f"embed: a Dask worker's model files differ from this process's (fingerprint {result.model_key} "
+                f"there, {model_key} here). Start the workers from the same environment (the same venv and model "
+                "package), or leave embed.dask_address unset."
+            )
+        if result.vectors.shape[0] != b - a:
+            raise RagtuneError(f"embed: shard {result.index} returned {result.vectors.shape[0]} vectors for {b - a}")
+        plan.record(cache, model_key, plan.missing[a:b], result.vectors)
+        dims.add(int(result.vectors.shape[1]))
+        devices.add(result.device)
+        done += b - a
+        if on_progress:
+            on_progress(done, len(plan.missing))
+    encode_seconds = time.perf_counter() - t0 if shards else 0.0  # wall time: cluster start and model loads too
+    if len(dims) > 1:
+        raise RagtuneError(f"embed: the workers returned vectors of different sizes {sorted(dims)}")
+    device = ",".join(sorted(devices)) or None
+    return finish_embedding(plan, dims.pop() if dims else None, device, encode_seconds, len(shards), start)
+
+
+def finish_embedding(
+    plan: EmbedPlan, dim: int | None, device: str | None, encode_seconds: float, shards: int, start: float
+) -> tuple[np.ndarray, dict]:
+    """The matrix in chunk order and the stage's stats (the same for both paths)."""
+    if dim is None:  # nothing was encoded: the cached vectors say
+        dim = len(next(iter(plan.found.values()))) if plan.found else 0
+    hashes = plan.hashes
+    matrix = np.stack([plan.found[h] for h in hashes]).astype(np.float32) if hashes else np.zeros((0, dim), np.float32)
     if matrix.shape[1:] != (dim,):
         raise ValueError(f"cached vectors have shape {matrix.shape[1:]}, model gives ({dim},)")
     stats = {
-        "chunks": len(chunks),
-        "embedded": len(missing),
-        "reused": len(chunks) - len(missing),
-        "device": getattr(embedder, "device", None),
+        "chunks": len(hashes),
+        "embedded": len(plan.missing),
+        "reused": len(hashes) - len(plan.missing),
+        "device": device,
         "dim": dim,
+        "shards": shards,
         "encode_seconds": round(encode_seconds, 3),
-        "chunks_per_s": round(len(missing) / encode_seconds, 1) if encode_seconds > 0 else None,
+        "chunks_per_s": round(len(plan.missing) / encode_seconds, 1) if encode_seconds > 0 else None,
         "seconds": round(time.perf_counter() - start, 3),
     }
     return matrix, stats
+
+
+def encode_shard(index: int, texts: list[str], params: EmbedParams) -> ShardResult:
+    """Encode one shard with this process's model (a Dask worker loads it for its first shard, then reuses it)."""
+    embedder = shared_embedder(params.model, params.batch_size, params.device, params.normalize)
+    t0 = time.perf_counter()
+    vectors = encode_batches(embedder, texts, params.batch_size)
+    key = model_fingerprint(params.model, params.normalize)
+    return ShardResult(index, vectors, key, embedder.device, round(time.perf_counter() - t0, 3))
+
+
+@functools.cache
+def shared_embedder(model: str, batch_size: int, device: str, normalize: bool) -> SentenceTransformerEmbedder:
+    """One embedder per process and model settings."""
+    return SentenceTransformerEmbedder(model, batch_size, device, normalize)
 
 
 def embedder_batch(embedder: Embedder) -> int:

@@ -30,7 +30,7 @@ from tasks.core.workspace import (
 )
 from tasks.kb.chunk import chunk_documents, chunker_key, doc_key
 from tasks.kb.clean import clean_documents
-from tasks.kb.embed import EmbeddingCache, embed_chunks
+from tasks.kb.embed import EmbeddingCache, MapShards, embed_chunks, embed_chunks_sharded
 from tasks.kb.embedder import SentenceTransformerEmbedder, load_embedding_tokenizer, model_fingerprint
 from tasks.kb.index import PAYLOAD_FIELDS, apply_plan, plan_reconcile, vector_kinds, verify_index
 from tasks.kb.ingest import ingest_sources, to_record
@@ -137,20 +137,30 @@ def previous_chunks(ws: Layout, key: str) -> dict[tuple, list[dict]]:
     return by_doc
 
 
-def run_embed(ctx: StageContext) -> dict:
+def run_embed(ctx: StageContext, map_shards: MapShards | None = None) -> dict:
+    """Embed the chunks. `map_shards` (the flow's Prefect map on Dask, when embed.workers > 1 or embed.dask_address
+    is set) encodes the cache misses in shards; without it, as under `ragtune stage embed`, this process does."""
     ws, params, on_progress = ctx.ws, ctx.params, ctx.on_progress
     start = time.perf_counter()
 
     chunks = read_jsonl(ws.chunks, "chunk")
     p = params.embed
     cache = EmbeddingCache(ws.embedding_cache)
-    vectors, stats = embed_chunks(
-        chunks,
-        lambda: SentenceTransformerEmbedder(p.model, p.batch_size, p.device, p.normalize),
-        cache,
-        model_fingerprint(p.model, p.normalize),
-        on_progress,
-    )
+    key = model_fingerprint(p.model, p.normalize)
+    if map_shards:
+        vectors, stats = embed_chunks_sharded(
+            chunks, map_shards, cache, key, p.batch_size, p.shard_size, p.workers, on_progress
+        )
+    else:
+        if p.workers > 1 or p.dask_address:
+            log.info("embed: embed.workers and embed.dask_address apply to `ragtune refresh`; this run encodes here")
+        vectors, stats = embed_chunks(
+            chunks,
+            lambda: SentenceTransformerEmbedder(p.model, p.batch_size, p.device, p.normalize),
+            cache,
+            key,
+            on_progress,
+        )
     write_npy(ws.vectors, vectors)
     write_json(ws.vector_ids, [c["point_id"] for c in chunks])
     stats["model"] = p.model
