@@ -330,7 +330,14 @@ def manifest(chunks: list[dict], params: Params, embed_stats: dict, location: st
 
 
 L = PROJECT
-STORE_CONNECTION = ("index.collection", "index.local_path", "index.timeout_s", "index.retries", "index.retry_backoff_s")
+STORE_CONNECTION = (
+    "index.collection",
+    "index.engine",
+    "index.local_path",
+    "index.timeout_s",
+    "index.retries",
+    "index.retry_backoff_s",
+)
 STAGES = (
     Stage(
         "ingest",
@@ -386,7 +393,7 @@ STAGES = (
         "verify",
         "kb",
         run_verify,
-        params=(*STORE_CONNECTION[:2], "index.verify_sample", *STORE_CONNECTION[2:]),
+        params=(*STORE_CONNECTION[:3], "index.verify_sample", *STORE_CONNECTION[3:]),
         deps=(rel(L.index_manifest),),
         always_changed=True,
     ),

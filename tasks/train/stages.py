@@ -433,6 +433,7 @@ STAGES = (
             "retrieve",
             "embed",
             "index.collection",
+            "index.engine",
             "index.local_path",
             "index.sparse",
             "index.timeout_s",
