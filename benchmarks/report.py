@@ -367,7 +367,7 @@ def _generation(res: dict | None) -> list[str]:
 BEGIN, END = "<!-- RESULTS:BEGIN -->", "<!-- RESULTS:END -->"
 
 
-def _scale(res: dict | None) -> list[str]:
+def _scale(res: dict | None, note: bool = True) -> list[str]:
     out = ["#### Scale: the store alone, refresh size, Dask embedding", ""]
     if _status(res):
         return out + [_status(res) or "", ""]
@@ -400,7 +400,7 @@ def _scale(res: dict | None) -> list[str]:
         ],
         rows,
     )
-    out += ["", res["note"], ""]
+    out += ["", res["note"], ""] if note else [""]
     rows = [
         [
             f"{r['documents']:,}",
@@ -457,7 +457,7 @@ def scale_block(r: dict) -> str:
     m = r.get("section_runs", {}).get("scale", r)["machine"]
     when = f"{m['date_utc'][:10]}, commit {m['commit']}, {m['cores']} cores"
     head = f"Measured by `python -m benchmarks --only scale` ({when}):"
-    return "\n".join([head, "", *_scale(r["scale"])[2:]]).rstrip("\n") + "\n"
+    return "\n".join([head, "", *_scale(r["scale"], note=False)[2:]]).rstrip("\n") + "\n"
 
 
 def _between(page: Path, begin: str, end: str, text: str) -> None:
