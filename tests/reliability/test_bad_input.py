@@ -106,7 +106,7 @@ def test_every_bad_file_gets_a_reason_and_memory_stays_bounded(messy):
 def test_default_gate_stops_a_messy_source_before_anything_is_indexed(messy):
     with pytest.raises(GateFailed, match="data quality gate failed"):
         refresh(messy, "ingest.sources=[docs]", stages=("ingest", "clean", "validate"))
-    assert not Layout(messy).chunks.exists() and not (messy / "data/qdrant").exists()
+    assert not Layout(messy).chunks.exists() and not (messy / "data/store").exists()
 
 
 def test_missing_source_and_bad_params_are_one_clear_line(messy):
