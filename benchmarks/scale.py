@@ -35,15 +35,19 @@ def peak_rss_mb() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
+def term_probabilities() -> np.ndarray:
+    """Zipf over the vocabulary, as words in text; the most frequent 50 are stopwords the tokenizer drops."""
+    p = 1.0 / np.arange(1, VOCAB + 1) ** 1.1
+    p[:50] = 0
+    return p / p.sum()
+
+
 def batches(n: int, size: int, seed: int):
     """Seeded points in batches: unit vectors, BM25-like sparse vectors (Zipf terms), a chunk-sized payload."""
     from tasks.kb.vectors import Point
 
     rng = np.random.default_rng(seed)
-    ranks = np.arange(1, VOCAB + 1)
-    zipf = 1.0 / ranks**1.1
-    zipf[:50] = 0  # the most frequent terms are stopwords: the tokenizer drops them
-    zipf /= zipf.sum()
+    zipf = term_probabilities()
     filler = "lorem ipsum dolor sit amet " * 12
     for start in range(0, n, size):
         k = min(size, n - start)
@@ -63,10 +67,7 @@ def query_set(seed: int) -> list[tuple[list[float], tuple[list[int], list[float]
     rng = np.random.default_rng(seed + 1)
     dense = rng.standard_normal((QUERIES, DIM), dtype=np.float32)
     dense /= np.linalg.norm(dense, axis=1, keepdims=True)
-    ranks = np.arange(1, VOCAB + 1)
-    zipf = 1.0 / ranks**1.1
-    zipf[:50] = 0
-    zipf /= zipf.sum()
+    zipf = term_probabilities()
     return [
         (dense[i].tolist(), (sorted({int(t) for t in rng.choice(VOCAB, size=4, p=zipf)}), [1.0] * 4))
         for i in range(QUERIES)

@@ -170,23 +170,13 @@ class EdgeStore:
 
     def scan(self, fields: list[str]) -> dict[str, dict[str, Any]]:
         """Every point id with the given payload fields; the store, not a manifest, is the truth."""
-        out: dict[str, dict[str, Any]] = {}
-        if self.shard is None:
-            return out
-        q, offset = qdrant_edge, None
-        while True:
-            request = q.ScrollRequest(offset=offset, limit=4096, with_payload=fields, with_vector=False)
-            records, offset = self._call("scroll", partial(self.shard.scroll, request))
-            for r in records:
-                out[str(r.id)] = dict(r.payload or {})
-            if offset is None:
-                return out
+        return {str(r.id): dict(r.payload or {}) for batch in self.records(4096, fields, False) for r in batch}
 
-    def records(self, batch: int = 1024) -> Iterator[list[Any]]:
-        """Every point with its vectors and payload, in batches (the migration and tests read it)."""
-        q, offset = qdrant_edge, None
+    def records(self, batch: int = 1024, payload: bool | list[str] = True, vectors: bool = True) -> Iterator[list[Any]]:
+        """Every point (with its payload fields and vectors, as asked), a scroll page at a time."""
+        offset = None
         while self.shard is not None:
-            request = q.ScrollRequest(offset=offset, limit=batch, with_payload=True, with_vector=True)
+            request = qdrant_edge.ScrollRequest(offset=offset, limit=batch, with_payload=payload, with_vector=vectors)
             records, offset = self._call("scroll", partial(self.shard.scroll, request))
             yield records
             if offset is None:
