@@ -224,6 +224,23 @@ def write_npy(path: Path, array: np.ndarray) -> None:
     _atomic(path, lambda f: np.save(f, array, allow_pickle=False))
 
 
+def write_npy_rows(path: Path, shape: tuple[int, int], dtype: Any, blocks: Iterable[np.ndarray]) -> None:
+    """An .npy file of `shape` written from row blocks in order (what np.load reads back), atomically: a corpus
+    of vectors is never held whole."""
+    dtype = np.dtype(dtype)
+
+    def w(f) -> None:
+        np.lib.format.write_array_header_1_0(f, {"descr": dtype.str, "fortran_order": False, "shape": shape})
+        rows = 0
+        for block in blocks:
+            f.write(np.ascontiguousarray(block, dtype=dtype).tobytes())
+            rows += len(block)
+        if rows != shape[0]:
+            raise ValueError(f"{path}: {rows} rows written for a declared {shape[0]}")
+
+    _atomic(path, w)
+
+
 def _require(path: Path, stage: str) -> None:
     if not path.exists():
         raise RagtuneError(

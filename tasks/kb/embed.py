@@ -3,14 +3,18 @@
 The misses are encoded in this process (`embed_chunks`) or in coarse shards by whatever `map_shards` runs them on
 (`embed_chunks_sharded`; the flow passes a Prefect map on a Dask cluster). Either way the parent reads and writes the
 cache, and every forward pass sees the same batch of texts, so both give the same vectors.
+
+Memory stays flat with the corpus: chunks stream in, only the misses' texts are held, every new vector goes to the
+cache at once, and the matrix is written to its .npy file a block at a time from the cache.
 """
 
 from __future__ import annotations
 
 import functools
+import itertools
 import sqlite3
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +24,7 @@ import numpy as np
 from tasks.core.config import EmbedParams
 from tasks.core.errors import RagtuneError
 from tasks.core.stage import OnProgress
+from tasks.core.workspace import write_npy_rows
 from tasks.kb.embedder import Embedder, SentenceTransformerEmbedder, model_fingerprint
 
 
@@ -52,6 +57,17 @@ class EmbeddingCache:
                     found[h] = np.frombuffer(blob, dtype=np.float32)
         return found
 
+    def known(self, model: str, hashes: list[str]) -> set[str]:
+        """Which of `hashes` the cache holds a vector for (the vectors stay on disk)."""
+        found: set[str] = set()
+        with closing(self._connect()) as db:
+            for i in range(0, len(hashes), 900):
+                part = hashes[i : i + 900]
+                marks = ",".join("?" * len(part))
+                rows = db.execute(f"SELECT hash FROM emb WHERE model=? AND hash IN ({marks})", [model, *part])
+                found.update(h for (h,) in rows)
+        return found
+
     def put_many(self, model: str, items: list[tuple[str, np.ndarray]]) -> None:
         with closing(self._connect()) as db, db:
             db.executemany(
@@ -62,17 +78,17 @@ class EmbeddingCache:
 
 @dataclass
 class EmbedPlan:
-    """What a run must compute: the chunks' hashes in order, the vectors known so far, the misses longest-first."""
+    """What a run must compute: the chunks' hashes in order, and the misses (longest-first) with their texts."""
 
     hashes: list[str]
-    found: dict[str, np.ndarray]
     missing: list[str]
-    texts: dict[str, str]
+    texts: dict[str, str]  # the misses' only: cache hits never hold their text or vector here
 
     def record(self, cache: EmbeddingCache, model_key: str, part: list[str], vectors: np.ndarray) -> None:
         """New vectors for `part` (hashes): into the cache at once, so an interrupted run keeps them."""
         cache.put_many(model_key, list(zip(part, vectors)))
-        self.found.update(zip(part, vectors))
+        for h in part:
+            del self.texts[h]
 
 
 @dataclass(frozen=True)
@@ -93,15 +109,25 @@ SHARDS_PER_WORKER = 4
 MapShards = Callable[[list[list[str]]], Iterable[ShardResult]]  # runs encode_shard on each, yields as they finish
 
 
-def plan_embedding(chunks: list[dict], cache: EmbeddingCache, model_key: str) -> EmbedPlan:
-    """Look every distinct chunk up in the cache; the misses are sorted longest-first (a stable sort, so ties keep
-    chunk order), which keeps each batch's padding tight."""
-    hashes = [c["chunk_hash"] for c in chunks]
-    unique = list(dict.fromkeys(hashes))
-    found = cache.get_many(model_key, unique)
-    texts = {c["chunk_hash"]: c["text"] for c in chunks}
-    missing = sorted((h for h in unique if h not in found), key=lambda h: -len(texts[h]))
-    return EmbedPlan(hashes, found, missing, texts)
+# Chunks are looked up in the cache this many at a time while they stream in.
+PLAN_WINDOW = 4096
+
+
+def plan_embedding(chunks: Iterable[dict], cache: EmbeddingCache, model_key: str) -> EmbedPlan:
+    """Look every distinct chunk up in the cache as the chunks stream by; the misses are sorted longest-first (a
+    stable sort, so ties keep chunk order), which keeps each batch's padding tight."""
+    hashes: list[str] = []
+    texts: dict[str, str] = {}
+    seen: set[str] = set()
+    stream = iter(chunks)
+    while window := list(itertools.islice(stream, PLAN_WINDOW)):
+        fresh = {c["chunk_hash"]: c["text"] for c in window if c["chunk_hash"] not in seen}
+        hashes += [c["chunk_hash"] for c in window]
+        seen.update(fresh)
+        known = cache.known(model_key, list(fresh))
+        texts.update((h, t) for h, t in fresh.items() if h not in known)
+    missing = sorted(texts, key=lambda h: -len(texts[h]))
+    return EmbedPlan(hashes, missing, texts)
 
 
 def shard_bounds(n: int, shard_size: int, batch_size: int) -> list[tuple[int, int]]:
@@ -120,13 +146,14 @@ def encode_batches(embedder: Embedder, texts: list[str], batch_size: int) -> np.
 
 
 def embed_chunks(
-    chunks: list[dict],
+    chunks: Iterable[dict],
     make_embedder: Callable[[], Embedder],
     cache: EmbeddingCache,
     model_key: str,
+    out: Path,
     on_progress: OnProgress = None,
-) -> tuple[np.ndarray, dict]:
-    """Vectors aligned with `chunks`, encoded in this process; cache hits are reused.
+) -> dict:
+    """Vectors aligned with `chunks` into the .npy file `out`, encoded in this process; cache hits are reused.
 
     The model is loaded only when something is missing, so an unchanged nightly run never pays for it.
     """
@@ -148,21 +175,23 @@ def embed_chunks(
     if on_progress and not plan.missing:
         on_progress(0, 0)
     device = getattr(embedder, "device", None)
-    return finish_embedding(plan, embedder.dim if embedder else None, device, encode_seconds, 0, start)
+    dim = embedder.dim if embedder else None
+    return finish_embedding(plan, cache, model_key, out, dim, device, encode_seconds, 0, start)
 
 
 def embed_chunks_sharded(
-    chunks: list[dict],
+    chunks: Iterable[dict],
     map_shards: MapShards,
     cache: EmbeddingCache,
     model_key: str,
+    out: Path,
     batch_size: int,
     shard_size: int,
     workers: int = 1,
     on_progress: OnProgress = None,
-) -> tuple[np.ndarray, dict]:
-    """Vectors aligned with `chunks`; the misses are encoded in shards of at most `shard_size` by `map_shards`,
-    smaller when there are too few misses for SHARDS_PER_WORKER shards per worker.
+) -> dict:
+    """Vectors aligned with `chunks` into the .npy file `out`; the misses are encoded in shards of at most
+    `shard_size` by `map_shards`, smaller when there are too few misses for SHARDS_PER_WORKER shards per worker.
 
     Only misses leave this process, and only this process writes the cache (as each shard returns). The vectors
     equal embed_chunks' as long as the workers compute like this process does (same model files, same hardware and
@@ -197,19 +226,27 @@ def embed_chunks_sharded(
     if len(dims) > 1:
         raise RagtuneError(f"embed: the workers returned vectors of different sizes {sorted(dims)}")
     device = ",".join(sorted(devices)) or None
-    return finish_embedding(plan, dims.pop() if dims else None, device, encode_seconds, len(shards), start)
+    dim = dims.pop() if dims else None
+    return finish_embedding(plan, cache, model_key, out, dim, device, encode_seconds, len(shards), start)
 
 
 def finish_embedding(
-    plan: EmbedPlan, dim: int | None, device: str | None, encode_seconds: float, shards: int, start: float
-) -> tuple[np.ndarray, dict]:
-    """The matrix in chunk order and the stage's stats (the same for both paths)."""
-    if dim is None:  # nothing was encoded: the cached vectors say
-        dim = len(next(iter(plan.found.values()))) if plan.found else 0
+    plan: EmbedPlan,
+    cache: EmbeddingCache,
+    model_key: str,
+    out: Path,
+    dim: int | None,
+    device: str | None,
+    encode_seconds: float,
+    shards: int,
+    start: float,
+) -> dict:
+    """Write the matrix in chunk order to `out`, a block at a time from the cache, and return the stage's stats (the
+    same for both paths)."""
     hashes = plan.hashes
-    matrix = np.stack([plan.found[h] for h in hashes]).astype(np.float32) if hashes else np.zeros((0, dim), np.float32)
-    if matrix.shape[1:] != (dim,):
-        raise ValueError(f"cached vectors have shape {matrix.shape[1:]}, model gives ({dim},)")
+    if dim is None:  # nothing was encoded: the cached vectors say
+        dim = len(cache.get_many(model_key, hashes[:1])[hashes[0]]) if hashes else 0
+    write_npy_rows(out, (len(hashes), dim), np.float32, vector_blocks(cache, model_key, hashes, dim))
     stats = {
         "chunks": len(hashes),
         "embedded": len(plan.missing),
@@ -221,7 +258,24 @@ def finish_embedding(
         "chunks_per_s": round(len(plan.missing) / encode_seconds, 1) if encode_seconds > 0 else None,
         "seconds": round(time.perf_counter() - start, 3),
     }
-    return matrix, stats
+    return stats
+
+
+def vector_blocks(cache: EmbeddingCache, model_key: str, hashes: list[str], dim: int) -> Iterator[np.ndarray]:
+    """The vectors of `hashes`, in order, PLAN_WINDOW rows at a time, read back from the cache."""
+    for i in range(0, len(hashes), PLAN_WINDOW):
+        part = hashes[i : i + PLAN_WINDOW]
+        found = cache.get_many(model_key, list(dict.fromkeys(part)))
+        lost = [h for h in part if h not in found]
+        if lost:
+            raise RagtuneError(
+                f"embed: the embedding cache {cache.path} lost the vector of chunk {lost[0]} during this run "
+                "(was it deleted or replaced?); run the embed stage again."
+            )
+        block = np.stack([found[h] for h in part])
+        if block.shape[1:] != (dim,):
+            raise ValueError(f"cached vectors have shape {block.shape[1:]}, model gives ({dim},)")
+        yield block
 
 
 def encode_shard(index: int, texts: list[str], params: EmbedParams) -> ShardResult:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -38,7 +38,7 @@ class Plan:
     store_points: int = 0
 
 
-def plan_reconcile(chunks: list[dict], stored: dict[str, dict], kinds: str = "dense") -> Plan:
+def plan_reconcile(chunks: Iterable[dict], stored: dict[str, dict], kinds: str = "dense") -> Plan:
     """Pure diff of desired chunks against the store's (point id -> {doc_id, doc_hash, vectors}).
 
     A document is rewritten whole when its hash changed, or its point set drifted, or its points lack the vector
@@ -91,7 +91,7 @@ def check_mass_delete(plan: Plan, params: IndexParams, allow: bool, location: st
 
 
 def build_points(
-    chunks: list[dict], vectors: np.ndarray, ids: set[str], run_version: str, model: str, sparse: bool = False
+    chunks: Iterable[dict], vectors: np.ndarray, ids: set[str], run_version: str, model: str, sparse: bool = False
 ) -> Iterator[Point]:
     """The points to write, one at a time: a batch at a time is all that is ever held as Python floats."""
     kinds = vector_kinds(sparse)
@@ -122,7 +122,7 @@ def build_points(
 def apply_plan(
     store: VectorStore,
     plan: Plan,
-    chunks: list[dict],
+    chunks: Iterable[dict],
     vectors: np.ndarray,
     params: IndexParams,
     run_version: str,

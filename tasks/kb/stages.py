@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict
 
 import numpy as np
@@ -21,12 +22,12 @@ from tasks.core.workspace import (
     Layout,
     file_digest,
     file_lock,
+    iter_jsonl,
     read_json,
     read_jsonl,
     read_npy,
     write_json,
     write_jsonl,
-    write_npy,
 )
 from tasks.kb.chunk import chunk_documents, chunker_key, doc_key
 from tasks.kb.clean import clean_documents
@@ -143,26 +144,26 @@ def run_embed(ctx: StageContext, map_shards: MapShards | None = None) -> dict:
     ws, params, on_progress = ctx.ws, ctx.params, ctx.on_progress
     start = time.perf_counter()
 
-    chunks = read_jsonl(ws.chunks, "chunk")
+    chunks = iter_jsonl(ws.chunks, "chunk")  # streamed: the stage never holds the corpus
     p = params.embed
     cache = EmbeddingCache(ws.embedding_cache)
     key = model_fingerprint(p.model, p.normalize)
     if map_shards:
-        vectors, stats = embed_chunks_sharded(
-            chunks, map_shards, cache, key, p.batch_size, p.shard_size, p.workers, on_progress
+        stats = embed_chunks_sharded(
+            chunks, map_shards, cache, key, ws.vectors, p.batch_size, p.shard_size, p.workers, on_progress
         )
     else:
         if p.workers > 1 or p.dask_address:
             log.info("embed: embed.workers and embed.dask_address apply to `ragtune refresh`; this run encodes here")
-        vectors, stats = embed_chunks(
+        stats = embed_chunks(
             chunks,
             lambda: SentenceTransformerEmbedder(p.model, p.batch_size, p.device, p.normalize),
             cache,
             key,
+            ws.vectors,
             on_progress,
         )
-    write_npy(ws.vectors, vectors)
-    write_json(ws.vector_ids, [c["point_id"] for c in chunks])
+    write_json(ws.vector_ids, [c["point_id"] for c in iter_jsonl(ws.chunks, "chunk")])
     stats["model"] = p.model
     finish_stage(ws, "embed", stats, start)
     log.info("embed: %d embedded, %d reused from cache", stats["embedded"], stats["reused"])
@@ -174,10 +175,9 @@ def run_index(ctx: StageContext) -> dict:
     One writer per collection: a second run refuses at once (the lock dies with its process)."""
     ws, params, on_progress = ctx.ws, ctx.params, ctx.on_progress
     start = time.perf_counter()
-    chunks = read_jsonl(ws.chunks, "chunk")
     vectors = read_npy(ws.vectors, "embed")
     ids = read_json(ws.vector_ids, "embed")
-    if ids != [c["point_id"] for c in chunks]:
+    if ids != [c["point_id"] for c in iter_jsonl(ws.chunks, "chunk")]:
         raise RagtuneError(f"{ws.vectors} was computed for other chunks than {ws.chunks}; run the embed stage again.")
     embed_stats = read_json(ws.stage_metrics("embed"), "embed")
     run_version = utc_stamp()  # the run's one id: points carry it, the report shows it, the kb tag is kb/<it>
@@ -187,15 +187,12 @@ def run_index(ctx: StageContext) -> dict:
         "rather than write the index from two runs. Run again when it has finished."
     )
     with file_lock(lock, 0, busy):
-        return _index_locked(
-            ws, params, chunks, vectors, embed_stats, run_version, ctx.allow_mass_delete, on_progress, start
-        )
+        return _index_locked(ws, params, vectors, embed_stats, run_version, ctx.allow_mass_delete, on_progress, start)
 
 
 def _index_locked(
     ws: Layout,
     params: Params,
-    chunks: list[dict],
     vectors: np.ndarray,
     embed_stats: dict,
     run_version: str,
@@ -203,10 +200,13 @@ def _index_locked(
     on_progress: OnProgress,
     start: float,
 ) -> dict:
+    def chunks() -> Iterator[dict]:  # streamed on each pass (plan, points, manifest): never held as a list
+        return iter_jsonl(ws.chunks, "chunk")
+
     store = open_store(ws.root, params.index, writer=True)
     try:
         store.ensure_collection(int(vectors.shape[1]) if vectors.ndim == 2 and len(vectors) else embed_stats["dim"])
-        plan = plan_reconcile(chunks, store.scan(PAYLOAD_FIELDS), vector_kinds(params.index.sparse))
+        plan = plan_reconcile(chunks(), store.scan(PAYLOAD_FIELDS), vector_kinds(params.index.sparse))
         log.info(
             "index plan: %d added, %d changed, %d repaired, %d unchanged, %d removed documents",
             len(plan.added),
@@ -215,23 +215,29 @@ def _index_locked(
             len(plan.unchanged),
             len(plan.removed),
         )
+        # One step more than the writes: publishing (the embedded store's HNSW build, minutes at a million points,
+        # with no finer progress from the engine), so the row never shows done while the graph is still building.
+        writing = (lambda done, total: on_progress(done, total + 1)) if on_progress else None
         writes = apply_plan(
             store,
             plan,
-            chunks,
+            chunks(),
             vectors,
             params.index,
             run_version,
             embed_stats["model"],
             allow_mass_delete,
-            on_progress,
+            writing,
         )
         writes.update(store.commit())  # the embedded store builds HNSW and publishes; readers see it from here
+        if on_progress:
+            steps = writes["points_written"] + writes["points_deleted"] + 1
+            on_progress(steps, steps)
         # as configured, not resolved: the manifest is a DVC output and must not differ between machines
         location = "qdrant-server" if store.is_server else f"local:{params.index.local_path}"
     finally:
         store.close()
-    write_json(ws.index_manifest, manifest(chunks, params, embed_stats, location))
+    write_json(ws.index_manifest, manifest(chunks(), params, embed_stats, location))
     stats = {
         "documents": {
             "added": len(plan.added),
@@ -309,7 +315,7 @@ def run_eval_retrieval(ctx: StageContext) -> dict:
     return stats
 
 
-def manifest(chunks: list[dict], params: Params, embed_stats: dict, location: str) -> dict:
+def manifest(chunks: Iterable[dict], params: Params, embed_stats: dict, location: str) -> dict:
     """What the index should hold: deterministic, so DVC versions it and `dvc diff` shows real changes."""
     docs: dict[str, dict] = {}
     for c in chunks:
@@ -323,7 +329,7 @@ def manifest(chunks: list[dict], params: Params, embed_stats: dict, location: st
         "distance": params.index.distance,
         "model": embed_stats["model"],
         "dim": embed_stats["dim"],
-        "chunks": len(chunks),
+        "chunks": sum(len(d["points"]) for d in docs.values()),
         "documents": len(docs),
         "docs": docs,
     }

@@ -13,11 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from tasks.core.config import IndexParams
+from tasks.core.config import IndexParams, load_params
+from tasks.core.stage import StageContext
+from tasks.core.workspace import Layout
 from tasks.kb.edge import EdgeStore, copy_tree
+from tasks.pipeline import run_stage
 from tests.flows.helpers import expected_ids, stored_points
 
-from .conftest import refresh
+from .conftest import KB, refresh
 
 pytestmark = pytest.mark.slow  # a whole pipeline, a real server or a trained model
 
@@ -117,3 +120,21 @@ def test_points_deleted_behind_our_back_are_repaired_and_reported(project):
     result = refresh(project, stages=("index", "verify"))
     assert result["index"]["documents"]["repaired"] >= 1 and result["index"]["points_written"] >= 5
     assert set(stored_points(project)) == expected_ids(project)
+
+
+def test_the_index_row_is_not_done_until_the_generation_is_published(project, monkeypatch):
+    """The HNSW build inside commit() can take minutes: progress stays one step short of done until it returns."""
+    change_corpus(project)
+    refresh(project, stages=KB[:-3])  # ingest .. embed
+    events: list = []
+    commit = EdgeStore.commit
+    monkeypatch.setattr(EdgeStore, "commit", lambda self, *a, **k: (events.append("commit"), commit(self, *a, **k))[1])
+    params = load_params(project / "params.yaml", [])
+    stats = run_stage(
+        "index", StageContext(Layout(project), params, lambda d, t: events.append((d, t)), allow_mass_delete=True)
+    )
+    steps = stats["points_written"] + stats["points_deleted"] + 1
+    assert stats["points_written"] > 0 and stats["points_deleted"] > 0
+    before = events[: events.index("commit")]
+    assert before and all(d < t for d, t in before) and before[-1] == (steps - 1, steps)
+    assert events[events.index("commit") + 1 :] == [(steps, steps)]
