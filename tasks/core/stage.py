@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,7 +30,27 @@ def finish_stage(ws: Layout, stage: str, stats: dict, start: float) -> dict:
     """Stage wall time (imports and model loading included), then the stage's DVC metrics file."""
     stats["seconds"] = round(time.perf_counter() - start, 3)
     write_json(ws.stage_metrics(stage), stats)
+    release_freed_memory()
     return stats
+
+
+def _malloc_trim() -> Callable[[int], int] | None:
+    try:
+        return ctypes.CDLL(None).malloc_trim  # glibc
+    except (AttributeError, OSError):  # musl, macOS: nothing to call
+        return None
+
+
+_MALLOC_TRIM = _malloc_trim()
+
+
+def release_freed_memory() -> None:
+    """Give the heap a stage freed back to the OS before the next stage runs in the same process (a refresh runs
+    them all in one). glibc otherwise keeps it: after embedding ~220 MB of freed activations stayed resident and the
+    index stage's engine memory came on top of them."""
+    gc.collect()
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
 
 
 PROJECT = Layout(Path())  # the Layout paths relative to the project root, as dvc.yaml writes them
