@@ -27,6 +27,9 @@ class IngestParams(_Section):
 class CleanParams(_Section):
     unicode_form: Literal["NFC", "NFKC"] = "NFC"
     min_chars: int = Field(20, ge=0)
+    near_duplicate_threshold: float | None = Field(0.8, ge=0.5, le=1)
+    shingle_words: int = Field(5, ge=1)
+    minhash_permutations: int = Field(128, ge=16, le=1024)
 
 
 class ValidateParams(_Section):

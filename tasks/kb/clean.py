@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass
 
 from tasks.core.config import CleanParams
+from tasks.kb.dedup import NearDuplicates
 
 _SPACES = re.compile(r"[ \t\u00a0\u2000-\u200b\u3000]+")
 _BLANK_LINES = re.compile(r"\n{3,}")
@@ -69,6 +70,9 @@ def clean_documents(raw: list[dict], params: CleanParams) -> tuple[list[CleanDoc
     kept: list[CleanDocument] = []
     drops: list[Drop] = []
     first_by_hash: dict[str, str] = {}
+    near = None
+    if params.near_duplicate_threshold is not None:
+        near = NearDuplicates(params.near_duplicate_threshold, params.minhash_permutations, params.shingle_words)
     for rec in sorted(raw, key=lambda r: r["doc_id"]):
         if rec["status"] != "ok":
             drops.append(Drop(rec["doc_id"], rec["path"], rec["status"], rec["reason"]))
@@ -86,9 +90,24 @@ def clean_documents(raw: list[dict], params: CleanParams) -> tuple[list[CleanDoc
             drops.append(Drop(rec["doc_id"], rec["path"], "duplicate", f"same content as {first_by_hash[digest]}"))
             continue
         first_by_hash[digest] = rec["doc_id"]
+        similar = near.check(rec["doc_id"], text) if near else None
+        if similar:
+            why = (
+                f"near-duplicate of {similar[0]} (estimated Jaccard {similar[1]:.2f} >= "
+                f"clean.near_duplicate_threshold={params.near_duplicate_threshold})"
+            )
+            drops.append(Drop(rec["doc_id"], rec["path"], "duplicate", why))
+            continue
         kept.append(CleanDocument(rec["doc_id"], rec["source"], rec["path"], rec["format"], text, digest))
     dropped: dict[str, int] = {}
     for d in drops:
         dropped[d.status] = dropped.get(d.status, 0) + 1
-    stats = {"input": len(raw), "kept": len(kept), "dropped": dropped, "seconds": round(time.perf_counter() - start, 3)}
+    near_dups = sum(d.status == "duplicate" and d.reason.startswith("near-duplicate") for d in drops)
+    stats = {
+        "input": len(raw),
+        "kept": len(kept),
+        "dropped": dropped,
+        "near_duplicates": near_dups,
+        "seconds": round(time.perf_counter() - start, 3),
+    }
     return kept, drops, stats

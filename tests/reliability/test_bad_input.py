@@ -23,6 +23,12 @@ from .conftest import refresh
 pytestmark = pytest.mark.slow  # a whole pipeline, a real server or a trained model
 
 GOOD = "Heron thermostats keep a steady temperature and learn the household schedule within a week. " * 3
+TOPICS = [  # the good files are different documents (the same text with a number changed is a near-duplicate)
+    "Larkspur pumps run quietly at night and report their pressure to the hub every minute.",
+    "Returns are accepted within thirty days when the original packaging is kept intact.",
+    "The installer asks for the Wi-Fi password once and stores it encrypted on the device.",
+    "Firmware updates download overnight and install after the household has been away an hour.",
+]
 
 
 def make_pdf_without_text(path: Path) -> None:
@@ -41,7 +47,7 @@ def messy(tmp_path) -> Path:
     src.mkdir(parents=True)
     (root / "params.yaml").write_text((Path(__file__).parents[2] / "params.yaml").read_text())
     for i in range(4):
-        (src / f"good-{i}.md").write_text(f"# Good {i}\n\n{GOOD} Model {i}.")
+        (src / f"good-{i}.md").write_text(f"# Good {i}\n\n{TOPICS[i] * 3} Model {i}.")
     (src / "binary.txt").write_bytes(bytes(range(256)) * 40)
     (src / "latin.txt").write_bytes(("Caf\xe9 cr\xe8me and na\xefve r\xe9sum\xe9 notes. " * 5).encode("latin-1"))
     (src / "broken-utf8.md").write_bytes(b"# Notes\n\nValid start \xff\xfe\xfa then more text. " + GOOD.encode())
@@ -50,7 +56,7 @@ def messy(tmp_path) -> Path:
         "<html><head><style>p{}</style><script>var x=1;</script></head><body><script>alert(1)</script></body></html>"
     )
     make_pdf_without_text(src / "blank.pdf")
-    (src / "copy.md").write_text(f"# Good 0\n\n{GOOD} Model 0.")
+    (src / "copy.md").write_text(f"# Good 0\n\n{TOPICS[0] * 3} Model 0.")
     (src / "records.jsonl").write_text(json.dumps({"id": "a", "text": GOOD + " jsonl"}) + "\n{not json\n")
     with (src / "huge.txt").open("w") as f:  # 50 MB: recorded as too large without being read
         block = "x" * 1023 + "\n"

@@ -35,6 +35,7 @@ HEAVY = {
     "pandas": "0.35 s; only the gates build data frames",
     "pypdf": "0.3 s; only PDF sources",
     "trafilatura": "0.3 s with lxml; only HTML sources",
+    "datasketch": "0.7 s (scipy, its async LSH); only the clean stage's near-duplicate check",
     "ftfy": "0.15 s; only cleaning documents and training examples",
     "prefect": "~2 s; only commands that run a flow, and the UI progress artifacts",
     "deepspeed": "seconds and a CUDA probe; only when train.deepspeed is set",
