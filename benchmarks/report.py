@@ -40,6 +40,7 @@ def markdown(r: dict) -> str:
         ("knowledge", _knowledge),
         ("generation", _generation),
         ("scale", _scale),
+        ("dedup", _dedup),
     )
     ran = [name for name, _ in sections if name in r]  # --only runs hold some sections; the rest are left out
     out += [f"Sections in this run: {', '.join(ran) or 'none'}.", ""]
@@ -440,6 +441,38 @@ def _scale(res: dict | None, note: bool = True) -> list[str]:
             ),
         ]
     return out + [""]
+
+
+def _dedup(res: dict | None) -> list[str]:
+    out = ["#### Near-duplicates: the clean stage's cost and finds", ""]
+    if _status(res):
+        return out + [_status(res) or "", ""]
+    assert res is not None
+    n, near = res["documents"], res["near"]
+    rows = [
+        ["clean, exact copies only", res["exact"]["seconds"], round(n / res["exact"]["seconds"]), "—", "—"],
+        [
+            "clean, + near-duplicates (default)",
+            near["seconds"],
+            round(n / near["seconds"]),
+            near["near_duplicates"],
+            f"{near['injected_found']} of {res['injected_copies']} ({near['other_drops']} other drops)",
+        ],
+        [
+            "datasketch alone (sha1, pre-normalized)",
+            res["bare_datasketch"]["seconds"],
+            round(n / res["bare_datasketch"]["seconds"]),
+            res["bare_datasketch"]["near_duplicates"],
+            "",
+        ],
+    ]
+    out += [
+        f"{n} documents, of which {res['injected_copies']} are injected copies (half under a banner and footer, half "
+        f"with 2% of words replaced); best of {res['repeats']}.",
+        "",
+    ]
+    out += _table(["run", "seconds", "docs/s", "near-duplicates", "injected copies found"], rows)
+    return out + [f"The check adds {res['near_overhead_seconds']} s to clean at this size.", ""]
 
 
 def results_block(page: str) -> str:

@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 
-from benchmarks import injection, refresh, scale
+from benchmarks import dedup, injection, refresh, scale
 from benchmarks.encoders import compare_encoders
 from benchmarks.report import markdown, publish
 from tasks.core.config import load_params
@@ -39,7 +39,18 @@ from tasks.pipeline import run_stage, stage_names
 
 REPO = Path(__file__).resolve().parents[1]
 PUBLISHED = REPO / "benchmarks/RESULTS.json"  # the run the docs show (docs/benchmarks.md between the markers)
-SECTIONS = ("refresh", "bare", "efficiency", "overhead", "training", "encoders", "knowledge", "generation", "scale")
+SECTIONS = (
+    "refresh",
+    "bare",
+    "efficiency",
+    "overhead",
+    "training",
+    "encoders",
+    "knowledge",
+    "generation",
+    "scale",
+    "dedup",
+)
 QUICK = dict(
     docs=40,
     efficiency_chunks=48,
@@ -54,6 +65,7 @@ QUICK = dict(
     sample_questions=6,
     scale_points=[2000],
     scale_docs=[30],
+    dedup_docs=200,
     train=dict(lr=5e-4, max_steps=2, kb_text_epochs=1, qa_epochs=1, raft_epochs=1, raft_distractors=1, sample_epochs=1),
 )
 # SmolLM2 trains at ~120 tokens/s on 2 CPU cores: the knowledge section's sizes keep it near half an hour
@@ -71,6 +83,7 @@ FULL = dict(
     sample_questions=None,
     scale_points=[10_000, 100_000, 1_000_000],
     scale_docs=[1000, 10_000],
+    dedup_docs=10_000,
     train=dict(
         lr=5e-4, max_steps=-1, kb_text_epochs=10, qa_epochs=3, raft_epochs=2, raft_distractors=1, sample_epochs=2
     ),
@@ -316,6 +329,12 @@ def main(argv: list[str] | None = None) -> int:
             results,
             "scale",
             lambda: scale.scale_section(work / "scale", cfg["scale_points"], cfg["scale_docs"], a.seed, log),
+        )
+    if "dedup" in wanted:
+        section(
+            results,
+            "dedup",
+            lambda: dedup.dedup_section(work / "dedup", cfg["dedup_docs"], a.seed, cfg["repeats"], log),
         )
     results["total_seconds"] = round(time.perf_counter() - started, 1)
     a.out.parent.mkdir(parents=True, exist_ok=True)
