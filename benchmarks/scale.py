@@ -77,6 +77,8 @@ def query_set(seed: int) -> list[tuple[list[float], tuple[list[int], list[float]
 
 def latencies(store, queries) -> dict:
     """p50/p95 per mode over `queries`, after WARMUP untimed ones (the cold first call is timed on its own)."""
+    from tasks.kb.vectors import Fusion
+
     out = {}
     for mode in ("dense", "sparse", "hybrid"):
         times = []
@@ -84,7 +86,7 @@ def latencies(store, queries) -> dict:
             d = dense if mode != "sparse" else None
             s = (sparse[0], [1.0] * len(sparse[0])) if mode != "dense" else None
             t = time.perf_counter()
-            store.query(d, s, 5, 20, 60)
+            store.query(d, s, 5, 20, Fusion())
             if i >= WARMUP:
                 times.append((time.perf_counter() - t) * 1000)
         out[mode] = {

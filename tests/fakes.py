@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from tasks.kb.vectors import Hit, Point, Sparse
+from tasks.kb.vectors import Fusion, Hit, Point, Sparse
 
 
 class MemoryStore:
@@ -64,7 +64,7 @@ class MemoryStore:
         sparse: Sparse | None,
         limit: int,
         candidates: int,
-        rrf_k: int,
+        fusion: Fusion,
         score_threshold: float | None = None,
     ) -> list[Hit]:
         ranked = []
@@ -81,10 +81,10 @@ class MemoryStore:
             )
         if len(ranked) == 1:
             return ranked[0][:limit]
-        fused: dict[str, float] = {}
-        for hits in ranked:
+        fused: dict[str, float] = {}  # RRF, whatever fusion asks for: the fake is for the logic around the store
+        for hits, weight in zip(ranked, fusion.weights or (1.0, 1.0)):
             for rank, hit in enumerate(hits):
-                fused[hit.id] = fused.get(hit.id, 0.0) + 1 / (rrf_k + rank + 1)
+                fused[hit.id] = fused.get(hit.id, 0.0) + weight / (fusion.k + rank + 1)
         order = sorted(fused, key=lambda pid: -fused[pid])[:limit]
         return [Hit(pid, fused[pid], dict(self.points[pid].payload)) for pid in order]
 

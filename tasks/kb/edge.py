@@ -33,7 +33,7 @@ import qdrant_edge
 from tasks.core.config import IndexParams, resolve_path
 from tasks.core.errors import BusyError, RagtuneError, StoreError
 from tasks.kb.sparse import VECTOR_NAME as SPARSE
-from tasks.kb.vectors import Hit, Point, Sparse
+from tasks.kb.vectors import Fusion, Hit, Point, Sparse
 
 log = logging.getLogger("ragtune")
 T = TypeVar("T")
@@ -216,10 +216,10 @@ class EdgeStore:
         sparse: Sparse | None,
         limit: int,
         candidates: int,
-        rrf_k: int,
+        fusion: Fusion,
         score_threshold: float | None = None,
     ) -> list[Hit]:
-        """Dense, sparse (BM25 with the engine's IDF), or both fused by reciprocal rank inside the engine."""
+        """Dense, sparse (BM25 with the engine's IDF), or both fused inside the engine (RRF or DBSF)."""
         if self.shard is None:
             return []
         q = qdrant_edge
@@ -232,7 +232,7 @@ class EdgeStore:
                     q.Prefetch(limit=candidates, query=dense_q, score_threshold=score_threshold),
                     q.Prefetch(limit=candidates, query=sparse_q),
                 ],
-                query=q.Fusion.Rrf(k=rrf_k),  # type: ignore[arg-type]  # the stub types Rrf apart from Fusion
+                query=edge_fusion(fusion),
                 with_payload=True,
             )
         elif dense_q is not None or sparse_q is not None:
@@ -367,6 +367,13 @@ def refuse_legacy_store(root: Path, params: IndexParams) -> None:
             "the stored vectors into the new store (nothing is re-embedded) and keeps the old folder. "
             "Or set index.engine: local to keep using the old store."
         )
+
+
+def edge_fusion(fusion: Fusion) -> Any:
+    if fusion.method == "dbsf":
+        return qdrant_edge.Fusion.Dbsf()
+    weights = list(fusion.weights) if fusion.weights else None
+    return qdrant_edge.Fusion.Rrf(k=fusion.k, weights=weights)
 
 
 def migrate_local_mode(root: Path, params: IndexParams, on_progress: Callable[[int, int], None] | None = None) -> dict:

@@ -18,7 +18,7 @@ from tasks.kb.embed import EmbeddingCache
 from tasks.kb.embedder import Embedder, SentenceTransformerEmbedder, model_fingerprint, pick_device
 from tasks.kb.sparse import encode_query
 from tasks.kb.store import open_store
-from tasks.kb.vectors import VectorStore
+from tasks.kb.vectors import Fusion, VectorStore
 
 RETRIEVAL_MODES = ("dense", "sparse", "hybrid")
 
@@ -46,6 +46,13 @@ class Retriever:
             )
         self._embedder, self._reranker = embedder, None
         self.cache_hits = 0
+        weights = (self.p.dense_weight, self.p.sparse_weight)
+        self.fusion = Fusion(self.p.fusion, self.p.rrf_k, None if weights == (1.0, 1.0) else weights)
+        if self.p.fusion == "dbsf" and self.fusion.weights:
+            raise ConfigError(
+                "retrieve.dense_weight / sparse_weight weigh RRF only; Qdrant's DBSF takes no weights. Set both to "
+                "1.0, or retrieve.fusion=rrf."
+            )
         self.store = store if store is not None else open_store(root, params.index)
         try:
             if not self.store.has_collection():
@@ -128,7 +135,7 @@ class Retriever:
         sparse = encode_query(query) if self.mode != "dense" else None
         if self.mode == "sparse" and sparse is not None and not sparse[0]:
             return []
-        found = self.store.query(dense, sparse, limit, max(self.p.candidates, k), self.p.rrf_k, self.p.score_threshold)
+        found = self.store.query(dense, sparse, limit, max(self.p.candidates, k), self.fusion, self.p.score_threshold)
         hits = [
             {
                 "doc_id": h.payload.get("doc_id"),

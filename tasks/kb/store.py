@@ -18,7 +18,7 @@ from tasks.core.config import IndexParams, resolve_path
 from tasks.core.errors import BusyError, StoreError
 from tasks.kb.edge import EdgeStore, refuse_legacy_store
 from tasks.kb.sparse import VECTOR_NAME as SPARSE
-from tasks.kb.vectors import Hit, Point, Sparse, VectorStore
+from tasks.kb.vectors import Fusion, Hit, Point, Sparse, VectorStore
 
 log = logging.getLogger("ragtune")
 T = TypeVar("T")
@@ -183,10 +183,10 @@ class QdrantStore:
         sparse: Sparse | None,
         limit: int,
         candidates: int,
-        rrf_k: int,
+        fusion: Fusion,
         score_threshold: float | None = None,
     ) -> list[Hit]:
-        """Dense, sparse (BM25 with Qdrant's IDF), or both fused by reciprocal rank in one Query API call.
+        """Dense, sparse (BM25 with Qdrant's IDF), or both fused (RRF or DBSF) in one Query API call.
         The threshold applies to the dense similarity (or to the BM25 score when sparse is alone)."""
         from qdrant_client import models
 
@@ -197,7 +197,11 @@ class QdrantStore:
                     models.Prefetch(query=dense, limit=candidates, score_threshold=score_threshold),
                     models.Prefetch(query=sparse_q, using=SPARSE, limit=candidates),
                 ],
-                "query": models.RrfQuery(rrf=models.Rrf(k=rrf_k)),
+                "query": models.FusionQuery(fusion=models.Fusion.DBSF)
+                if fusion.method == "dbsf"
+                else models.RrfQuery(
+                    rrf=models.Rrf(k=fusion.k, weights=list(fusion.weights) if fusion.weights else None)
+                ),
             }
         elif dense is not None:
             kw = {"query": dense, "score_threshold": score_threshold}

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 Sparse = tuple[list[int], list[float]]  # (indices, values)
 
@@ -16,6 +16,20 @@ class Point:
     vector: list[float]
     payload: dict[str, Any]
     sparse: Sparse | None = None  # BM25 terms (tasks/kb/sparse.py), stored as the named sparse vector "bm25"
+
+
+@dataclass(frozen=True)
+class Fusion:
+    """How a hybrid query merges its dense and sparse candidate lists, inside the engine (Qdrant's Query API).
+
+    rrf   reciprocal rank fusion: each list adds weight / (k + rank); scores are ignored
+    dbsf  distribution-based score fusion: each list's scores are normalized by their mean +- 3 standard deviations,
+          then summed (no k, no weights)
+    """
+
+    method: Literal["rrf", "dbsf"] = "rrf"
+    k: int = 60
+    weights: tuple[float, float] | None = None  # rrf only: (dense, sparse); None = equal
 
 
 @dataclass(frozen=True)
@@ -46,7 +60,7 @@ class VectorStore(Protocol):
         sparse: Sparse | None,
         limit: int,
         candidates: int,
-        rrf_k: int,
+        fusion: Fusion,
         score_threshold: float | None = None,
     ) -> list[Hit]: ...
     def commit(self, on_build: Callable[[], None] | None = None) -> dict:

@@ -83,6 +83,28 @@ def test_hybrid_finds_a_rare_product_code_that_dense_retrieval_misses(code_index
     assert (code_index / "data/cache/queries.sqlite").exists(), "query embeddings are cached by default"
 
 
+def test_fusion_methods_and_weights_reach_the_engine(code_index):
+    question = "Why did the firmware update fail on ZX-4471-B?"
+    ranked = {}
+    for name, overrides in {
+        "rrf": [],
+        "sparse x3": ["retrieve.sparse_weight=3", "retrieve.rrf_k=1"],  # k=1: a weight of 3 outweighs any rank
+        "dense x3": ["retrieve.dense_weight=3", "retrieve.rrf_k=1"],
+        "dbsf": ["retrieve.fusion=dbsf"],
+    }.items():
+        with Retriever(code_index, load_params(code_index / "params.yaml", overrides)) as r:
+            ranked[name] = [h["doc_id"] for h in r.search(question, 3)]
+    with Retriever(code_index, load_params(code_index / "params.yaml", ["retrieve.mode=dense"])) as r:
+        dense_first = r.search(question, 1)[0]["doc_id"]
+    assert ranked["sparse x3"][0] == "batch-notice.md"  # the BM25 favourite
+    assert ranked["dense x3"][0] == dense_first != "batch-notice.md", ranked  # weights move the fused order
+    assert len(ranked["dbsf"]) == 3 and "batch-notice.md" in ranked["dbsf"], ranked
+    with pytest.raises(ConfigError, match="DBSF takes no weights"):
+        Retriever(
+            code_index, load_params(code_index / "params.yaml", ["retrieve.fusion=dbsf", "retrieve.dense_weight=2"])
+        )
+
+
 def test_score_threshold_query_cache_and_cross_encoder_rerank(code_index, tmp_path):
 
     question = "Why did the firmware update fail on ZX-4471-B?"

@@ -45,13 +45,14 @@ import json, sys
 from pathlib import Path
 from tasks.core.config import load_params
 from tasks.kb.store import open_store
+from tasks.kb.vectors import Fusion
 
 root = Path(sys.argv[1])
 store = open_store(root, load_params(root / "params.yaml").index)
 before = store.count()
 print("ready", before, flush=True)
 sys.stdin.readline()  # held open across the refresh, like a long compare
-store.query(None, ([1, 2, 3], [1.0, 1.0, 1.0]), 5, 20, 60)
+store.query(None, ([1, 2, 3], [1.0, 1.0, 1.0]), 5, 20, Fusion())
 print(json.dumps({"before": before, "after": store.count(), "generation": store.generation.name}), flush=True)
 store.close()
 """

@@ -14,7 +14,7 @@ from tasks.core.errors import RagtuneError, StoreError
 from tasks.kb.edge import EdgeStore, migrate_local_mode
 from tasks.kb.sparse import encode_document, encode_query
 from tasks.kb.store import QdrantStore, open_store
-from tasks.kb.vectors import Point
+from tasks.kb.vectors import Fusion, Point
 
 DIM = 16
 WORDS = [f"term{i}" for i in range(60)]
@@ -104,9 +104,10 @@ def settled(hits) -> dict[int, str]:
     return {i: h.id for i, h in enumerate(hits) if scores.count(scores[i]) == 1 and scores[i] != scores[-1]}
 
 
-def test_dense_sparse_and_hybrid_answers_match_local_mode(tmp_path):
-    """Below the indexing threshold both engines search exactly: same ids and scores (BM25 IDF and RRF included);
-    only the order among equal scores may differ."""
+@pytest.mark.parametrize("fusion", [Fusion(), Fusion(k=10, weights=(1.0, 2.0)), Fusion("dbsf")], ids=str)
+def test_dense_sparse_and_hybrid_answers_match_local_mode(tmp_path, fusion):
+    """Below the indexing threshold both engines search exactly: same ids and scores (BM25 IDF and the fusion
+    included); only the order among equal scores may differ."""
     batch = points(120, seed=1)
     home = tmp_path / "edge"
     published(home, batch)
@@ -121,8 +122,8 @@ def test_dense_sparse_and_hybrid_answers_match_local_mode(tmp_path):
         dense = rng.normal(size=DIM).tolist()
         sparse = encode_query(text)
         for d, s in ((dense, None), (None, sparse), (dense, sparse)):
-            want = local.query(d, s, 10, 20, 60)
-            got = edge.query(d, s, 10, 20, 60)
+            want = local.query(d, s, 10, 20, fusion)
+            got = edge.query(d, s, 10, 20, fusion)
             assert [h.score for h in got] == pytest.approx([h.score for h in want], rel=1e-5)  # float32 vs 64
             assert settled(got) == settled(want)
     edge.close()
