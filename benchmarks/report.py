@@ -41,6 +41,7 @@ def markdown(r: dict) -> str:
         ("generation", _generation),
         ("scale", _scale),
         ("dedup", _dedup),
+        ("fusion", _fusion),
     )
     ran = [name for name, _ in sections if name in r]  # --only runs hold some sections; the rest are left out
     out += [f"Sections in this run: {', '.join(ran) or 'none'}.", ""]
@@ -473,6 +474,25 @@ def _dedup(res: dict | None) -> list[str]:
     ]
     out += _table(["run", "seconds", "docs/s", "near-duplicates", "injected copies found"], rows)
     return out + [f"The check adds {res['near_overhead_seconds']} s to clean at this size.", ""]
+
+
+def _fusion(res: dict | None) -> list[str]:
+    out = ["#### Fusion: dense, sparse and hybrid retrieval by fusion method", ""]
+    if _status(res):
+        return out + [_status(res) or "", ""]
+    assert res is not None
+    sets = res["sets"]
+    names = list(sets)
+    header = ["retriever"] + [f"{n} {m}" for n in names for m in ("R@1", "R@5", "MRR@5")]
+    by_label: dict[str, list] = {}
+    for n in names:
+        for row in sets[n]["rows"]:
+            by_label.setdefault(row["retriever"], []).extend(
+                [f"{row['recall_at_1']:.3f}", f"{row['recall_at_5']:.3f}", f"{row['mrr_at_5']:.3f}"]
+            )
+    sizes = ", ".join(f"{n}: {sets[n]['questions']} questions" for n in names)
+    out += [f"{sizes}; {res['candidates']} candidates per retriever.", ""]
+    return out + _table(header, [[label, *cells] for label, cells in by_label.items()])
 
 
 def results_block(page: str) -> str:

@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 
-from benchmarks import dedup, injection, refresh, scale
+from benchmarks import dedup, fusion, injection, refresh, scale
 from benchmarks.encoders import compare_encoders
 from benchmarks.report import markdown, publish
 from tasks.core.config import load_params
@@ -50,6 +50,7 @@ SECTIONS = (
     "generation",
     "scale",
     "dedup",
+    "fusion",
 )
 QUICK = dict(
     docs=40,
@@ -66,6 +67,7 @@ QUICK = dict(
     scale_points=[2000],
     scale_docs=[30],
     dedup_docs=200,
+    fusion_entities=8,
     train=dict(lr=5e-4, max_steps=2, kb_text_epochs=1, qa_epochs=1, raft_epochs=1, raft_distractors=1, sample_epochs=1),
 )
 # SmolLM2 trains at ~120 tokens/s on 2 CPU cores: the knowledge section's sizes keep it near half an hour
@@ -84,6 +86,7 @@ FULL = dict(
     scale_points=[10_000, 100_000, 1_000_000],
     scale_docs=[1000, 10_000],
     dedup_docs=10_000,
+    fusion_entities=300,
     train=dict(
         lr=5e-4, max_steps=-1, kb_text_epochs=10, qa_epochs=3, raft_epochs=2, raft_distractors=1, sample_epochs=2
     ),
@@ -336,6 +339,8 @@ def main(argv: list[str] | None = None) -> int:
             "dedup",
             lambda: dedup.dedup_section(work / "dedup", cfg["dedup_docs"], a.seed, cfg["repeats"], log),
         )
+    if "fusion" in wanted:
+        section(results, "fusion", lambda: fusion.fusion_section(work / "fusion", cfg["fusion_entities"], log))
     results["total_seconds"] = round(time.perf_counter() - started, 1)
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(results, indent=2) + "\n")
