@@ -34,6 +34,16 @@ CONFIGS: list[tuple[str, str, list[str]]] = [
         "hybrid",
         ["retrieve.fusion=rrf", "retrieve.rrf_k=60", "retrieve.dense_weight=2"],
     ),
+    (
+        "hybrid RRF k=2, sparse weight 2",
+        "hybrid",
+        ["retrieve.fusion=rrf", "retrieve.rrf_k=2", "retrieve.sparse_weight=2"],
+    ),
+    (
+        "hybrid RRF k=2, dense weight 2",
+        "hybrid",
+        ["retrieve.fusion=rrf", "retrieve.rrf_k=2", "retrieve.dense_weight=2"],
+    ),
     ("hybrid DBSF", "hybrid", ["retrieve.fusion=dbsf"]),
 ]
 
