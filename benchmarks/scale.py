@@ -86,7 +86,7 @@ def latencies(store, queries) -> dict:
             d = dense if mode != "sparse" else None
             s = (sparse[0], [1.0] * len(sparse[0])) if mode != "dense" else None
             t = time.perf_counter()
-            store.query(d, s, 5, 20, Fusion())
+            store.query(d, s, 5, 20, Fusion(k=60))
             if i >= WARMUP:
                 times.append((time.perf_counter() - t) * 1000)
         out[mode] = {
