@@ -85,7 +85,7 @@ class RetrieveParams(_Section):
     top_k: int = Field(5, ge=1)
     candidates: int = Field(20, ge=1)
     fusion: Literal["rrf", "dbsf"] = "rrf"
-    rrf_k: int = Field(2, ge=1)
+    rrf_k: int = Field(60, ge=1)
     dense_weight: float = Field(1.0, gt=0)
     sparse_weight: float = Field(1.0, gt=0)
     score_threshold: float | None = None

@@ -28,7 +28,7 @@ class Fusion:
     """
 
     method: Literal["rrf", "dbsf"] = "rrf"
-    k: int = 2  # as retrieve.rrf_k
+    k: int = 60  # as retrieve.rrf_k
     weights: tuple[float, float] | None = None  # rrf only: (dense, sparse); None = equal
 
 
