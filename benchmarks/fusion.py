@@ -17,33 +17,23 @@ from benchmarks.refresh import new_project
 
 REPO = Path(__file__).resolve().parents[1]
 
+
+def rrf(k: int, weighted: str | None = None, label: str = "") -> tuple[str, str, list[str]]:
+    """A hybrid RRF retriever at k, optionally with the dense or sparse list weighted 2."""
+    overrides = ["retrieve.fusion=rrf", f"retrieve.rrf_k={k}"]
+    if weighted:
+        overrides.append(f"retrieve.{weighted}_weight=2")
+    return f"hybrid RRF k={k}{f', {weighted} weight 2' if weighted else ''}{label}", "hybrid", overrides
+
+
 # (label, retrieval mode, params overrides)
 CONFIGS: list[tuple[str, str, list[str]]] = [
     ("dense", "dense", []),
     ("sparse (BM25)", "sparse", []),
-    ("hybrid RRF k=60", "hybrid", ["retrieve.fusion=rrf", "retrieve.rrf_k=60"]),
-    ("hybrid RRF k=10", "hybrid", ["retrieve.fusion=rrf", "retrieve.rrf_k=10"]),
-    ("hybrid RRF k=2 (Qdrant's default k)", "hybrid", ["retrieve.fusion=rrf", "retrieve.rrf_k=2"]),
-    (
-        "hybrid RRF k=60, sparse weight 2",
-        "hybrid",
-        ["retrieve.fusion=rrf", "retrieve.rrf_k=60", "retrieve.sparse_weight=2"],
-    ),
-    (
-        "hybrid RRF k=60, dense weight 2",
-        "hybrid",
-        ["retrieve.fusion=rrf", "retrieve.rrf_k=60", "retrieve.dense_weight=2"],
-    ),
-    (
-        "hybrid RRF k=2, sparse weight 2",
-        "hybrid",
-        ["retrieve.fusion=rrf", "retrieve.rrf_k=2", "retrieve.sparse_weight=2"],
-    ),
-    (
-        "hybrid RRF k=2, dense weight 2",
-        "hybrid",
-        ["retrieve.fusion=rrf", "retrieve.rrf_k=2", "retrieve.dense_weight=2"],
-    ),
+    rrf(60),
+    rrf(10),
+    rrf(2, label=" (Qdrant's default k)"),
+    *(rrf(k, side) for k in (60, 2) for side in ("sparse", "dense")),
     ("hybrid DBSF", "hybrid", ["retrieve.fusion=dbsf"]),
 ]
 

@@ -220,10 +220,6 @@ def write_jsonl(path: Path, rows: Iterable[dict]) -> None:
     _atomic(path, w)
 
 
-def write_npy(path: Path, array: np.ndarray) -> None:
-    _atomic(path, lambda f: np.save(f, array, allow_pickle=False))
-
-
 def write_npy_rows(path: Path, shape: tuple[int, int], dtype: Any, blocks: Iterable[np.ndarray]) -> None:
     """An .npy file of `shape` written from row blocks in order (what np.load reads back), atomically: a corpus
     of vectors is never held whole."""

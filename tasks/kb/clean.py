@@ -70,7 +70,7 @@ def clean_documents(raw: list[dict], params: CleanParams) -> tuple[list[CleanDoc
     kept: list[CleanDocument] = []
     drops: list[Drop] = []
     first_by_hash: dict[str, str] = {}
-    near = None
+    near, near_dups = None, 0
     if params.near_duplicate_threshold is not None:
         near = NearDuplicates(params.near_duplicate_threshold, params.minhash_permutations, params.shingle_words)
     for rec in sorted(raw, key=lambda r: r["doc_id"]):
@@ -97,12 +97,12 @@ def clean_documents(raw: list[dict], params: CleanParams) -> tuple[list[CleanDoc
                 f"clean.near_duplicate_threshold={params.near_duplicate_threshold})"
             )
             drops.append(Drop(rec["doc_id"], rec["path"], "duplicate", why))
+            near_dups += 1
             continue
         kept.append(CleanDocument(rec["doc_id"], rec["source"], rec["path"], rec["format"], text, digest))
     dropped: dict[str, int] = {}
     for d in drops:
         dropped[d.status] = dropped.get(d.status, 0) + 1
-    near_dups = sum(d.status == "duplicate" and d.reason.startswith("near-duplicate") for d in drops)
     stats = {
         "input": len(raw),
         "kept": len(kept),
