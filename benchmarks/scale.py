@@ -25,6 +25,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 DIM = 384
+FINGERPRINT = {"dim": DIM, "distance": "cosine", "sparse": True, "model": "synthetic", "chunking": "none"}
 VOCAB = 50_000
 LOCAL_MAX = 10_000  # local mode searches in Python: a sparse query over 100k points takes seconds, 1M is hours
 QUERIES = 200
@@ -111,7 +112,7 @@ def store_child(engine: str, n: int, work: Path, seed: int) -> dict:
 
         home = work / "edge"
         store = EdgeStore(home, params, writer=True)
-        store.ensure_collection(DIM)
+        store.ensure_collection(FINGERPRINT, "scale")
     else:
         from qdrant_client import QdrantClient
 
@@ -119,14 +120,14 @@ def store_child(engine: str, n: int, work: Path, seed: int) -> dict:
 
         home = work / "local"
         store = QdrantStore(QdrantClient(path=str(home)), params, str(home), is_server=False)
-        store.ensure_collection(DIM)
+        store.ensure_collection(FINGERPRINT, "scale")
     upsert = 0.0
     for batch in batches(n, 1024, seed):
         t = time.perf_counter()
         store.upsert(batch)
         upsert += time.perf_counter() - t
     t = time.perf_counter()
-    published = store.commit()  # edge: optimize (HNSW + sparse index), flush, publish; local mode: nothing
+    published = {**store.commit(), **store.publish("scale")}  # edge: optimize (HNSW + sparse index), flush, stage
     commit_seconds = time.perf_counter() - t
     if engine == "edge":
         store.close()

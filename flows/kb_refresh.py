@@ -1,5 +1,5 @@
-"""Prefect flow `kb_refresh`: ingest -> clean -> validate (GX gate) -> chunk -> embed -> index -> verify ->
-evaluate_retrieval (optional recall gate) -> report."""
+"""Prefect flow `kb_refresh`: ingest -> clean -> validate (GX gate) -> chunk -> embed -> index (staged) -> verify ->
+evaluate_retrieval (optional recall gate) -> publish (serve the staged index) -> report."""
 
 from __future__ import annotations
 
@@ -49,8 +49,8 @@ def embed_chunks(ws: Layout, params: Params) -> dict:
 
 
 @stage_task(name="upsert_points", label="index")
-def upsert_points(ws: Layout, params: Params, allow_mass_delete: bool) -> dict:
-    return stages.run_index(StageContext(ws, params, prefect_progress("index"), allow_mass_delete))
+def upsert_points(ws: Layout, params: Params, allow_mass_delete: bool, rebuild: bool) -> dict:
+    return stages.run_index(StageContext(ws, params, prefect_progress("index"), allow_mass_delete, rebuild))
 
 
 @stage_task(name="verify_index", label="verify")
@@ -61,6 +61,11 @@ def verify_index(ws: Layout, params: Params) -> dict:
 @stage_task(name="evaluate_retrieval", label="eval_retrieval")
 def evaluate_retrieval(ws: Layout, params: Params) -> dict:
     return stages.run_eval_retrieval(StageContext(ws, params))
+
+
+@stage_task(name="publish_index", label="publish")
+def publish_index(ws: Layout, params: Params) -> dict:
+    return stages.run_publish(StageContext(ws, params))
 
 
 @stage_task(name="publish_report")
@@ -92,8 +97,10 @@ def kb_refresh(
     sources: list[str] | None = None,
     overrides: list[str] | None = None,
     allow_mass_delete: bool = False,
+    rebuild: bool = False,
 ) -> dict:
-    """Refresh the knowledge base: only changed chunks are embedded, vanished documents leave the index."""
+    """Refresh the knowledge base: only changed chunks are embedded, vanished documents leave the index, and
+    readers see the new index only once it passed verify and the recall gate."""
     started = time.perf_counter()
     ws = Layout(Path(root).resolve())
     params = resolve_params(ws, sources, overrides)
@@ -102,9 +109,10 @@ def kb_refresh(
     validate_documents(ws, params)  # a failed gate raises here: nothing below runs, the index is untouched
     chunk_documents(ws, params)
     embed_chunks(ws, params)
-    upsert_points(ws, params, allow_mass_delete)
+    upsert_points(ws, params, allow_mass_delete, rebuild)  # staged: readers still get the serving index
     verify_index(ws, params)
-    evaluate_retrieval(ws, params)  # optional gate (retrieve.qa_file): a recall drop fails the run, unrecorded
+    evaluate_retrieval(ws, params)  # optional gate (retrieve.qa_file): a recall drop fails the run, nothing served
+    publish_index(ws, params)  # one atomic switch; the index it replaces is kept for `ragtune rollback`
     report = publish_report(ws, time.perf_counter() - started)
 
     summary = {

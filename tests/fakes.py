@@ -35,10 +35,12 @@ class MemoryStore:
     def has_sparse(self) -> bool:
         return self.sparse
 
-    def ensure_collection(self, dim: int) -> None:
-        if self.dim is not None and self.dim != dim:
-            raise ValueError(f"collection holds {self.dim}-dim vectors, not {dim}")
-        self.dim = dim
+    def ensure_collection(self, fingerprint: dict[str, Any], run_version: str, rebuild: bool = False) -> str | None:
+        """Updated in place, always (the real stores' rebuild beside the serving index is tested on them)."""
+        if self.dim is not None and self.dim != fingerprint["dim"]:
+            raise ValueError(f"collection holds {self.dim}-dim vectors, not {fingerprint['dim']}")
+        self.dim = fingerprint["dim"]
+        return None
 
     def scan(self, fields: list[str]) -> dict[str, dict[str, Any]]:
         return {pid: {f: p.payload[f] for f in fields if f in p.payload} for pid, p in self.points.items()}
@@ -97,8 +99,14 @@ class MemoryStore:
         scored.sort(key=lambda sp: -sp[0])
         return [Hit(p.id, float(s), dict(p.payload)) for s, p in scored[:candidates]]
 
-    def commit(self, on_build=None) -> dict:
-        return {}
+    def commit(self) -> dict:
+        return {"staged": False}
+
+    def publish(self, run_version: str) -> dict:
+        return {"published": False, "serving": self.location}
+
+    def rollback(self) -> dict:
+        raise NotImplementedError("in-memory: no previous index is kept")
 
     def close(self) -> None:
         self.closed = True

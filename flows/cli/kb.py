@@ -30,6 +30,7 @@ from tasks.kb.ingest import check_sources
 from tasks.kb.report import report_rows
 from tasks.kb.retrieval import RETRIEVAL_MODES, search_queries
 from tasks.kb.retrieval_eval import evaluate_modes
+from tasks.kb.stages import rollback_index
 
 
 def print_report(report: dict) -> None:
@@ -49,9 +50,16 @@ def refresh(
     allow_mass_delete: bool = typer.Option(
         False, "--allow-mass-delete", help="Allow deleting more than index.max_delete_share of the index."
     ),
+    rebuild: bool = typer.Option(
+        False,
+        "--rebuild",
+        help="Build a new index beside the serving one (vectors from the embedding cache), as a change of "
+        "embed.model, chunk or index.distance does on its own.",
+    ),
     params: Path = PARAMS_OPT,
 ) -> None:
-    """Run the kb_refresh flow: ingest, clean, GX gate, chunk, embed (changed chunks only), upsert, verify."""
+    """Run the kb_refresh flow: ingest, clean, GX gate, chunk, embed (changed chunks only), index, verify and the
+    recall gate on the new index, then serve it (one atomic switch; the old one is kept for `ragtune rollback`)."""
     with friendly_errors():
         root = project_root(params)
 
@@ -68,6 +76,7 @@ def refresh(
             sources=srcs,
             overrides=list(overrides or []),
             allow_mass_delete=allow_mass_delete,
+            rebuild=rebuild,
         )
         if json_out:
             out.print_json(json.dumps(report))
@@ -123,6 +132,21 @@ def migrate_index(overrides: list[str] | None = OVERRIDES_ARG, params: Path = PA
         out.print(
             f"migrated {done['points']} points ({done['dim']}-dim) from {done['from']} to {done['to']} "
             f"({done['generation']}); the old store was kept.",
+            highlight=False,
+        )
+
+
+@app.command()
+def rollback(overrides: list[str] | None = OVERRIDES_ARG, params: Path = PARAMS_OPT) -> None:
+    """Serve the previous index again (the one the last published refresh replaced); run it twice to undo it.
+    The next refresh rebuilds from the sources as they are: fix them first, or it serves the same data again."""
+    with friendly_errors():
+        root = project_root(params)
+        p = load_params(params, list(overrides or []))
+        done = rollback_index(Layout(root), p)
+        out.print(
+            f"collection '{p.index.collection}' serves {done['serving']} (run {done['run_version']}) again; "
+            f"{done['previous']} is kept: `ragtune rollback` returns to it.",
             highlight=False,
         )
 

@@ -37,6 +37,7 @@ def stage(
     name: str = typer.Argument(..., help=" | ".join(STAGES), show_default=False),
     overrides: list[str] | None = OVERRIDES_ARG,
     allow_mass_delete: bool = typer.Option(False, "--allow-mass-delete", help="See `ragtune refresh --help`."),
+    rebuild: bool = typer.Option(False, "--rebuild", help="index: see `ragtune refresh --help`."),
     params: Path = PARAMS_OPT,
 ) -> None:
     """Run one pipeline stage without Prefect (this is what dvc.yaml calls)."""
@@ -48,7 +49,7 @@ def stage(
         logging.getLogger("ragtune").setLevel(level)  # no Prefect UI here: the terminal is the only reader
         p = load_params(params, list(overrides or []))
         with progress_bars(), console_stage(name):
-            stats = run_stage(name, StageContext(Layout(root), p, console_progress(name), allow_mass_delete))
+            stats = run_stage(name, StageContext(Layout(root), p, console_progress(name), allow_mass_delete, rebuild))
         if name == stage_names("kb", optional=False)[-1]:  # the refresh is complete: show its report
             err.print(report_markdown(build_report(Layout(root))), highlight=False)
         else:

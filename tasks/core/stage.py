@@ -18,12 +18,13 @@ OnProgress = Callable[[int, int], None] | None  # stage code calls back with (do
 @dataclass(frozen=True)
 class StageContext:
     """Everything a stage run reads besides its files: where (workspace), how (params), who watches (progress)
-    and the one operator flag a stage honours (--allow-mass-delete, read by index)."""
+    and the operator flags index honours (--allow-mass-delete, --rebuild)."""
 
     ws: Layout
     params: Params
     on_progress: OnProgress = None
     allow_mass_delete: bool = False
+    rebuild: bool = False  # build a new index beside the serving one even when its vectors are still valid
 
 
 def finish_stage(ws: Layout, stage: str, stats: dict, start: float) -> dict:

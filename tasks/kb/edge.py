@@ -1,15 +1,19 @@
 """The embedded store: a qdrant-edge shard (Qdrant's in-process Rust engine), published in generations.
 
     <index.local_path>/<collection>/
-        current -> gen-000007     the generation readers open (a symlink, swapped atomically)
-        gen-000007/               a shard (no WAL: it is written once, flushed, then only read)
-        gen-000007.lock           readers hold a shared flock on it while they have the generation open
+        current -> gen-000008     the generation readers open (a symlink, swapped atomically)
+        previous -> gen-000007    the one it replaced, kept for `ragtune rollback`
+        staged -> gen-000009      built and flushed, not served yet: verify and the recall gate read it
+        gen-000008/               a shard (no WAL: it is written once, flushed, then only read) + ragtune.json
+        gen-000008.lock           readers hold a shared flock on it while they have the generation open
 
 A refresh never writes a generation anyone reads. Under the collection's index lock it copies the current one
-(`cp --reflink=auto --sparse=always`: a clone on btrfs/xfs, a sparse copy elsewhere), applies the plan to the copy,
-builds HNSW (`optimize`), flushes, and only then moves `current`. A reader (search, ask, compare, eval-retrieval in
-another process) sees the old generation or the new one, never an error or half a write; a killed refresh leaves
-an unpublished copy that the next one deletes. Old generations are deleted once no reader holds them.
+(`cp --reflink=auto --sparse=always`: a clone on btrfs/xfs, a sparse copy elsewhere), or starts an empty one when
+the vectors are invalid (tasks/kb/vectors.rebuild_reason), applies the plan, builds HNSW (`optimize`), flushes and
+stages it. Only the publish stage, after verify and the recall gate passed on the staged generation, moves
+`current`. A reader (search, ask, compare, eval-retrieval in another process) sees the old generation or the new
+one, never an error or half a write; a failed gate or a killed refresh leaves an unserved generation that the next
+refresh deletes. Generations no pointer names are deleted once no reader holds them.
 """
 
 from __future__ import annotations
@@ -33,20 +37,23 @@ import qdrant_edge
 from tasks.core.config import IndexParams, resolve_path
 from tasks.core.errors import BusyError, RagtuneError, StoreError
 from tasks.kb.sparse import VECTOR_NAME as SPARSE
-from tasks.kb.vectors import Fusion, Hit, Point, Sparse
+from tasks.kb.vectors import Fusion, Hit, Point, Sparse, rebuild_reason
 
 log = logging.getLogger("ragtune")
 T = TypeVar("T")
 GEN = re.compile(r"^gen-(\d{6})$")
+META = "ragtune.json"
+POINTERS = ("current", "previous", "staged")
 DISTANCES = {"cosine": "Cosine", "dot": "Dot", "euclid": "Euclid"}
 
 
 class EdgeStore:
-    """One collection in the embedded engine. open_store() makes a reader; the index stage makes a writer."""
+    """One collection in the embedded engine. open_store() makes a reader (of the serving generation, or of the
+    staged one for verify and the gate); the index, publish and rollback steps make a writer."""
 
     is_server = False
 
-    def __init__(self, home: Path, params: IndexParams, writer: bool = False):
+    def __init__(self, home: Path, params: IndexParams, writer: bool = False, staged: bool = False):
         self.home = home
         self.params = params
         self.location = str(home)
@@ -54,9 +61,11 @@ class EdgeStore:
         self.shard: Any = None
         self.generation: Path | None = None  # the folder self.shard was loaded from
         self._reader_lock: Any = None  # the open lock file of the generation a reader holds
-        self._published = False
+        self._new: dict[str, Any] | None = None  # writer: the fingerprint of an empty generation to start (rebuild)
+        self._meta: dict[str, Any] = {}  # writer: ragtune.json of the generation it stages
+        self._staged = False
         if not writer:
-            self._open_current()
+            self._open("staged" if staged and self._pointer("staged") else "current")
 
     # --- the engine raises bare Exceptions: each call is named, and the message says what to do
     def _call(self, what: str, fn: Callable[[], T]) -> T:
@@ -71,15 +80,22 @@ class EdgeStore:
                 "(delete the folder to start over: nothing is re-embedded, vectors come from the embedding cache)."
             ) from exc
 
-    # --- generations
-    def _current(self) -> Path | None:
-        link = self.home / "current"
+    # --- generations and the pointers that name them
+    def _pointer(self, name: str) -> Path | None:
+        link = self.home / name
         return self.home / os.readlink(link) if link.is_symlink() else None
 
-    def _open_current(self) -> None:
-        """Load the published generation under a shared lock, so it is not deleted while this reader has it."""
+    def _point(self, name: str, gen: Path) -> None:
+        """Make pointer `name` name gen: one rename, atomic for readers."""
+        tmp = self.home / f"{name}.tmp"
+        tmp.unlink(missing_ok=True)
+        tmp.symlink_to(gen.name)
+        os.replace(tmp, self.home / name)
+
+    def _open(self, pointer: str) -> None:
+        """Load a generation under a shared lock, so it is not deleted while this reader has it."""
         for _ in range(10):  # a generation can be published and the old one deleted between readlink and flock
-            gen = self._current()
+            gen = self._pointer(pointer)
             if gen is None:
                 return
             lock = open(gen.with_name(gen.name + ".lock"), "a+")  # noqa: SIM115  held until close()
@@ -89,7 +105,7 @@ class EdgeStore:
                 self.shard = self._call("load", partial(qdrant_edge.EdgeShard.load, str(gen)))
                 return
             lock.close()
-        raise StoreError(f"embedded store {self.home}: 'current' points at a generation that keeps vanishing.")
+        raise StoreError(f"embedded store {self.home}: '{pointer}' points at a generation that keeps vanishing.")
 
     def _gens(self) -> list[Path]:
         return sorted(p for p in self.home.glob("gen-*") if GEN.match(p.name) and p.is_dir())
@@ -100,42 +116,51 @@ class EdgeStore:
 
     # --- what VectorStore asks
     def has_collection(self) -> bool:
-        return self.shard is not None or self._current() is not None
+        return self.shard is not None or self._pointer("current") is not None
 
     def has_sparse(self) -> bool:
-        gen = self.generation or self._current()
+        gen = self.generation or self._pointer("current")
         return gen is not None and SPARSE in _config(gen).get("sparse_vectors", {})
 
-    def ensure_collection(self, dim: int) -> None:
-        """Writer: start the next generation as a copy of the current one (or a new shard)."""
+    def ensure_collection(self, fingerprint: dict[str, Any], run_version: str, rebuild: bool = False) -> str | None:
+        """Writer: read the serving generation until the first write, which copies it (a no-op refresh copies
+        nothing) or, when the vectors are invalid, starts an empty generation beside it."""
         assert self.writer, "only the index stage writes the embedded store"
-        if self.shard is not None:
-            return
         self.home.mkdir(parents=True, exist_ok=True)
-        self.collect_garbage()  # what a killed refresh left behind
-        base, new = self._current(), self._next_generation()
-        if base is not None:  # read the published generation until the first write (a no-op refresh copies nothing)
-            self._check_config(base, dim)
-            self._open_current()
-            return
-        else:
+        (self.home / "staged").unlink(missing_ok=True)  # a generation a failed gate or a killed run left unserved
+        self.collect_garbage()
+        self._meta = {"run_version": run_version, "fingerprint": fingerprint}
+        base = self._pointer("current")
+        reason = rebuild_reason(_fingerprint(base) if base else None, fingerprint, rebuild)
+        if base is None or reason:
+            self._new = fingerprint
+        if base is not None:
+            self._open("current")
+        if reason:
+            log.info("index: a new generation beside %s (%s)", base.name if base else "-", reason)
+        return reason
+
+    def _writable(self) -> Any:
+        """The writer's own generation, made on the first write: a copy of the serving one, or a new empty shard."""
+        if self._new is None and self._reader_lock is None:
+            return self.shard
+        base, new = self.generation, self._next_generation()
+        if self.shard is not None:
+            self._call("close", lambda: self.shard.close())
+        if self._new is not None:
+            dim = self._new["dim"]
             self.shard = self._call("create", lambda: qdrant_edge.EdgeShard.create(str(new), self._edge_config(dim)))
             for field in ("doc_id", "source"):  # keyword indexes: filters and facets by document stay cheap
                 op = qdrant_edge.UpdateOperation.create_field_index(field, qdrant_edge.PayloadSchemaType.Keyword)
                 self._call("create_field_index", partial(self.shard.update, op))
-            log.info("created collection %s (%d-dim, %s) at %s", self.params.collection, dim, self.params.distance, new)
-        self.generation = new
-
-    def _writable(self) -> Any:
-        """The writer's own generation: on the first write, a copy of the published one (readers keep theirs)."""
-        if self._reader_lock is not None:
-            base, new = self.generation, self._next_generation()
-            self._call("close", lambda: self.shard.close())
+            self._new = None
+        else:
             copy_tree(base, new)  # type: ignore[arg-type]
+            self.shard = self._call("load", lambda: qdrant_edge.EdgeShard.load(str(new)))
+        if self._reader_lock is not None:
             self._reader_lock.close()
             self._reader_lock = None
-            self.generation = new
-            self.shard = self._call("load", lambda: qdrant_edge.EdgeShard.load(str(new)))
+        self.generation = new
         return self.shard
 
     def _edge_config(self, dim: int) -> Any:
@@ -147,26 +172,8 @@ class EdgeStore:
             hnsw_config=q.HnswIndexConfig(
                 m=self.params.hnsw_m, ef_construct=self.params.hnsw_ef_construct, full_scan_threshold=10_000
             ),  # full scan below ~10 MB of vectors per segment, as on a server
-            wal_enabled=False,  # a generation is flushed before it is published; a crash only loses the copy
+            wal_enabled=False,  # a generation is flushed before it is staged; a crash only loses the copy
         )
-
-    def _check_config(self, gen: Path, dim: int) -> None:
-        config = _config(gen)
-        dense = config.get("vectors", {}).get("", {})
-        want = DISTANCES[self.params.distance]
-        if dense.get("size") != dim or dense.get("distance") != want:
-            raise StoreError(
-                f"collection '{self.params.collection}' at {self.home} holds {dense.get('size')}-dim "
-                f"{dense.get('distance')} vectors, but this run makes {dim}-dim {want} vectors (embed.model / "
-                "index.distance). Use a new index.collection name, or delete the old collection to rebuild it."
-            )
-        if self.params.sparse and SPARSE not in config.get("sparse_vectors", {}):
-            raise StoreError(
-                f"index.sparse: collection '{self.params.collection}' at {self.home} was created without sparse "
-                "vectors, so BM25 vectors cannot be added to it. Set index.sparse=false (dense retrieval only), or "
-                "use a new index.collection name (a full rebuild from the embedding cache, no re-embedding); the "
-                "existing collection was not changed."
-            )
 
     def scan(self, fields: list[str]) -> dict[str, dict[str, Any]]:
         """Every point id with the given payload fields; the store, not a manifest, is the truth."""
@@ -244,38 +251,79 @@ class EdgeStore:
         points = self._call("query", lambda: self.shard.query(request))
         return [Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in points]
 
-    # --- the writer's end: publish (commit) or throw the copy away (close without commit)
-    def commit(self, on_build: Callable[[], None] | None = None) -> dict:
-        """Build HNSW where a segment passed the indexing threshold, flush, then make this generation current."""
+    # --- the writer's end: stage (commit) or throw the copy away (close without commit); then publish or roll back
+    def commit(self) -> dict:
+        """Build HNSW where a segment passed the indexing threshold, flush, then stage this generation."""
         assert self.writer and self.generation is not None
-        if self._reader_lock is not None:  # nothing was written: the published generation stays as it is
-            return {"generation": self.generation.name, "hnsw_built": False, "hnsw_seconds": 0.0}
+        if self._reader_lock is not None:  # nothing was written: the serving generation stays as it is
+            return {"generation": self.generation.name, "staged": False, "hnsw_built": False, "hnsw_seconds": 0.0}
         start = time.perf_counter()
         built = bool(self._call("optimize", lambda: self.shard.optimize()))  # blocks; releases the GIL
         build_seconds = time.perf_counter() - start
-        if on_build:
-            on_build()
         self._call("flush", lambda: self.shard.flush())
         self._call("close", lambda: self.shard.close())
         self.shard = None
+        (self.generation / META).write_text(json.dumps(self._meta, indent=1))
         _fsync_tree(self.generation)
-        tmp = self.home / "current.tmp"
-        tmp.unlink(missing_ok=True)
-        tmp.symlink_to(self.generation.name)
-        os.replace(tmp, self.home / "current")  # the one atomic step readers can observe
+        self._point("staged", self.generation)
         _fsync_dir(self.home)
-        self._published = True
+        self._staged = True
+        log.info("staged %s (optimize %.1fs)", self.generation.name, build_seconds)
+        return {
+            "generation": self.generation.name,
+            "staged": True,
+            "hnsw_built": built,
+            "hnsw_seconds": round(build_seconds, 3),
+        }
+
+    def publish(self, run_version: str) -> dict:
+        assert self.writer, "publish runs under the index lock"
+        staged, current = self._pointer("staged"), self._pointer("current")
+        if staged is None:
+            return {"published": False, "serving": current.name if current else None}
+        staged_by = _meta(staged).get("run_version")
+        if staged_by != run_version:
+            serving = current.name if current else "nothing"
+            raise StoreError(
+                f"the staged generation {staged.name} at {self.home} was built by run {staged_by}, not by this run "
+                f"({run_version}): a later refresh replaced this run's. Nothing was published; {serving} still "
+                "serves. Run the refresh again."
+            )
+        if current is not None and current != staged:
+            self._point("previous", current)
+        self._point("current", staged)
+        (self.home / "staged").unlink()
+        _fsync_dir(self.home)
         removed = self.collect_garbage()
-        log.info(
-            "published %s (optimize %.1fs, %d old generation(s) removed)", self.generation.name, build_seconds, removed
-        )
-        return {"generation": self.generation.name, "hnsw_built": built, "hnsw_seconds": round(build_seconds, 3)}
+        log.info("published %s (%d old generation(s) removed)", staged.name, removed)
+        return {
+            "published": True,
+            "serving": staged.name,
+            "previous": current.name if current else None,
+            "generations_removed": removed,
+        }
+
+    def rollback(self) -> dict:
+        assert self.writer, "rollback runs under the index lock"
+        previous, current = self._pointer("previous"), self._pointer("current")
+        if previous is None or current is None or not previous.is_dir():
+            raise StoreError(
+                f"embedded store {self.home} keeps no previous generation to roll back to (a generation is kept "
+                "from the second published refresh on). Nothing was changed."
+            )
+        self._point("current", previous)
+        self._point("previous", current)
+        _fsync_dir(self.home)
+        return {"serving": previous.name, "run_version": _meta(previous).get("run_version"), "previous": current.name}
 
     def collect_garbage(self) -> int:
-        """Delete every generation but the current one that no reader holds (a busy one waits for the next run)."""
-        current, removed = self._current(), 0
+        """Delete every generation no pointer names and no reader holds (a busy one waits for the next run)."""
+        keep = {self._pointer(name) for name in POINTERS}
+        if self.writer and self.generation is not None and not self._staged:
+            keep.add(self.generation)  # the writer's own, being written
+        removed = 0
         for gen in self._gens():
-            if gen == current or (self.writer and gen == self.generation and not self._published):
+            if gen in keep:
                 continue
             with open(gen.with_name(gen.name + ".lock"), "a+") as lock:
                 try:
@@ -295,16 +343,33 @@ class EdgeStore:
             if self.shard is not None:
                 self.shard.close()
         self.shard = None
-        if self.writer and not self._published and self._reader_lock is None and self.generation is not None:
-            shutil.rmtree(self.generation, ignore_errors=True)  # an unpublished copy is only scratch
+        if self.writer and not self._staged and self._reader_lock is None and self.generation is not None:
+            shutil.rmtree(self.generation, ignore_errors=True)  # an unstaged copy is only scratch
         if self._reader_lock is not None:
             self._reader_lock.close()  # releases the shared lock
             self._reader_lock = None
 
     def disk_bytes(self) -> int:
         """Bytes the current generation really occupies (its mmap files are sparse)."""
-        gen = self._current()
+        gen = self._pointer("current")
         return sum(f.stat().st_blocks * 512 for f in gen.rglob("*") if f.is_file()) if gen else 0
+
+
+def _meta(gen: Path) -> dict:
+    """ragtune.json: the run that built the generation and the fingerprint of its vectors (older ones have none)."""
+    try:
+        return json.loads((gen / META).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _fingerprint(gen: Path) -> dict[str, Any]:
+    """What the generation's vectors depend on: its ragtune.json, or what its engine config says."""
+    if "fingerprint" in _meta(gen):
+        return _meta(gen)["fingerprint"]
+    dense = _config(gen).get("vectors", {}).get("", {})
+    distance = {v: k for k, v in DISTANCES.items()}.get(dense.get("distance"), dense.get("distance"))
+    return {"dim": dense.get("size"), "distance": distance, "sparse": SPARSE in _config(gen).get("sparse_vectors", {})}
 
 
 def _config(gen: Path) -> dict:
@@ -401,7 +466,9 @@ def migrate_local_mode(root: Path, params: IndexParams, on_progress: Callable[[i
         config = client.get_collection(params.collection).config.params
         dim = int(config.vectors.size)
         total = client.count(params.collection, exact=True).count
-        writer.ensure_collection(dim)
+        sparse = SPARSE in (config.sparse_vectors or {})
+        run_version = "migrated"  # the generation's ragtune.json names it so; points keep their own run_version
+        writer.ensure_collection({"dim": dim, "distance": params.distance, "sparse": sparse}, run_version)
         done, offset = 0, None
         while True:
             records, offset = client.scroll(
@@ -415,7 +482,7 @@ def migrate_local_mode(root: Path, params: IndexParams, on_progress: Callable[[i
                 break
         if total == 0:  # an empty collection still becomes a (published, empty) generation
             writer._writable()
-        published = writer.commit()
+        published = {**writer.commit(), **writer.publish(run_version)}
     finally:
         client.close()
         writer.close()

@@ -31,6 +31,12 @@ def build_report(ws: Layout, total_seconds: float | None = None) -> dict:
             "expectations": m["validate"]["evaluated"],
             "data_docs": m["validate"]["data_docs"],
         },
+        "serving": {
+            "index": m["publish"]["serving"],
+            "published": m["publish"]["published"],  # False: nothing new was written (or a server in place)
+            "previous": m["publish"].get("previous"),  # what `ragtune rollback` serves again
+            "rebuilt": m["index"].get("rebuild"),  # why a new index was built beside the old one, if it was
+        },
         "embed_chunks_per_s": m["embed"]["chunks_per_s"],
         "index_points_per_s": m["index"]["points_per_s"],
         "seconds": {s: m[s]["seconds"] for s in STAGES},
@@ -73,11 +79,18 @@ def append_history(ws: Layout, report: dict) -> None:
 def report_rows(report: dict) -> list[dict]:
     """Flat (section, metric, value) rows: the Prefect table artifact and the CLI table."""
     rows = []
-    for section in ("documents", "chunks", "points", "retrieval"):
+    for section in ("documents", "chunks", "points", "serving", "retrieval"):
         rows += [{"section": section, "metric": k, "value": v} for k, v in report.get(section, {}).items()]
     rows += [{"section": "dropped", "metric": k, "value": v} for k, v in report["dropped_by_reason"].items()]
     rows += [{"section": "seconds", "metric": k, "value": v} for k, v in report["seconds"].items()]
     return rows
+
+
+def serving_line(s: dict) -> str:
+    if not s["published"]:
+        return f"**Serving**: {s['index']} (unchanged: nothing new to publish)."
+    why = f"; rebuilt beside it: {s['rebuilt']}" if s["rebuilt"] else ""
+    return f"**Serving**: {s['index']}, published after verify and the gates (previous: {s['previous']}{why})."
 
 
 def report_markdown(report: dict) -> str:
@@ -89,6 +102,7 @@ def report_markdown(report: dict) -> str:
         f"{d['removed']} removed, {d.get('repaired', 0)} repaired, {d['dropped']} dropped.",
         f"**Chunks**: {c['total']} total, {c['embedded']} embedded, {c['reused']} reused from cache.",
         f"**Points**: {p['written']} written, {p['deleted']} deleted, {p['in_index']} in the index (verified).",
+        serving_line(report["serving"]),
         f"**Quality gate**: {'passed' if report['quality']['passed'] else 'FAILED'} "
         f"({report['quality']['expectations']} expectations) - Data Docs: `{report['quality']['data_docs']}`",
         *(

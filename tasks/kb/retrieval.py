@@ -34,6 +34,7 @@ class Retriever:
         mode: str | None = None,
         store: VectorStore | None = None,
         embedder: Embedder | None = None,
+        staged: bool = False,  # read the index a refresh staged (verify and the recall gate), if any
     ):
         self.params, self.p = params, params.retrieve
         self.mode = mode or self.p.mode
@@ -53,7 +54,7 @@ class Retriever:
                 "retrieve.dense_weight / sparse_weight weigh RRF only; Qdrant's DBSF takes no weights. Set both to "
                 "1.0, or retrieve.fusion=rrf."
             )
-        self.store = store if store is not None else open_store(root, params.index)
+        self.store = store if store is not None else open_store(root, params.index, staged=staged)
         try:
             if not self.store.has_collection():
                 raise StoreError(

@@ -78,12 +78,15 @@ def evaluate(search, rows: list[dict], k: int, on_progress=None) -> dict:
     }
 
 
-def evaluate_modes(root, params, rows: list[dict], modes: list[str], k: int, progress=None) -> list[dict]:
-    """Each retrieval mode on the QA rows with warm models and no query cache, so latencies compare across modes."""
+def evaluate_modes(
+    root, params, rows: list[dict], modes: list[str], k: int, progress=None, staged: bool = False
+) -> list[dict]:
+    """Each retrieval mode on the QA rows with warm models and no query cache, so latencies compare across modes.
+    staged=True reads the index a refresh staged (the recall gate before serving), if there is one."""
     uncached = without_query_cache(params)
     results = []
     for mode in modes:
-        with Retriever(root, uncached, mode) as r:
+        with Retriever(root, uncached, mode, staged=staged) as r:
             r.warm()
             bar = progress(mode) if progress else None  # progress(label) -> (done, total) callback
             results.append({"mode": mode, **evaluate(r.timed_search, rows, k, bar)})

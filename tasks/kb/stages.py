@@ -6,18 +6,19 @@ registry (tasks/pipeline.py), so `dvc repro` and `ragtune refresh` produce the s
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 import numpy as np
 
 from tasks.core.clock import utc_stamp
-from tasks.core.config import Params, resolve_path
+from tasks.core.config import IndexParams, Params, resolve_path
 from tasks.core.errors import GateFailed, RagtuneError
 from tasks.core.qa import read_qa_set
-from tasks.core.stage import PROJECT, OnProgress, Stage, StageContext, finish_stage, rel
+from tasks.core.stage import PROJECT, Stage, StageContext, finish_stage, rel
 from tasks.core.workspace import (
     Layout,
     file_digest,
@@ -33,7 +34,15 @@ from tasks.kb.chunk import chunk_documents, chunker_key, doc_key
 from tasks.kb.clean import clean_documents
 from tasks.kb.embed import EmbeddingCache, MapShards, embed_chunks, embed_chunks_sharded
 from tasks.kb.embedder import SentenceTransformerEmbedder, load_embedding_tokenizer, model_fingerprint
-from tasks.kb.index import PAYLOAD_FIELDS, apply_plan, plan_reconcile, vector_kinds, verify_index
+from tasks.kb.index import (
+    PAYLOAD_FIELDS,
+    Plan,
+    apply_plan,
+    check_mass_delete,
+    plan_reconcile,
+    vector_kinds,
+    verify_index,
+)
 from tasks.kb.ingest import ingest_sources, to_record
 from tasks.kb.retrieval_eval import evaluate_modes, gate
 from tasks.kb.store import open_store
@@ -164,16 +173,16 @@ def run_embed(ctx: StageContext, map_shards: MapShards | None = None) -> dict:
             on_progress,
         )
     write_json(ws.vector_ids, [c["point_id"] for c in iter_jsonl(ws.chunks, "chunk")])
-    stats["model"] = p.model
+    stats["model"], stats["model_key"] = p.model, key
     finish_stage(ws, "embed", stats, start)
     log.info("embed: %d embedded, %d reused from cache", stats["embedded"], stats["reused"])
     return stats
 
 
 def run_index(ctx: StageContext) -> dict:
-    """Reconcile the collection with the chunks and write the manifest. The guard runs before any write.
+    """Reconcile the index with the chunks and stage it; write the manifest. The guard runs before any write.
     One writer per collection: a second run refuses at once (the lock dies with its process)."""
-    ws, params, on_progress = ctx.ws, ctx.params, ctx.on_progress
+    ws, params = ctx.ws, ctx.params
     start = time.perf_counter()
     vectors = read_npy(ws.vectors, "embed")
     ids = read_json(ws.vector_ids, "embed")
@@ -181,31 +190,44 @@ def run_index(ctx: StageContext) -> dict:
         raise RagtuneError(f"{ws.vectors} was computed for other chunks than {ws.chunks}; run the embed stage again.")
     embed_stats = read_json(ws.stage_metrics("embed"), "embed")
     run_version = utc_stamp()  # the run's one id: points carry it, the report shows it, the kb tag is kb/<it>
+    with index_lock(ws, params):
+        return _index_locked(ctx, vectors, embed_stats, run_version, start)
+
+
+@contextlib.contextmanager
+def index_lock(ws: Layout, params: Params) -> Iterator[None]:
+    """Index, publish and rollback write the collection's pointers: one at a time, and a second one refuses."""
     lock = ws.index_lock(params.index.collection)
     busy = (
-        f"another refresh is writing collection '{params.index.collection}' (lock {lock}); this run refuses "
-        "rather than write the index from two runs. Run again when it has finished."
+        f"another refresh is writing collection '{params.index.collection}' (or publishing or rolling it back; lock "
+        f"{lock}); this run refuses rather than write the index from two runs. Run again when it has finished."
     )
     with file_lock(lock, 0, busy):
-        return _index_locked(ws, params, vectors, embed_stats, run_version, ctx.allow_mass_delete, on_progress, start)
+        yield
 
 
-def _index_locked(
-    ws: Layout,
-    params: Params,
-    vectors: np.ndarray,
-    embed_stats: dict,
-    run_version: str,
-    allow_mass_delete: bool,
-    on_progress: OnProgress,
-    start: float,
-) -> dict:
+def fingerprint(ws: Layout, params: Params, embed_stats: dict, dim: int) -> dict:
+    """What this run's vectors depend on: a serving index with another fingerprint is rebuilt, not updated."""
+    state = read_json(ws.chunk_state, "chunk") if ws.chunk_state.exists() else {}
+    return {
+        "dim": dim,
+        "distance": params.index.distance,
+        "sparse": params.index.sparse,
+        "model": embed_stats.get("model_key", embed_stats["model"]),
+        "chunking": state.get("chunker_key", f"{params.chunk.size_tokens}/{params.chunk.overlap_tokens}"),
+    }
+
+
+def _index_locked(ctx: StageContext, vectors: np.ndarray, embed_stats: dict, run_version: str, start: float) -> dict:
+    ws, params, on_progress = ctx.ws, ctx.params, ctx.on_progress
+
     def chunks() -> Iterator[dict]:  # streamed on each pass (plan, points, manifest): never held as a list
         return iter_jsonl(ws.chunks, "chunk")
 
     store = open_store(ws.root, params.index, writer=True)
     try:
-        store.ensure_collection(int(vectors.shape[1]) if vectors.ndim == 2 and len(vectors) else embed_stats["dim"])
+        dim = int(vectors.shape[1]) if vectors.ndim == 2 and len(vectors) else embed_stats["dim"]
+        rebuild = store.ensure_collection(fingerprint(ws, params, embed_stats, dim), run_version, ctx.rebuild)
         plan = plan_reconcile(chunks(), store.scan(PAYLOAD_FIELDS), vector_kinds(params.index.sparse))
         log.info(
             "index plan: %d added, %d changed, %d repaired, %d unchanged, %d removed documents",
@@ -215,21 +237,21 @@ def _index_locked(
             len(plan.unchanged),
             len(plan.removed),
         )
-        # One step more than the writes: publishing (the embedded store's HNSW build, minutes at a million points,
+        # One step more than the writes: staging (the embedded store's HNSW build, minutes at a million points,
         # with no finer progress from the engine), so the row never shows done while the graph is still building.
         writing = (lambda done, total: on_progress(done, total + 1)) if on_progress else None
         writes = apply_plan(
             store,
-            plan,
+            rebuild_all(plan, chunks(), params.index, ctx.allow_mass_delete, store.location) if rebuild else plan,
             chunks(),
             vectors,
             params.index,
             run_version,
             embed_stats["model"],
-            allow_mass_delete,
+            ctx.allow_mass_delete,
             writing,
         )
-        writes.update(store.commit())  # the embedded store builds HNSW and publishes; readers see it from here
+        writes.update(store.commit())  # staged: verify and the recall gate read it, publish serves it
         if on_progress:
             steps = writes["points_written"] + writes["points_deleted"] + 1
             on_progress(steps, steps)
@@ -248,6 +270,7 @@ def _index_locked(
         },
         "removed_ids": plan.removed,
         "repaired_ids": plan.repaired,
+        "rebuild": rebuild,
         **writes,
         "run_version": run_version,
     }
@@ -256,12 +279,13 @@ def _index_locked(
 
 
 def run_verify(ctx: StageContext) -> dict:
-    """The collection holds exactly the manifest's points (count + a sample of ids)."""
+    """The index this run staged (or, when it wrote nothing new, the serving one) holds exactly the manifest's
+    points (count + a sample of ids)."""
     ws, params = ctx.ws, ctx.params
 
     start = time.perf_counter()
     expected = [pid for doc in read_json(ws.index_manifest, "index")["docs"].values() for pid in doc["points"]]
-    store = open_store(ws.root, params.index)
+    store = open_store(ws.root, params.index, staged=True)
     try:
         stats = verify_index(store, expected, params.index.verify_sample)
     finally:
@@ -272,8 +296,9 @@ def run_verify(ctx: StageContext) -> dict:
 
 
 def run_eval_retrieval(ctx: StageContext) -> dict:
-    """Optional gate after verify: recall@top_k on retrieve.qa_file must not fall more than retrieve.max_recall_drop
-    below the last passing run's. A failing run keeps the old baseline, so repeated drops cannot creep in."""
+    """Optional gate before serving: recall@top_k on retrieve.qa_file, read from the staged index, must not fall
+    more than retrieve.max_recall_drop below the last passing run's. A failing run keeps the old baseline, so
+    repeated drops cannot creep in, and publish does not run: the serving index stays."""
     ws, params = ctx.ws, ctx.params
 
     start = time.perf_counter()
@@ -290,12 +315,9 @@ def run_eval_retrieval(ctx: StageContext) -> dict:
         )
     qa_path = resolve_path(ws.root, p.qa_file)
     rows = read_qa_set(qa_path, "retrieve.qa_file")
-    result = evaluate_modes(ws.root, params, rows, [p.mode], p.top_k)[0]
-    result.update(
-        qa_file=p.qa_file,
-        qa_sha256=file_digest(qa_path),
-        run_version=read_json(ws.stage_metrics("index"), "index").get("run_version"),
-    )
+    result = evaluate_modes(ws.root, params, rows, [p.mode], p.top_k, staged=True)[0]
+    index_stats = read_json(ws.stage_metrics("index"), "index")
+    result.update(qa_file=p.qa_file, qa_sha256=file_digest(qa_path), run_version=index_stats.get("run_version"))
     passed, reason = gate(result, baseline, p.max_recall_drop)
     stats = {
         **result,
@@ -305,14 +327,57 @@ def run_eval_retrieval(ctx: StageContext) -> dict:
     }
     finish_stage(ws, "eval_retrieval", stats, start)
     if not passed:
+        where = (
+            "The serving index was not changed: readers still get the previous one, and this run's index stays "
+            "staged, unserved, until the next refresh replaces it"
+            if index_stats.get("staged")
+            else "This run updated the server's collection in place (only a rebuild is built beside it), so "
+            "readers already see its data"
+        )
         raise GateFailed(
-            f"retrieval gate failed on {p.qa_file}: {reason}. The index already holds this run's data; "
-            f"the run is not recorded as a version. Questions that found nothing: {result['missed'][:5]}. "
-            "Check what changed in the sources (`ragtune eval-retrieval --qa FILE` shows every "
-            "question), or raise retrieve.max_recall_drop if the drop is expected."
+            f"retrieval gate failed on {p.qa_file}: {reason}. {where}; the run is not recorded as a version. "
+            f"Questions that found nothing: {result['missed'][:5]}. Check what changed in the sources "
+            "(`ragtune eval-retrieval --qa FILE` shows every question), or raise retrieve.max_recall_drop if the "
+            "drop is expected."
         )
     log.info("eval_retrieval: %s", reason)
     return stats
+
+
+def run_publish(ctx: StageContext) -> dict:
+    """Serve what the index stage staged, once verify and the recall gate passed on it: one atomic switch."""
+    ws, params = ctx.ws, ctx.params
+    start = time.perf_counter()
+    run_version = read_json(ws.stage_metrics("index"), "index")["run_version"]
+    with index_lock(ws, params):
+        store = open_store(ws.root, params.index, writer=True)
+        try:
+            stats = store.publish(run_version)
+        finally:
+            store.close()
+    stats["run_version"] = run_version
+    finish_stage(ws, "publish", stats, start)
+    if stats["published"]:
+        log.info("publish: %s serves (previous %s kept for rollback)", stats["serving"], stats.get("previous"))
+    return stats
+
+
+def rollback_index(ws: Layout, params: Params) -> dict:
+    """`ragtune rollback`: serve the previous index again (a second rollback returns to the one just left)."""
+    with index_lock(ws, params):
+        store = open_store(ws.root, params.index, writer=True)
+        try:
+            return store.rollback()
+        finally:
+            store.close()
+
+
+def rebuild_all(plan: Plan, chunks: Iterable[dict], params: IndexParams, allow: bool, location: str) -> Plan:
+    """A rebuild writes every chunk into an empty index; the guard still weighs what would vanish from the serving
+    one (the plan against it), so an unmounted source cannot publish an empty index."""
+    check_mass_delete(plan, params, allow, location)
+    ids = [c["point_id"] for c in chunks]
+    return replace(plan, upsert_ids=ids, delete_ids=[], store_points=0)
 
 
 def manifest(chunks: Iterable[dict], params: Params, embed_stats: dict, location: str) -> dict:
@@ -390,7 +455,7 @@ STAGES = (
         "index",
         "kb",
         run_index,
-        params=("index",),
+        params=("index", "chunk", "embed.model", "embed.normalize"),  # the fingerprint: a change rebuilds
         deps=(rel(L.chunks), rel(L.embeddings_dir)),
         outs=(rel(L.index_manifest),),
         always_changed=True,
@@ -410,6 +475,14 @@ STAGES = (
         params=("retrieve", "embed", *STORE_CONNECTION),
         deps=(rel(L.index_manifest),),
         optional=True,
+        always_changed=True,
+    ),
+    Stage(
+        "publish",
+        "kb",
+        run_publish,
+        params=STORE_CONNECTION,
+        deps=(rel(L.stage_metrics("verify")), rel(L.stage_metrics("eval_retrieval"))),  # after both gates
         always_changed=True,
     ),
 )

@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import re
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator
@@ -18,7 +19,7 @@ from tasks.core.config import IndexParams, resolve_path
 from tasks.core.errors import BusyError, StoreError
 from tasks.kb.edge import EdgeStore, refuse_legacy_store
 from tasks.kb.sparse import VECTOR_NAME as SPARSE
-from tasks.kb.vectors import Fusion, Hit, Point, Sparse, VectorStore
+from tasks.kb.vectors import Fusion, Hit, Point, Sparse, VectorStore, rebuild_reason
 
 log = logging.getLogger("ragtune")
 T = TypeVar("T")
@@ -31,14 +32,26 @@ def _distance(name: str):
 
 
 class QdrantStore:
-    """One Qdrant collection. Every write waits for acknowledgement and raises on anything but COMPLETED."""
+    """One Qdrant collection, read through an alias. Every write waits for acknowledgement and raises on anything
+    but COMPLETED.
 
-    def __init__(self, client, params: IndexParams, location: str, is_server: bool):
+    Readers use the alias index.collection. A refresh updates the collection behind it in place; a rebuild
+    (tasks/kb/vectors.rebuild_reason) writes a new collection `<collection>--<run_version>` beside it, which the
+    alias `<collection>--staged` names until the publish stage moves `<collection>` to it in one atomic alias
+    update, and `<collection>--previous` to the one it replaced (kept for `ragtune rollback`)."""
+
+    def __init__(self, client, params: IndexParams, location: str, is_server: bool, staged: bool = False):
         self.client = client
         self.params = params
-        self.collection = params.collection
+        self.alias = params.collection
         self.location = location
         self.is_server = is_server
+        self.collection = self.alias  # what this store reads: the serving collection, or the staged one
+        self.write_name = self.alias  # what the writer writes: the serving collection, or a rebuild's new one
+        self._scan_from: str | None = self.alias  # what the writer reconciles against (None: nothing serves yet)
+        self._staged: str | None = None
+        if staged:
+            self.collection = self._aliases().get(self._role("staged"), self.alias)
 
     # --- retries belong to network calls only (a local store either works or is locked)
     def _call(self, what: str, fn: Callable[[], T]) -> T:
@@ -71,38 +84,86 @@ class QdrantStore:
             f"{fix}; the index was not changed by this step."
         )
 
-    def ensure_collection(self, dim: int) -> None:
+    # --- the alias and the collections behind it
+    def _role(self, role: str) -> str:
+        return f"{self.alias}--{role}"
+
+    def _aliases(self) -> dict[str, str]:
+        got = self._call("get_aliases", lambda: self.client.get_aliases())
+        return {a.alias_name: a.collection_name for a in got.aliases}
+
+    def _exists(self, name: str) -> bool:
+        return bool(self._call("collection_exists", lambda: self.client.collection_exists(name)))
+
+    def _physical(self, name: str) -> str | None:
+        """The collection behind an alias, or the name itself when it is a plain collection, or None."""
+        target = self._aliases().get(name)
+        return target if target else (name if self._exists(name) else None)
+
+    def _fingerprint(self, name: str) -> dict[str, Any]:
+        config = self._call("get_collection", lambda: self.client.get_collection(name)).config
+        if (config.metadata or {}).get("ragtune"):
+            return dict(config.metadata["ragtune"])
+        vectors = config.params.vectors  # a collection written before fingerprints existed
+        return {
+            "dim": getattr(vectors, "size", None),
+            "distance": str(getattr(getattr(vectors, "distance", None), "value", "")).lower(),
+            "sparse": SPARSE in (config.params.sparse_vectors or {}),
+        }
+
+    def _switch(self, *ops: tuple[str, str | None]) -> None:
+        """One atomic alias update: (alias, collection) creates or moves an alias, (alias, None) deletes it."""
         from qdrant_client import models
 
-        name = self.collection
-        if self._call("collection_exists", lambda: self.client.collection_exists(name)):
-            info = self._call("get_collection", lambda: self.client.get_collection(name))
-            vectors = info.config.params.vectors
-            size = getattr(vectors, "size", None)
-            distance = getattr(vectors, "distance", None)
-            if size != dim or distance != _distance(self.params.distance):
-                raise StoreError(
-                    f"collection '{name}' at {self.location} holds {size}-dim {distance} vectors, but this run "
-                    f"makes {dim}-dim {_distance(self.params.distance)} vectors (embed.model / index.distance). "
-                    "Use a new index.collection name, or delete the old collection to rebuild it."
+        aliases = self._aliases()
+        change: list[Any] = []
+        for alias, target in ops:
+            if alias in aliases:
+                change.append(models.DeleteAliasOperation(delete_alias=models.DeleteAlias(alias_name=alias)))
+            if target is not None:
+                change.append(
+                    models.CreateAliasOperation(
+                        create_alias=models.CreateAlias(collection_name=target, alias_name=alias)
+                    )
                 )
-            if self.params.sparse and SPARSE not in (info.config.params.sparse_vectors or {}):
-                raise StoreError(
-                    f"index.sparse: collection '{name}' at {self.location} was created without sparse vectors, so "
-                    "BM25 vectors cannot be added to it. Set index.sparse=false (dense retrieval only), or use a new "
-                    "index.collection name (a full rebuild from the embedding cache, no re-embedding); the existing "
-                    "collection was not changed."
-                )
-            return
+        if change:
+            self._call("update_collection_aliases", lambda: self.client.update_collection_aliases(change))
+
+    def ensure_collection(self, fingerprint: dict[str, Any], run_version: str, rebuild: bool = False) -> str | None:
+        """Writer: update the serving collection in place, or create the rebuild's new one beside it."""
+        self._drop_unserved()
+        serving = self._physical(self.alias)
+        reason = rebuild_reason(self._fingerprint(serving) if serving else None, fingerprint, rebuild)
+        if serving is not None and reason is None:
+            return None
+        if serving == self.alias:
+            raise StoreError(
+                f"collection '{self.alias}' at {self.location} must be rebuilt ({reason}), but it is a plain "
+                "collection from an earlier ragtune: a rebuild is built beside the serving collection and switched "
+                "by an alias of that name. Set index.collection to a new name for this refresh (it is served "
+                "through an alias from then on) and point readers to it; the old collection was not changed."
+            )
+        new = f"{self.alias}--{run_version}"
+        self._create(new, fingerprint)
+        self.write_name = self._staged = new
+        self._scan_from = self.alias if serving else None
+        if reason:
+            log.info("index: a new collection %s beside %s (%s)", new, serving, reason)
+        return reason
+
+    def _create(self, name: str, fingerprint: dict[str, Any]) -> None:
+        from qdrant_client import models
+
         idf = models.SparseVectorParams(modifier=models.Modifier.IDF)  # Qdrant keeps the IDF current as points change
         sparse_config = {SPARSE: idf} if self.params.sparse else None
         self._call(
             "create_collection",
             lambda: self.client.create_collection(
                 name,
-                vectors_config=models.VectorParams(size=dim, distance=_distance(self.params.distance)),
+                vectors_config=models.VectorParams(size=fingerprint["dim"], distance=_distance(self.params.distance)),
                 sparse_vectors_config=sparse_config,
                 hnsw_config=models.HnswConfigDiff(m=self.params.hnsw_m, ef_construct=self.params.hnsw_ef_construct),
+                metadata={"ragtune": fingerprint},
             ),
         )
         if self.is_server:  # local mode ignores payload indexes (and warns); a server needs them before loading
@@ -117,18 +178,33 @@ class QdrantStore:
                         wait=True,
                     ),
                 )
-        log.info("created collection %s (%d-dim, %s) at %s", name, dim, self.params.distance, self.location)
+        dim, distance = fingerprint["dim"], self.params.distance
+        log.info("created collection %s (%d-dim, %s) at %s", name, dim, distance, self.location)
+
+    def _drop_unserved(self) -> int:
+        """Delete this alias's collections that neither serve, nor are kept for rollback (a failed gate's)."""
+        aliases = self._aliases()
+        self._switch((self._role("staged"), None))
+        keep = {aliases.get(self.alias), aliases.get(self._role("previous"))}
+        names = [c.name for c in self._call("get_collections", lambda: self.client.get_collections()).collections]
+        ours = re.compile(re.escape(self.alias) + r"--\d{8}T\d{6}Z")
+        dropped = [n for n in names if ours.fullmatch(n) and n not in keep]
+        for name in dropped:
+            self._call("delete_collection", partial(self.client.delete_collection, name))
+        return len(dropped)
 
     def scan(self, fields: list[str]) -> dict[str, dict[str, Any]]:
         """Every point id with the given payload fields; the store, not a manifest, is the truth."""
         out: dict[str, dict[str, Any]] = {}
         offset = None
         while True:
+            if self._scan_from is None:
+                return out
             points, offset = self._call(
                 "scroll",
                 partial(
                     self.client.scroll,
-                    self.collection,
+                    self._scan_from,
                     limit=1024,
                     offset=offset,
                     with_payload=fields,
@@ -153,7 +229,7 @@ class QdrantStore:
             )
             for p in points
         ]
-        result = self._call("upsert", lambda: self.client.upsert(self.collection, points=structs, wait=True))
+        result = self._call("upsert", lambda: self.client.upsert(self.write_name, points=structs, wait=True))
         _require_completed(result, "upsert", self.location)
 
     def delete(self, ids: list[str]) -> None:
@@ -162,7 +238,7 @@ class QdrantStore:
         result = self._call(
             "delete",
             lambda: self.client.delete(
-                self.collection, points_selector=models.PointIdsList(points=list(ids)), wait=True
+                self.write_name, points_selector=models.PointIdsList(points=list(ids)), wait=True
             ),
         )
         _require_completed(result, "delete", self.location)
@@ -215,14 +291,44 @@ class QdrantStore:
         return [Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in res.points]
 
     def has_sparse(self) -> bool:
-        info = self._call("get_collection", lambda: self.client.get_collection(self.collection))
-        return SPARSE in (info.config.params.sparse_vectors or {})
+        name = self._physical(self.collection)
+        return name is not None and bool(self._fingerprint(name).get("sparse"))
 
     def has_collection(self) -> bool:
-        return bool(self._call("collection_exists", lambda: self.client.collection_exists(self.collection)))
+        return self._physical(self.collection) is not None
 
-    def commit(self, on_build: Callable[[], None] | None = None) -> dict:
-        return {}  # every write was acknowledged: readers already see it
+    def commit(self) -> dict:
+        """Every write was acknowledged: an in-place refresh is already served; a rebuild is staged."""
+        if self._staged is None:
+            return {"collection": self.write_name, "staged": False}
+        self._switch((self._role("staged"), self._staged))
+        return {"collection": self._staged, "staged": True}
+
+    def publish(self, run_version: str) -> dict:
+        aliases = self._aliases()
+        staged, current = aliases.get(self._role("staged")), aliases.get(self.alias)
+        if staged is None:
+            return {"published": False, "serving": current or self.alias}
+        if staged != f"{self.alias}--{run_version}":
+            raise StoreError(
+                f"the staged collection {staged} at {self.location} was not built by this run ({run_version}): a "
+                f"later refresh replaced it. Nothing was published; {current} still serves. Run the refresh again."
+            )
+        self._switch((self.alias, staged), (self._role("previous"), current), (self._role("staged"), None))
+        removed = self._drop_unserved()
+        log.info("published %s as %s (%d old collection(s) removed)", staged, self.alias, removed)
+        return {"published": True, "serving": staged, "previous": current, "generations_removed": removed}
+
+    def rollback(self) -> dict:
+        aliases = self._aliases()
+        previous, current = aliases.get(self._role("previous")), aliases.get(self.alias)
+        if previous is None or current is None:
+            raise StoreError(
+                f"Qdrant at {self.location} keeps no previous collection for alias '{self.alias}' (one is kept "
+                "from the second rebuild on). Nothing was changed."
+            )
+        self._switch((self.alias, previous), (self._role("previous"), current))
+        return {"serving": previous, "run_version": previous.rsplit("--", 1)[-1], "previous": current}
 
     def close(self) -> None:
         try:
@@ -260,10 +366,11 @@ def _short(exc: Exception) -> str:
     return (text[0] if text else repr(exc))[:300]
 
 
-def open_store(root: Path, params: IndexParams, writer: bool = False) -> VectorStore:
+def open_store(root: Path, params: IndexParams, writer: bool = False, staged: bool = False) -> VectorStore:
     """QDRANT_URL (+ QDRANT_API_KEY) from the environment selects a server; otherwise the embedded store under
     index.local_path: qdrant-edge (tasks/kb/edge.py) by default, qdrant-client local mode with index.engine=local.
-    Only the index stage opens a writer; on the embedded store everything else reads the published generation."""
+    Only index, publish and rollback open a writer. Readers read the serving index; with staged=True (verify and
+    the recall gate) the one a refresh staged, if any."""
     from qdrant_client import QdrantClient
 
     url = os.environ.get("QDRANT_URL", "").strip()
@@ -275,10 +382,10 @@ def open_store(root: Path, params: IndexParams, writer: bool = False) -> VectorS
         host = urlsplit(url).hostname or ""
         if api_key and urlsplit(url).scheme == "http" and host not in ("localhost", "127.0.0.1", "::1"):
             log.warning("QDRANT_API_KEY is sent over plain http to %s; use an https:// QDRANT_URL", redact(url))
-        return QdrantStore(client, params, redact(url), is_server=True)
+        return QdrantStore(client, params, redact(url), is_server=True, staged=staged)
     path = resolve_path(root, params.local_path)
     if params.engine == "edge":
-        store = EdgeStore(path / params.collection, params, writer)
+        store = EdgeStore(path / params.collection, params, writer, staged)
         if not store.has_collection():
             refuse_legacy_store(root, params)
         return store
@@ -292,7 +399,7 @@ def open_store(root: Path, params: IndexParams, writer: bool = False) -> VectorS
                 "Wait for it to finish and run again, or use a Qdrant server (QDRANT_URL) for concurrent access."
             ) from None
         raise
-    return QdrantStore(client, params, str(path), is_server=False)
+    return QdrantStore(client, params, str(path), is_server=False, staged=staged)
 
 
 def redact(url: str) -> str:

@@ -3,7 +3,6 @@ opens one: a server, local mode, or the embedded qdrant-edge store in tasks/kb/e
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -48,7 +47,11 @@ class VectorStore(Protocol):
 
     def has_collection(self) -> bool: ...
     def has_sparse(self) -> bool: ...
-    def ensure_collection(self, dim: int) -> None: ...
+    def ensure_collection(self, fingerprint: dict[str, Any], run_version: str, rebuild: bool = False) -> str | None:
+        """Writer: open the serving collection to reconcile against, or, when rebuild_reason() says so, start an
+        empty one beside it. Returns that reason (None: this run updates the serving collection's copy)."""
+        ...
+
     def scan(self, fields: list[str]) -> dict[str, dict[str, Any]]: ...
     def upsert(self, points: list[Point]) -> None: ...
     def delete(self, ids: list[str]) -> None: ...
@@ -63,8 +66,38 @@ class VectorStore(Protocol):
         fusion: Fusion,
         score_threshold: float | None = None,
     ) -> list[Hit]: ...
-    def commit(self, on_build: Callable[[], None] | None = None) -> dict:
-        """Make the writes visible to readers (the embedded store publishes a generation; a server already has)."""
+    def commit(self) -> dict:
+        """Finish the writes: the embedded store builds HNSW and stages its generation; a rebuild on a server stages
+        its new collection. Readers still see the serving index; verify and the recall gate read the staged one."""
+        ...
+
+    def publish(self, run_version: str) -> dict:
+        """Serve what run_version staged (one atomic switch: a symlink or a Qdrant alias); the serving one becomes
+        the previous, kept for rollback. Nothing staged (a server refreshed in place): nothing to do."""
+        ...
+
+    def rollback(self) -> dict:
+        """Serve the previous index again; the one that served becomes the previous (a second rollback undoes it)."""
         ...
 
     def close(self) -> None: ...
+
+
+FINGERPRINT_KEYS = ("dim", "distance", "model", "chunking")  # what the vectors depend on; sparse is checked apart
+
+
+def rebuild_reason(stored: dict[str, Any] | None, wanted: dict[str, Any], rebuild: bool) -> str | None:
+    """Why this run must build a new index beside the serving one rather than update a copy of it, or None.
+
+    stored is the serving index's fingerprint (None: no index yet); an index written before fingerprints existed
+    records only what its engine config says (dim, distance, sparse)."""
+    if stored is None:
+        return None
+    if rebuild:
+        return "--rebuild was asked"
+    for key in FINGERPRINT_KEYS:
+        if key in stored and stored[key] != wanted[key]:
+            return f"{key} changed ({stored[key]} -> {wanted[key]}): every vector is invalid"
+    if wanted["sparse"] and not stored.get("sparse"):
+        return "index.sparse turned on: the serving index has no BM25 vectors"
+    return None

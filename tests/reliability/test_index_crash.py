@@ -98,9 +98,9 @@ def test_sigkill_during_index_then_rerun_converges(project, tmp_path):
         assert killed or proc.returncode == 0, proc.stderr
         if killed:
             assert (project / "data/index/manifest.json").read_bytes() == manifest_a, "manifest written before end"
-            if (k, when) != (total, "after"):  # killed after the commit returned: the new state is published
-                assert stored_points(project) == published_a, f"kill at call {k} ({when}): readers saw a partial write"
-        refresh(project, stages=("index", "verify"), allow_mass_delete=True)
+            # even killed after commit() returned: the new state is only staged until the publish stage runs
+            assert stored_points(project) == published_a, f"kill at call {k} ({when}): readers saw a partial write"
+        refresh(project, stages=("index", "verify", "publish"), allow_mass_delete=True)
         stored = stored_points(project)  # raises on duplicate ids
         assert set(stored) == expected_ids(project), f"kill at call {k} ({when}): store differs after re-run"
         manifest = json.loads((project / "data/index/manifest.json").read_text())
@@ -113,11 +113,14 @@ def test_points_deleted_behind_our_back_are_repaired_and_reported(project):
     stored = stored_points(project)
     victims = sorted(stored)[:5]
     store = EdgeStore(project / "data/store/ragtune", IndexParams(), writer=True)  # a writer that is not ragtune's
-    store.ensure_collection(384)
+    store.ensure_collection(
+        json.loads((project / "data/store/ragtune/current/ragtune.json").read_text())["fingerprint"], "x"
+    )
     store.delete(victims)
     store.commit()
+    store.publish("x")
     store.close()
-    result = refresh(project, stages=("index", "verify"))
+    result = refresh(project, stages=("index", "verify", "publish"))
     assert result["index"]["documents"]["repaired"] >= 1 and result["index"]["points_written"] >= 5
     assert set(stored_points(project)) == expected_ids(project)
 

@@ -6,12 +6,17 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from tasks.core.config import load_params
+from tasks.core.errors import GateFailed
+from tasks.core.workspace import Layout
+from tasks.kb.stages import rollback_index
 from tests.flows.helpers import expected_ids, stored_points
 
 from .conftest import refresh
@@ -95,6 +100,8 @@ def test_a_refresh_runs_while_a_reader_holds_the_store_and_the_reader_keeps_its_
         change_corpus(project)
         result = refresh(project)  # neither waits for the reader nor fails
         assert result["index"]["points_written"] > 0 and result["verify"]["ok"]
+        (project / "data/sample/corpus/product/new-0.md").unlink()
+        refresh(project)  # the reader's generation is now neither current nor previous
         holder.stdin.write("go\n")
         holder.stdin.flush()
         view = json.loads(holder.stdout.readline())
@@ -108,4 +115,60 @@ def test_a_refresh_runs_while_a_reader_holds_the_store_and_the_reader_keeps_its_
     assert (home / view["generation"]).exists(), "a generation was deleted while a reader held it"
     refresh(project, stages=("index",))  # the reader is gone: the old generation goes with the next writer
     assert not (home / view["generation"]).exists()
-    assert sorted(p.name for p in home.glob("gen-*") if p.is_dir()) == [os.readlink(home / "current")]
+    kept = {p.name for p in home.glob("gen-*") if p.is_dir()}
+    assert kept == {os.readlink(home / "current"), os.readlink(home / "previous")}, "the previous is kept for rollback"
+
+
+COUNT_LOOP = r"""
+import json, sys
+from pathlib import Path
+from tasks.core.config import load_params
+from tasks.kb.retrieval import search_queries
+from tasks.kb.store import open_store
+
+root, stop = Path(sys.argv[1]), Path(sys.argv[2])
+params = load_params(root / "params.yaml")
+counts, errors, rounds = set(), [], 0
+while not stop.exists() or rounds < 3:
+    try:
+        store = open_store(root, params.index)
+        counts.add(store.count())
+        store.close()
+        search_queries(root, params, ["dual fuel heat pump"], 5, "hybrid")
+    except Exception as exc:  # any error at all fails the test
+        errors.append(f"{type(exc).__name__}: {exc}")
+    rounds += 1
+print(json.dumps({"rounds": rounds, "errors": errors, "counts": sorted(counts)}))
+"""
+
+
+def test_searches_see_the_old_index_or_the_new_one_through_a_rebuild_a_failed_gate_and_a_rollback(project, tmp_path):
+    shutil.copy(REPO / "data/sample/questions.jsonl", project / "data/sample/questions.jsonl")
+    qa = "retrieve.qa_file=data/sample/questions.jsonl"
+    refresh(project, qa)  # the gate's baseline
+    before = len(stored_points(project))
+    stop = tmp_path / "stop"
+    loop = subprocess.Popen(
+        [sys.executable, "-c", COUNT_LOOP, str(project), str(stop)], env=_env(), stdout=subprocess.PIPE, text=True
+    )
+    try:
+        rebuilt = refresh(
+            project, "chunk.size_tokens=120", qa, "retrieve.max_recall_drop=0.5"
+        )  # every chunk changes: a new index beside
+        assert rebuilt["index"]["rebuild"].startswith("chunking changed") and rebuilt["publish"]["published"]
+        after = len(stored_points(project))
+        assert after != before
+        for name in ("heron-installation.md", "heron-api.md", "heron-overview.md"):  # answers to gate questions
+            (project / "data/sample/corpus/product" / name).unlink()
+        with pytest.raises(GateFailed, match="retrieval gate failed.*The serving index was not changed"):
+            refresh(project, "chunk.size_tokens=120", qa, "retrieve.max_recall_drop=0.01")
+        assert len(stored_points(project)) == after, "a failed gate serves nothing new"
+        undone = rollback_index(Layout(project), load_params(project / "params.yaml"))
+        assert undone["serving"] == rebuilt["publish"]["previous"] and len(stored_points(project)) == before
+    finally:
+        stop.touch()
+        out, _ = loop.communicate(timeout=300)
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["errors"] == [], result["errors"][:3]
+    assert set(result["counts"]) <= {before, after}, "a reader saw an index that was neither served one"
+    assert result["rounds"] >= 3

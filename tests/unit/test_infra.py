@@ -111,4 +111,6 @@ def test_qdrant_cluster_request_bodies_validate_and_match_params(tmp_path):
     points.write_text("".join(json.dumps(r) + "\n" for r in rows))
     client = QdrantClient(":memory:")  # local mode ignores shards, replicas and HNSW: this checks the wiring only
     assert bulk_load.bulk_load(client, index.collection, points, 2, 2, timeout_s=5, poll_s=0) == (5, 5)
-    QdrantStore(client, index, "memory", is_server=False).ensure_collection(create.vectors.size)  # ragtune accepts it
+    fingerprint = {"dim": create.vectors.size, "distance": "cosine", "sparse": True, "model": "m", "chunking": "c"}
+    store = QdrantStore(client, index, "memory", is_server=False)
+    assert store.ensure_collection(fingerprint, "r1") is None  # ragtune refreshes it in place

@@ -53,7 +53,8 @@ def test_each_dvc_stage_agrees_with_the_registry(name):
 
 def test_groups_partition_the_stages_and_versions_read_them():
     assert stage_names("kb") + stage_names("model") == tuple(STAGES)
-    assert stage_names("kb", optional=False) == ("ingest", "clean", "validate", "chunk", "embed", "index", "verify")
+    kb = ("ingest", "clean", "validate", "chunk", "embed", "index", "verify", "publish")
+    assert stage_names("kb", optional=False) == kb
     assert KINDS["kb"]["stages"] == list(stage_names("kb")) and KINDS["model"]["stages"] == list(stage_names("model"))
     assert "data/metrics/refresh.json" in KINDS["kb"]["git"] and "models/production.json" in KINDS["model"]["git"]
 
@@ -75,6 +76,7 @@ def test_dvc_yaml_params_exist_and_stages_are_known():
         "index",
         "verify",
         "eval_retrieval",
+        "publish",
         "build_dataset",
         "train",
         "evaluate",

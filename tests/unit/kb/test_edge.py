@@ -37,64 +37,113 @@ def points(n: int, seed: int = 0) -> list[Point]:
     return out
 
 
-def writer(home: Path, **kw) -> EdgeStore:
+def fingerprint(dim: int = DIM, sparse: bool = True) -> dict:
+    return {"dim": dim, "distance": "cosine", "sparse": sparse, "model": "m", "chunking": "c"}
+
+
+def begin(home: Path, run: str = "r1", fp: dict | None = None, rebuild: bool = False, **kw):
+    """A writer, and the reason it builds a new generation instead of a copy (None: a copy)."""
     store = EdgeStore(home, IndexParams(**kw), writer=True)
-    store.ensure_collection(DIM)
-    return store
+    return store, store.ensure_collection(fp or fingerprint(sparse=kw.get("sparse", True)), run, rebuild)
 
 
-def published(home: Path, batch: list[Point]) -> None:
-    store = writer(home)
+def writer(home: Path, run: str = "r1", fp: dict | None = None, rebuild: bool = False, **kw) -> EdgeStore:
+    return begin(home, run, fp, rebuild, **kw)[0]
+
+
+def published(home: Path, batch: list[Point], run: str = "r1", **kw) -> None:
+    store = writer(home, run, **kw)
     store.upsert(batch)
     store.commit()
+    store.publish(run)
     store.close()
+
+
+def count(home: Path, staged: bool = False) -> int:
+    reader = EdgeStore(home, IndexParams(), staged=staged)
+    try:
+        return reader.count()
+    finally:
+        reader.close()
 
 
 def test_readers_see_the_published_generation_only(tmp_path):
     home = tmp_path / "ragtune"
     published(home, points(30))
     reader = EdgeStore(home, IndexParams())
-    w = writer(home)
+    w = writer(home, "r2")
     w.delete([p.id for p in points(30)[:10]])
-    assert reader.count() == 30 and EdgeStore(home, IndexParams()).count() == 30  # not published yet
+    assert reader.count() == 30 and count(home) == 30  # not even staged yet
     w.commit()
+    assert count(home) == 30 and count(home, staged=True) == 20, "staged: verify and the gate read it, not readers"
+    w.publish("r2")
     w.close()
     assert reader.count() == 30, "a reader keeps the generation it opened"
-    assert EdgeStore(home, IndexParams()).count() == 20
+    assert count(home) == 20
     assert (home / reader.generation.name).is_dir()  # type: ignore[union-attr]  held, so not deleted
     reader.close()
-    w = writer(home)  # the next writer removes what no reader holds
-    w.close()
-    assert [p.name for p in home.glob("gen-*") if p.is_dir()] == [os.readlink(home / "current")]
+    writer(home, "r3").close()  # the next writer removes what no pointer names and no reader holds
+    kept = {p.name for p in home.glob("gen-*") if p.is_dir()}
+    assert kept == {os.readlink(home / "current"), os.readlink(home / "previous")}
 
 
-def test_a_writer_that_writes_nothing_publishes_nothing_and_an_uncommitted_one_leaves_nothing(tmp_path):
+def test_a_writer_that_writes_nothing_stages_nothing_and_an_uncommitted_one_leaves_nothing(tmp_path):
     home = tmp_path / "ragtune"
     published(home, points(5))
     current = os.readlink(home / "current")
-    w = writer(home)
+    w = writer(home, "r2")
     assert w.scan(["doc_id"]).keys() == {p.id for p in points(5)}
-    assert w.commit()["generation"] == current
+    assert w.commit() == {"generation": current, "staged": False, "hnsw_built": False, "hnsw_seconds": 0.0}
+    assert w.publish("r2") == {"published": False, "serving": current}
     w.close()
-    w = writer(home)
+    w = writer(home, "r3")
     w.upsert(points(8))
     w.close()  # killed or failed before commit: the copy is scratch
     assert os.readlink(home / "current") == current
     assert sorted(p.name for p in home.iterdir()) == ["current", current, f"{current}.lock"]
 
 
-def test_a_collection_of_another_dimension_is_refused_with_the_fix(tmp_path):
+def test_invalid_vectors_are_rebuilt_beside_the_serving_generation_which_rollback_restores(tmp_path):
     home = tmp_path / "ragtune"
     published(home, points(3))
-    store = EdgeStore(home, IndexParams(), writer=True)
-    with pytest.raises(StoreError, match=r"holds 16-dim Cosine vectors, but this run makes 8-dim.*new index"):
-        store.ensure_collection(8)
-    dense_only = writer(tmp_path / "dense", sparse=False)
-    dense_only.upsert([Point(p.id, p.vector, p.payload) for p in points(3)])
-    dense_only.commit()
-    dense_only.close()
-    with pytest.raises(StoreError, match="created without sparse vectors"):
-        writer(tmp_path / "dense")
+    w, reason = begin(home, "r2", fingerprint(dim=8))
+    assert reason == "dim changed (16 -> 8): every vector is invalid"
+    assert w.scan(["doc_id"]).keys() == {p.id for p in points(3)}, "the plan is made against the serving index"
+    w.upsert([Point(p.id, p.vector[:8], p.payload) for p in points(5)])
+    w.commit()
+    assert count(home) == 3 and count(home, staged=True) == 5
+    w.close()
+    failed = os.readlink(home / "staged")  # say the recall gate failed: publish never runs
+    w = writer(home, "r3", fingerprint(dim=8))  # the next refresh drops the unserved generation first
+    assert not (home / "staged").exists() and not (home / failed).exists()
+    w.upsert([Point(p.id, p.vector[:8], p.payload) for p in points(4)])
+    w.commit()
+    with pytest.raises(StoreError, match="built by run r3, not by this run .r2.: a later refresh replaced"):
+        w.publish("r2")
+    assert w.publish("r3")["published"] and count(home) == 4
+    w.close()
+    r = EdgeStore(home, IndexParams(), writer=True)
+    assert r.rollback()["run_version"] == "r1" and count(home) == 3, "the 16-dim generation serves again"
+    assert r.rollback()["run_version"] == "r3" and count(home) == 4, "a second rollback undoes the first"
+    r.close()
+    dense_only = tmp_path / "dense"
+    published(dense_only, [Point(p.id, p.vector, p.payload) for p in points(3)], sparse=False)
+    w, reason = begin(dense_only, "r2")
+    assert reason == "index.sparse turned on: the serving index has no BM25 vectors"
+    w.close()
+    w, reason = begin(dense_only, "r3", rebuild=True, sparse=False)
+    assert reason == "--rebuild was asked"
+    w.close()
+
+
+def test_rollback_without_a_previous_generation_changes_nothing(tmp_path):
+    home = tmp_path / "ragtune"
+    published(home, points(3))
+    r = EdgeStore(home, IndexParams(), writer=True)
+    with pytest.raises(StoreError, match="keeps no previous generation to roll back to.*Nothing was changed"):
+        r.rollback()
+    r.close()
+    assert count(home) == 3
 
 
 def settled(hits) -> dict[int, str]:
@@ -115,8 +164,10 @@ def test_dense_sparse_and_hybrid_answers_match_local_mode(tmp_path, fusion):
     from qdrant_client import QdrantClient
 
     local = QdrantStore(QdrantClient(path=str(tmp_path / "local")), IndexParams(), "local", is_server=False)
-    local.ensure_collection(DIM)
+    local.ensure_collection(fingerprint(), "r1")
     local.upsert(batch)
+    local.commit()
+    local.publish("r1")
     rng = np.random.default_rng(7)
     for text in ("term1 term7 term30", "term12 term44", "term3 term9 term21 term50"):
         dense = rng.normal(size=DIM).tolist()
@@ -131,12 +182,17 @@ def test_dense_sparse_and_hybrid_answers_match_local_mode(tmp_path, fusion):
 
 
 def test_an_index_from_local_mode_is_refused_then_migrated_without_re_embedding(tmp_path):
-    from qdrant_client import QdrantClient
+    from qdrant_client import QdrantClient, models
 
     batch = points(40, seed=2)
     params = IndexParams(local_path="data/qdrant")
-    old = QdrantStore(QdrantClient(path=str(tmp_path / "data/qdrant")), params, "old", is_server=False)
-    old.ensure_collection(DIM)
+    client = QdrantClient(path=str(tmp_path / "data/qdrant"))  # a plain collection, as an earlier ragtune wrote
+    client.create_collection(
+        "ragtune",
+        vectors_config=models.VectorParams(size=DIM, distance=models.Distance.COSINE),
+        sparse_vectors_config={"bm25": models.SparseVectorParams(modifier=models.Modifier.IDF)},
+    )
+    old = QdrantStore(client, params, "old", is_server=False)
     old.upsert(batch)
     old.close()
     with pytest.raises(RagtuneError, match="Run `ragtune migrate-index` once"):

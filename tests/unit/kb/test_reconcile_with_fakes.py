@@ -41,7 +41,7 @@ def chunks_of(docs: dict[str, list[str]], version: str = "v1") -> list[dict]:
 
 def reconcile(store: MemoryStore, chunks: list[dict], params: IndexParams, allow: bool = False) -> dict:
     vectors = HashEmbedder().embed([c["text"] for c in chunks])
-    store.ensure_collection(vectors.shape[1])
+    store.ensure_collection({"dim": vectors.shape[1]}, "run")
     plan = plan_reconcile(chunks, store.scan(PAYLOAD_FIELDS), vector_kinds(params.sparse))
     stats = apply_plan(store, plan, chunks, vectors, params, "run", "hash-bow", allow)
     verify_index(store, [c["point_id"] for c in chunks], sample=10)
