@@ -27,23 +27,28 @@ pytestmark = pytest.mark.slow  # a whole pipeline, a real server or a trained mo
 REPO = Path(__file__).resolve().parents[2]
 
 SEARCH_LOOP = r"""
-import json, sys, time
+import json, sys
 from pathlib import Path
 from tasks.core.config import load_params
 from tasks.kb.retrieval import search_queries
+from tasks.kb.store import open_store
 
 root, stop = Path(sys.argv[1]), Path(sys.argv[2])
 params = load_params(root / "params.yaml")
-seen, errors, rounds = set(), [], 0
+seen, counts, errors, rounds = set(), set(), [], 0
 while not stop.exists() or rounds < 3:
     try:
+        store = open_store(root, params.index)  # what a reader opens now: its size tells which index serves
+        counts.add(store.count())
+        store.close()
         for r in search_queries(root, params, ["dual fuel heat pump", "on-call allowance"], 50, "hybrid"):
             seen.add(tuple(sorted(h["doc_id"] for h in r["hits"])))
     except Exception as exc:  # any error at all fails the test
         errors.append(f"{type(exc).__name__}: {exc}")
     rounds += 1
-print(json.dumps({"rounds": rounds, "errors": errors, "views": len(seen)}))
+print(json.dumps({"rounds": rounds, "errors": errors, "views": len(seen), "counts": sorted(counts)}))
 """
+
 
 HOLDER = r"""
 import json, sys
@@ -119,29 +124,6 @@ def test_a_refresh_runs_while_a_reader_holds_the_store_and_the_reader_keeps_its_
     assert kept == {os.readlink(home / "current"), os.readlink(home / "previous")}, "the previous is kept for rollback"
 
 
-COUNT_LOOP = r"""
-import json, sys
-from pathlib import Path
-from tasks.core.config import load_params
-from tasks.kb.retrieval import search_queries
-from tasks.kb.store import open_store
-
-root, stop = Path(sys.argv[1]), Path(sys.argv[2])
-params = load_params(root / "params.yaml")
-counts, errors, rounds = set(), [], 0
-while not stop.exists() or rounds < 3:
-    try:
-        store = open_store(root, params.index)
-        counts.add(store.count())
-        store.close()
-        search_queries(root, params, ["dual fuel heat pump"], 5, "hybrid")
-    except Exception as exc:  # any error at all fails the test
-        errors.append(f"{type(exc).__name__}: {exc}")
-    rounds += 1
-print(json.dumps({"rounds": rounds, "errors": errors, "counts": sorted(counts)}))
-"""
-
-
 def test_searches_see_the_old_index_or_the_new_one_through_a_rebuild_a_failed_gate_and_a_rollback(project, tmp_path):
     shutil.copy(REPO / "data/sample/questions.jsonl", project / "data/sample/questions.jsonl")
     qa = "retrieve.qa_file=data/sample/questions.jsonl"
@@ -149,7 +131,7 @@ def test_searches_see_the_old_index_or_the_new_one_through_a_rebuild_a_failed_ga
     before = len(stored_points(project))
     stop = tmp_path / "stop"
     loop = subprocess.Popen(
-        [sys.executable, "-c", COUNT_LOOP, str(project), str(stop)], env=_env(), stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", SEARCH_LOOP, str(project), str(stop)], env=_env(), stdout=subprocess.PIPE, text=True
     )
     try:
         rebuilt = refresh(
