@@ -105,7 +105,7 @@ class MemoryStore:
     def publish(self, run_version: str) -> dict:
         return {"published": False, "serving": self.location}
 
-    def rollback(self) -> dict:
+    def rollback(self, model_key: str) -> dict:
         raise NotImplementedError("in-memory: no previous index is kept")
 
     def close(self) -> None:

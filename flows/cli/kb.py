@@ -144,8 +144,9 @@ def rollback(overrides: list[str] | None = OVERRIDES_ARG, params: Path = PARAMS_
         root = project_root(params)
         p = load_params(params, list(overrides or []))
         done = rollback_index(Layout(root), p)
+        run = done["run_version"] or "unknown"
         out.print(
-            f"collection '{p.index.collection}' serves {done['serving']} (run {done['run_version']}) again; "
+            f"collection '{p.index.collection}' serves {done['serving']} (run {run}) again; "
             f"{done['previous']} is kept: `ragtune rollback` returns to it.",
             highlight=False,
         )

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+STAMP = r"\d{8}T\d{6}Z"  # what utc_stamp() writes, as a regex (ragtune's run-versioned Qdrant collections)
+
 
 def utc_stamp() -> str:
     """Compact, sortable, tag-safe: 20261121T020000Z (kb run versions, kb/<stamp> tags)."""

@@ -37,7 +37,7 @@ import qdrant_edge
 from tasks.core.config import IndexParams, resolve_path
 from tasks.core.errors import BusyError, RagtuneError, StoreError
 from tasks.kb.sparse import VECTOR_NAME as SPARSE
-from tasks.kb.vectors import Fusion, Hit, Point, Sparse, rebuild_reason
+from tasks.kb.vectors import Fusion, Hit, Point, Sparse, check_rollback, check_staged, rebuild_reason
 
 log = logging.getLogger("ragtune")
 T = TypeVar("T")
@@ -53,7 +53,7 @@ class EdgeStore:
 
     is_server = False
 
-    def __init__(self, home: Path, params: IndexParams, writer: bool = False, staged: bool = False):
+    def __init__(self, home: Path, params: IndexParams, writer: bool = False, staged: str | None = None):
         self.home = home
         self.params = params
         self.location = str(home)
@@ -64,8 +64,11 @@ class EdgeStore:
         self._new: dict[str, Any] | None = None  # writer: the fingerprint of an empty generation to start (rebuild)
         self._meta: dict[str, Any] = {}  # writer: ragtune.json of the generation it stages
         self._staged = False
-        if not writer:
-            self._open("staged" if staged and self._pointer("staged") else "current")
+        if not writer and staged:  # the index run `staged` staged, and no other
+            self._open("staged")
+            check_staged(_meta(self.generation).get("run_version") if self.generation else None, staged, str(home))
+        elif not writer:
+            self._open("current")
 
     # --- the engine raises bare Exceptions: each call is named, and the message says what to do
     def _call(self, what: str, fn: Callable[[], T]) -> T:
@@ -100,7 +103,7 @@ class EdgeStore:
                 return
             lock = open(gen.with_name(gen.name + ".lock"), "a+")  # noqa: SIM115  held until close()
             fcntl.flock(lock, fcntl.LOCK_SH)
-            if (gen / "edge_config.json").exists():
+            if self._pointer(pointer) == gen and (gen / "edge_config.json").exists():  # still named, so complete
                 self._reader_lock, self.generation = lock, gen
                 self.shard = self._call("load", partial(qdrant_edge.EdgeShard.load, str(gen)))
                 return
@@ -254,9 +257,10 @@ class EdgeStore:
     # --- the writer's end: stage (commit) or throw the copy away (close without commit); then publish or roll back
     def commit(self) -> dict:
         """Build HNSW where a segment passed the indexing threshold, flush, then stage this generation."""
-        assert self.writer and self.generation is not None
-        if self._reader_lock is not None:  # nothing was written: the serving generation stays as it is
-            return {"generation": self.generation.name, "staged": False, "hnsw_built": False, "hnsw_seconds": 0.0}
+        assert self.writer
+        if self.generation is None or self._reader_lock is not None:  # nothing written: the serving one stays
+            name = self.generation.name if self.generation else None
+            return {"generation": name, "staged": False, "hnsw_built": False, "hnsw_seconds": 0.0}
         start = time.perf_counter()
         built = bool(self._call("optimize", lambda: self.shard.optimize()))  # blocks; releases the GIL
         build_seconds = time.perf_counter() - start
@@ -277,6 +281,7 @@ class EdgeStore:
         }
 
     def publish(self, run_version: str) -> dict:
+        """Move `current` to the staged generation; the one it replaces becomes `previous`."""
         assert self.writer, "publish runs under the index lock"
         staged, current = self._pointer("staged"), self._pointer("current")
         if staged is None:
@@ -303,14 +308,16 @@ class EdgeStore:
             "generations_removed": removed,
         }
 
-    def rollback(self) -> dict:
+    def rollback(self, model_key: str) -> dict:
+        """Swap `current` and `previous`."""
         assert self.writer, "rollback runs under the index lock"
         previous, current = self._pointer("previous"), self._pointer("current")
-        if previous is None or current is None or not previous.is_dir():
+        if previous is None or current is None or previous == current or not previous.is_dir():
             raise StoreError(
                 f"embedded store {self.home} keeps no previous generation to roll back to (a generation is kept "
                 "from the second published refresh on). Nothing was changed."
             )
+        check_rollback(previous.name, _fingerprint(previous), model_key)
         self._point("current", previous)
         self._point("previous", current)
         _fsync_dir(self.home)

@@ -44,7 +44,7 @@ def build_report(ws: Layout, total_seconds: float | None = None) -> dict:
     }
     gate = ws.stage_metrics("eval_retrieval")
     ev = read_json(gate, "eval_retrieval") if gate.exists() else {}
-    if ev.get("run_version") == report["run_version"]:  # this run's retrieval gate (retrieve.qa_file set)
+    if ev.get("run_version") == report["run_version"] and not ev.get("skipped"):  # this run's gate ran (qa_file set)
         k = ev["k"]
         report["retrieval"] = {
             "mode": ev["mode"],
@@ -88,7 +88,7 @@ def report_rows(report: dict) -> list[dict]:
 
 def serving_line(s: dict) -> str:
     if not s["published"]:
-        return f"**Serving**: {s['index']} (unchanged: nothing new to publish)."
+        return f"**Serving**: {s['index']} (nothing staged: unchanged, or a server's collection updated in place)."
     why = f"; rebuilt beside it: {s['rebuilt']}" if s["rebuilt"] else ""
     return f"**Serving**: {s['index']}, published after verify and the gates (previous: {s['previous']}{why})."
 

@@ -34,7 +34,7 @@ class Retriever:
         mode: str | None = None,
         store: VectorStore | None = None,
         embedder: Embedder | None = None,
-        staged: bool = False,  # read the index a refresh staged (verify and the recall gate), if any
+        staged: str | None = None,  # the run_version whose staged index to read (the recall gate)
     ):
         self.params, self.p = params, params.retrieve
         self.mode = mode or self.p.mode

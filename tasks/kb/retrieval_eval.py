@@ -79,10 +79,10 @@ def evaluate(search, rows: list[dict], k: int, on_progress=None) -> dict:
 
 
 def evaluate_modes(
-    root, params, rows: list[dict], modes: list[str], k: int, progress=None, staged: bool = False
+    root, params, rows: list[dict], modes: list[str], k: int, progress=None, staged: str | None = None
 ) -> list[dict]:
     """Each retrieval mode on the QA rows with warm models and no query cache, so latencies compare across modes.
-    staged=True reads the index a refresh staged (the recall gate before serving), if there is one."""
+    staged=<run_version> reads the index that run staged (the recall gate before serving)."""
     uncached = without_query_cache(params)
     results = []
     for mode in modes:

@@ -214,6 +214,7 @@ def fingerprint(ws: Layout, params: Params, embed_stats: dict, dim: int) -> dict
         "distance": params.index.distance,
         "sparse": params.index.sparse,
         "model": embed_stats.get("model_key", embed_stats["model"]),
+        "embed_model": params.embed.model,  # for messages (rollback); "model" is the key that decides
         "chunking": state.get("chunker_key", f"{params.chunk.size_tokens}/{params.chunk.overlap_tokens}"),
     }
 
@@ -271,6 +272,7 @@ def _index_locked(ctx: StageContext, vectors: np.ndarray, embed_stats: dict, run
         "removed_ids": plan.removed,
         "repaired_ids": plan.repaired,
         "rebuild": rebuild,
+        "server": store.is_server,
         **writes,
         "run_version": run_version,
     }
@@ -285,14 +287,22 @@ def run_verify(ctx: StageContext) -> dict:
 
     start = time.perf_counter()
     expected = [pid for doc in read_json(ws.index_manifest, "index")["docs"].values() for pid in doc["points"]]
-    store = open_store(ws.root, params.index, staged=True)
+    run_version, staged = staged_by(ws)
+    store = open_store(ws.root, params.index, staged=staged)
     try:
-        stats = verify_index(store, expected, params.index.verify_sample)
+        stats = {**verify_index(store, expected, params.index.verify_sample), "run_version": run_version}
     finally:
         store.close()
     finish_stage(ws, "verify", stats, start)
     log.info("verify: %d points, %d sampled ids present", stats["points"], stats["sampled"])
     return stats
+
+
+def staged_by(ws: Layout) -> tuple[str, str | None]:
+    """The last index run's version, and the same again if it staged an index (None: it wrote nothing new, or
+    updated a server's collection in place, so the serving index is the one to check)."""
+    index = read_json(ws.stage_metrics("index"), "index")
+    return index["run_version"], index["run_version"] if index.get("staged") else None
 
 
 def run_eval_retrieval(ctx: StageContext) -> dict:
@@ -309,15 +319,14 @@ def run_eval_retrieval(ctx: StageContext) -> dict:
         else {}
     )
     baseline = last if last.get("passed") else last.get("baseline")
+    run_version, staged = staged_by(ws)
     if not p.qa_file:
-        return finish_stage(
-            ws, "eval_retrieval", {"skipped": "retrieve.qa_file is not set", "baseline": baseline}, start
-        )
+        skipped = {"skipped": "retrieve.qa_file is not set", "run_version": run_version, "baseline": baseline}
+        return finish_stage(ws, "eval_retrieval", skipped, start)
     qa_path = resolve_path(ws.root, p.qa_file)
     rows = read_qa_set(qa_path, "retrieve.qa_file")
-    result = evaluate_modes(ws.root, params, rows, [p.mode], p.top_k, staged=True)[0]
-    index_stats = read_json(ws.stage_metrics("index"), "index")
-    result.update(qa_file=p.qa_file, qa_sha256=file_digest(qa_path), run_version=index_stats.get("run_version"))
+    result = evaluate_modes(ws.root, params, rows, [p.mode], p.top_k, staged=staged)[0]
+    result.update(qa_file=p.qa_file, qa_sha256=file_digest(qa_path), run_version=run_version)
     passed, reason = gate(result, baseline, p.max_recall_drop)
     stats = {
         **result,
@@ -327,13 +336,18 @@ def run_eval_retrieval(ctx: StageContext) -> dict:
     }
     finish_stage(ws, "eval_retrieval", stats, start)
     if not passed:
-        where = (
-            "The serving index was not changed: readers still get the previous one, and this run's index stays "
-            "staged, unserved, until the next refresh replaces it"
-            if index_stats.get("staged")
-            else "This run updated the server's collection in place (only a rebuild is built beside it), so "
-            "readers already see its data"
-        )
+        if staged:
+            where = (
+                "The serving index was not changed: readers still get the previous one, and this run's index "
+                "stays staged, unserved, until the next refresh replaces it"
+            )
+        elif read_json(ws.stage_metrics("index"), "index").get("server"):
+            where = (
+                "This run updated the server's collection in place (only a rebuild is built beside it), so "
+                "readers already see its data"
+            )
+        else:
+            where = "This run wrote nothing new: the index evaluated is the one serving"
         raise GateFailed(
             f"retrieval gate failed on {p.qa_file}: {reason}. {where}; the run is not recorded as a version. "
             f"Questions that found nothing: {result['missed'][:5]}. Check what changed in the sources "
@@ -349,6 +363,7 @@ def run_publish(ctx: StageContext) -> dict:
     ws, params = ctx.ws, ctx.params
     start = time.perf_counter()
     run_version = read_json(ws.stage_metrics("index"), "index")["run_version"]
+    check_gates(ws, run_version)
     with index_lock(ws, params):
         store = open_store(ws.root, params.index, writer=True)
         try:
@@ -362,12 +377,26 @@ def run_publish(ctx: StageContext) -> dict:
     return stats
 
 
+def check_gates(ws: Layout, run_version: str) -> None:
+    """Publish serves only what verify and the recall gate passed, for this very index run."""
+    for stage, passed in (("verify", "ok"), ("eval_retrieval", "passed")):
+        path = ws.stage_metrics(stage)
+        result = read_json(path, stage) if path.exists() else {}
+        if result.get("run_version") != run_version or not (result.get(passed) or result.get("skipped")):
+            raise GateFailed(
+                f"publish: {stage} has not passed on the index of run {run_version} ({path}: "
+                f"{'run ' + str(result.get('run_version')) if result else 'missing'}, "
+                f"{passed}={result.get(passed)}). Run `ragtune stage {stage}` first; nothing was published."
+            )
+
+
 def rollback_index(ws: Layout, params: Params) -> dict:
     """`ragtune rollback`: serve the previous index again (a second rollback returns to the one just left)."""
+    model_key = model_fingerprint(params.embed.model, params.embed.normalize)
     with index_lock(ws, params):
         store = open_store(ws.root, params.index, writer=True)
         try:
-            return store.rollback()
+            return store.rollback(model_key)
         finally:
             store.close()
 
@@ -482,7 +511,7 @@ STAGES = (
         "kb",
         run_publish,
         params=STORE_CONNECTION,
-        deps=(rel(L.stage_metrics("verify")), rel(L.stage_metrics("eval_retrieval"))),  # after both gates
+        deps=tuple(rel(L.stage_metrics(s)) for s in ("index", "verify", "eval_retrieval")),  # after both gates
         always_changed=True,
     ),
 )

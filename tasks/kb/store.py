@@ -15,11 +15,12 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
+from tasks.core.clock import STAMP
 from tasks.core.config import IndexParams, resolve_path
 from tasks.core.errors import BusyError, StoreError
 from tasks.kb.edge import EdgeStore, refuse_legacy_store
 from tasks.kb.sparse import VECTOR_NAME as SPARSE
-from tasks.kb.vectors import Fusion, Hit, Point, Sparse, VectorStore, rebuild_reason
+from tasks.kb.vectors import Fusion, Hit, Point, Sparse, VectorStore, check_rollback, check_staged, rebuild_reason
 
 log = logging.getLogger("ragtune")
 T = TypeVar("T")
@@ -40,7 +41,7 @@ class QdrantStore:
     alias `<collection>--staged` names until the publish stage moves `<collection>` to it in one atomic alias
     update, and `<collection>--previous` to the one it replaced (kept for `ragtune rollback`)."""
 
-    def __init__(self, client, params: IndexParams, location: str, is_server: bool, staged: bool = False):
+    def __init__(self, client, params: IndexParams, location: str, is_server: bool, staged: str | None = None):
         self.client = client
         self.params = params
         self.alias = params.collection
@@ -50,8 +51,10 @@ class QdrantStore:
         self.write_name = self.alias  # what the writer writes: the serving collection, or a rebuild's new one
         self._scan_from: str | None = self.alias  # what the writer reconciles against (None: nothing serves yet)
         self._staged: str | None = None
-        if staged:
-            self.collection = self._aliases().get(self._role("staged"), self.alias)
+        if staged:  # the collection run `staged` staged, and no other
+            found = self._aliases().get(self._role("staged"), "")
+            check_staged(found.rsplit("--", 1)[-1] if found else None, staged, f"Qdrant at {location}")
+            self.collection = found
 
     # --- retries belong to network calls only (a local store either works or is locked)
     def _call(self, what: str, fn: Callable[[], T]) -> T:
@@ -187,7 +190,7 @@ class QdrantStore:
         self._switch((self._role("staged"), None))
         keep = {aliases.get(self.alias), aliases.get(self._role("previous"))}
         names = [c.name for c in self._call("get_collections", lambda: self.client.get_collections()).collections]
-        ours = re.compile(re.escape(self.alias) + r"--\d{8}T\d{6}Z")
+        ours = re.compile(re.escape(self.alias) + "--" + STAMP)
         dropped = [n for n in names if ours.fullmatch(n) and n not in keep]
         for name in dropped:
             self._call("delete_collection", partial(self.client.delete_collection, name))
@@ -305,6 +308,7 @@ class QdrantStore:
         return {"collection": self._staged, "staged": True}
 
     def publish(self, run_version: str) -> dict:
+        """Move the alias to the staged collection, and `--previous` to the one it replaces; drop older ones."""
         aliases = self._aliases()
         staged, current = aliases.get(self._role("staged")), aliases.get(self.alias)
         if staged is None:
@@ -319,14 +323,17 @@ class QdrantStore:
         log.info("published %s as %s (%d old collection(s) removed)", staged, self.alias, removed)
         return {"published": True, "serving": staged, "previous": current, "generations_removed": removed}
 
-    def rollback(self) -> dict:
+    def rollback(self, model_key: str) -> dict:
+        """Swap the alias and `--previous`. On a server the previous collection is the one before the last
+        rebuild: in-place refreshes since then are not in it."""
         aliases = self._aliases()
         previous, current = aliases.get(self._role("previous")), aliases.get(self.alias)
-        if previous is None or current is None:
+        if previous is None or current is None or previous == current:
             raise StoreError(
                 f"Qdrant at {self.location} keeps no previous collection for alias '{self.alias}' (one is kept "
                 "from the second rebuild on). Nothing was changed."
             )
+        check_rollback(previous, self._fingerprint(previous), model_key)
         self._switch((self.alias, previous), (self._role("previous"), current))
         return {"serving": previous, "run_version": previous.rsplit("--", 1)[-1], "previous": current}
 
@@ -366,11 +373,11 @@ def _short(exc: Exception) -> str:
     return (text[0] if text else repr(exc))[:300]
 
 
-def open_store(root: Path, params: IndexParams, writer: bool = False, staged: bool = False) -> VectorStore:
+def open_store(root: Path, params: IndexParams, writer: bool = False, staged: str | None = None) -> VectorStore:
     """QDRANT_URL (+ QDRANT_API_KEY) from the environment selects a server; otherwise the embedded store under
     index.local_path: qdrant-edge (tasks/kb/edge.py) by default, qdrant-client local mode with index.engine=local.
-    Only index, publish and rollback open a writer. Readers read the serving index; with staged=True (verify and
-    the recall gate) the one a refresh staged, if any."""
+    Only index, publish and rollback open a writer. Readers read the serving index; with staged=<run_version>
+    (verify and the recall gate) the index that run staged, or they raise StoreError."""
     from qdrant_client import QdrantClient
 
     url = os.environ.get("QDRANT_URL", "").strip()

@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
+from tasks.core.errors import StoreError
+
 Sparse = tuple[list[int], list[float]]  # (indices, values)
 
 
@@ -76,14 +78,34 @@ class VectorStore(Protocol):
         the previous, kept for rollback. Nothing staged (a server refreshed in place): nothing to do."""
         ...
 
-    def rollback(self) -> dict:
-        """Serve the previous index again; the one that served becomes the previous (a second rollback undoes it)."""
+    def rollback(self, model_key: str) -> dict:
+        """Serve the previous index again; the one that served becomes the previous (a second rollback undoes it).
+        Refused when the previous index was embedded with another model than model_key, the one queries use."""
         ...
 
     def close(self) -> None: ...
 
 
 FINGERPRINT_KEYS = ("dim", "distance", "model", "chunking")  # what the vectors depend on; sparse is checked apart
+
+
+def check_rollback(previous: str, fingerprint: dict[str, Any], model_key: str) -> None:
+    """Queries are embedded with params.yaml's embed.model: an index built with another one must not serve."""
+    if fingerprint.get("model", model_key) != model_key:
+        raise StoreError(
+            f"the previous index {previous} was embedded with embed.model={fingerprint.get('embed_model')}, but "
+            "params.yaml embeds queries with another model (or embed.normalize). Set embed.model (and chunk) back to "
+            "what it was built with, then run rollback again. Nothing was changed."
+        )
+
+
+def check_staged(found: str | None, run_version: str, where: str) -> None:
+    """Verify and the recall gate must read the index this run staged, not a later run's (or none)."""
+    if found != run_version:
+        raise StoreError(
+            f"{where} holds no index staged by this run ({run_version}; found: {found or 'none'}): a later refresh "
+            "replaced it. Nothing was published by this run; run the refresh again."
+        )
 
 
 def rebuild_reason(stored: dict[str, Any] | None, wanted: dict[str, Any], rebuild: bool) -> str | None:

@@ -100,7 +100,7 @@ def test_sigkill_during_index_then_rerun_converges(project, tmp_path):
             assert (project / "data/index/manifest.json").read_bytes() == manifest_a, "manifest written before end"
             # even killed after commit() returned: the new state is only staged until the publish stage runs
             assert stored_points(project) == published_a, f"kill at call {k} ({when}): readers saw a partial write"
-        refresh(project, stages=("index", "verify", "publish"), allow_mass_delete=True)
+        refresh(project, stages=("index", "verify", "eval_retrieval", "publish"), allow_mass_delete=True)
         stored = stored_points(project)  # raises on duplicate ids
         assert set(stored) == expected_ids(project), f"kill at call {k} ({when}): store differs after re-run"
         manifest = json.loads((project / "data/index/manifest.json").read_text())
@@ -120,7 +120,7 @@ def test_points_deleted_behind_our_back_are_repaired_and_reported(project):
     store.commit()
     store.publish("x")
     store.close()
-    result = refresh(project, stages=("index", "verify", "publish"))
+    result = refresh(project, stages=("index", "verify", "eval_retrieval", "publish"))
     assert result["index"]["documents"]["repaired"] >= 1 and result["index"]["points_written"] >= 5
     assert set(stored_points(project)) == expected_ids(project)
 

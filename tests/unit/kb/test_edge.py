@@ -59,7 +59,7 @@ def published(home: Path, batch: list[Point], run: str = "r1", **kw) -> None:
     store.close()
 
 
-def count(home: Path, staged: bool = False) -> int:
+def count(home: Path, staged: str | None = None) -> int:
     reader = EdgeStore(home, IndexParams(), staged=staged)
     try:
         return reader.count()
@@ -75,7 +75,9 @@ def test_readers_see_the_published_generation_only(tmp_path):
     w.delete([p.id for p in points(30)[:10]])
     assert reader.count() == 30 and count(home) == 30  # not even staged yet
     w.commit()
-    assert count(home) == 30 and count(home, staged=True) == 20, "staged: verify and the gate read it, not readers"
+    assert count(home) == 30 and count(home, staged="r2") == 20, "staged: verify and the gate read it, not readers"
+    with pytest.raises(StoreError, match=r"no index staged by this run \(r9; found: r2\): a later refresh replaced"):
+        count(home, staged="r9")
     w.publish("r2")
     w.close()
     assert reader.count() == 30, "a reader keeps the generation it opened"
@@ -111,7 +113,7 @@ def test_invalid_vectors_are_rebuilt_beside_the_serving_generation_which_rollbac
     assert w.scan(["doc_id"]).keys() == {p.id for p in points(3)}, "the plan is made against the serving index"
     w.upsert([Point(p.id, p.vector[:8], p.payload) for p in points(5)])
     w.commit()
-    assert count(home) == 3 and count(home, staged=True) == 5
+    assert count(home) == 3 and count(home, staged="r2") == 5
     w.close()
     failed = os.readlink(home / "staged")  # say the recall gate failed: publish never runs
     w = writer(home, "r3", fingerprint(dim=8))  # the next refresh drops the unserved generation first
@@ -123,8 +125,10 @@ def test_invalid_vectors_are_rebuilt_beside_the_serving_generation_which_rollbac
     assert w.publish("r3")["published"] and count(home) == 4
     w.close()
     r = EdgeStore(home, IndexParams(), writer=True)
-    assert r.rollback()["run_version"] == "r1" and count(home) == 3, "the 16-dim generation serves again"
-    assert r.rollback()["run_version"] == "r3" and count(home) == 4, "a second rollback undoes the first"
+    assert r.rollback("m")["run_version"] == "r1" and count(home) == 3, "the 16-dim generation serves again"
+    assert r.rollback("m")["run_version"] == "r3" and count(home) == 4, "a second rollback undoes the first"
+    with pytest.raises(StoreError, match="embedded with embed.model=None, but params.yaml embeds queries with another"):
+        r.rollback("another model")
     r.close()
     dense_only = tmp_path / "dense"
     published(dense_only, [Point(p.id, p.vector, p.payload) for p in points(3)], sparse=False)
@@ -141,7 +145,7 @@ def test_rollback_without_a_previous_generation_changes_nothing(tmp_path):
     published(home, points(3))
     r = EdgeStore(home, IndexParams(), writer=True)
     with pytest.raises(StoreError, match="keeps no previous generation to roll back to.*Nothing was changed"):
-        r.rollback()
+        r.rollback("m")
     r.close()
     assert count(home) == 3
 

@@ -88,7 +88,7 @@ def test_a_rebuild_is_served_through_the_alias_only_once_published_and_rollback_
     assert reason is None and serving(client) == 3 and store.publish("20261102T000000Z")["published"] is False
     store, reason = write(client, "20261103T000000Z", 5, fingerprint(model="m2"))
     assert reason == "model changed (m1 -> m2): every vector is invalid"
-    staged = QdrantStore(client, IndexParams(), "local", is_server=False, staged=True)
+    staged = QdrantStore(client, IndexParams(), "local", is_server=False, staged="20261103T000000Z")
     assert serving(client) == 3 and staged.count() == 5, "readers keep the old collection; the gates read the new"
     with pytest.raises(StoreError, match="not built by this run .20261104T000000Z.*Nothing was published"):
         store.publish("20261104T000000Z")
@@ -100,8 +100,10 @@ def test_a_rebuild_is_served_through_the_alias_only_once_published_and_rollback_
         "generations_removed": 0,
     }
     assert serving(client) == 5
-    assert store.rollback()["serving"] == "ragtune--20261101T000000Z" and serving(client) == 3
-    store.rollback()
+    with pytest.raises(StoreError, match="the previous index ragtune--20261101T000000Z was embedded with embed.model="):
+        store.rollback("m2")  # queries would be embedded with m2, the index holds m1 vectors
+    assert store.rollback("m1")["serving"] == "ragtune--20261101T000000Z" and serving(client) == 3
+    store.rollback("m2")
     write(client, "20261105T000000Z", 1, fingerprint(model="m2"), rebuild=True)[0].publish("20261105T000000Z")
     names = {c.name for c in client.get_collections().collections}
     assert names == {"ragtune--20261103T000000Z", "ragtune--20261105T000000Z"}, "only serving + previous are kept"
