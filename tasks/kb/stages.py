@@ -363,7 +363,7 @@ def run_publish(ctx: StageContext) -> dict:
     ws, params = ctx.ws, ctx.params
     start = time.perf_counter()
     run_version = read_json(ws.stage_metrics("index"), "index")["run_version"]
-    check_gates(ws, run_version)
+    check_gates(ws, run_version, recall_gate=bool(params.retrieve.qa_file))
     with index_lock(ws, params):
         store = open_store(ws.root, params.index, writer=True)
         try:
@@ -377,12 +377,14 @@ def run_publish(ctx: StageContext) -> dict:
     return stats
 
 
-def check_gates(ws: Layout, run_version: str) -> None:
-    """Publish serves only what verify and the recall gate passed, for this very index run."""
-    for stage, passed in (("verify", "ok"), ("eval_retrieval", "passed")):
+def check_gates(ws: Layout, run_version: str, recall_gate: bool) -> None:
+    """Publish serves only what verify and the recall gate (when retrieve.qa_file sets one) passed, for this very
+    index run."""
+    gates = (("verify", "ok"), ("eval_retrieval", "passed")) if recall_gate else (("verify", "ok"),)
+    for stage, passed in gates:
         path = ws.stage_metrics(stage)
         result = read_json(path, stage) if path.exists() else {}
-        if result.get("run_version") != run_version or not (result.get(passed) or result.get("skipped")):
+        if result.get("run_version") != run_version or not result.get(passed):
             raise GateFailed(
                 f"publish: {stage} has not passed on the index of run {run_version} ({path}: "
                 f"{'run ' + str(result.get('run_version')) if result else 'missing'}, "
@@ -510,7 +512,7 @@ STAGES = (
         "publish",
         "kb",
         run_publish,
-        params=STORE_CONNECTION,
+        params=(*STORE_CONNECTION, "retrieve.qa_file"),  # a QA file turns the recall gate on
         deps=tuple(rel(L.stage_metrics(s)) for s in ("index", "verify", "eval_retrieval")),  # after both gates
         always_changed=True,
     ),

@@ -146,7 +146,7 @@ def test_searches_see_the_old_index_or_the_new_one_through_a_rebuild_a_failed_ga
             refresh(project, "chunk.size_tokens=120", qa, "retrieve.max_recall_drop=0.01")
         assert len(stored_points(project)) == after, "a failed gate serves nothing new"
         with pytest.raises(GateFailed, match="publish: eval_retrieval has not passed on the index of run"):
-            refresh(project, stages=("publish",))  # by hand, after the failed gate: still refused
+            refresh(project, qa, stages=("publish",))  # by hand, after the failed gate: still refused
         undone = rollback_index(Layout(project), load_params(project / "params.yaml"))
         assert undone["serving"] == rebuilt["publish"]["previous"] and len(stored_points(project)) == before
     finally:
