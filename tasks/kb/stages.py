@@ -47,6 +47,7 @@ from tasks.kb.ingest import ingest_sources, to_record
 from tasks.kb.retrieval_eval import evaluate_modes, gate
 from tasks.kb.store import open_store
 from tasks.kb.validate import build_tables, run_gate
+from tasks.kb.vectors import VectorStore
 
 log = logging.getLogger("ragtune")
 
@@ -204,6 +205,17 @@ def index_lock(ws: Layout, params: Params) -> Iterator[None]:
     )
     with file_lock(lock, 0, busy):
         yield
+
+
+@contextlib.contextmanager
+def index_writer(ws: Layout, params: Params) -> Iterator[VectorStore]:
+    """The collection's writer, under its index lock (publish and rollback; index holds the lock longer)."""
+    with index_lock(ws, params):
+        store = open_store(ws.root, params.index, writer=True)
+        try:
+            yield store
+        finally:
+            store.close()
 
 
 def fingerprint(ws: Layout, params: Params, embed_stats: dict, dim: int) -> dict:
@@ -364,12 +376,8 @@ def run_publish(ctx: StageContext) -> dict:
     start = time.perf_counter()
     run_version = read_json(ws.stage_metrics("index"), "index")["run_version"]
     check_gates(ws, run_version, recall_gate=bool(params.retrieve.qa_file))
-    with index_lock(ws, params):
-        store = open_store(ws.root, params.index, writer=True)
-        try:
-            stats = store.publish(run_version)
-        finally:
-            store.close()
+    with index_writer(ws, params) as store:
+        stats = store.publish(run_version)
     stats["run_version"] = run_version
     finish_stage(ws, "publish", stats, start)
     if stats["published"]:
@@ -395,12 +403,8 @@ def check_gates(ws: Layout, run_version: str, recall_gate: bool) -> None:
 def rollback_index(ws: Layout, params: Params) -> dict:
     """`ragtune rollback`: serve the previous index again (a second rollback returns to the one just left)."""
     model_key = model_fingerprint(params.embed.model, params.embed.normalize)
-    with index_lock(ws, params):
-        store = open_store(ws.root, params.index, writer=True)
-        try:
-            return store.rollback(model_key)
-        finally:
-            store.close()
+    with index_writer(ws, params) as store:
+        return store.rollback(model_key)
 
 
 def rebuild_all(plan: Plan, chunks: Iterable[dict], params: IndexParams, allow: bool, location: str) -> Plan:

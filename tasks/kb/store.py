@@ -52,8 +52,8 @@ class QdrantStore:
         self._scan_from: str | None = self.alias  # what the writer reconciles against (None: nothing serves yet)
         self._staged: str | None = None
         if staged:  # the collection run `staged` staged, and no other
-            found = self._aliases().get(self._role("staged"), "")
-            check_staged(found.rsplit("--", 1)[-1] if found else None, staged, f"Qdrant at {location}")
+            found = self._aliases().get(self._named("staged"), "")
+            check_staged(self._run_of(found) if found else None, staged, f"Qdrant at {location}")
             self.collection = found
 
     # --- retries belong to network calls only (a local store either works or is locked)
@@ -88,8 +88,12 @@ class QdrantStore:
         )
 
     # --- the alias and the collections behind it
-    def _role(self, role: str) -> str:
-        return f"{self.alias}--{role}"
+    def _named(self, suffix: str) -> str:
+        """<collection>--staged / --previous (aliases), <collection>--<run_version> (a rebuild's collection)."""
+        return f"{self.alias}--{suffix}"
+
+    def _run_of(self, name: str) -> str:
+        return name.removeprefix(self._named(""))
 
     def _aliases(self) -> dict[str, str]:
         got = self._call("get_aliases", lambda: self.client.get_aliases())
@@ -146,7 +150,7 @@ class QdrantStore:
                 "by an alias of that name. Set index.collection to a new name for this refresh (it is served "
                 "through an alias from then on) and point readers to it; the old collection was not changed."
             )
-        new = f"{self.alias}--{run_version}"
+        new = self._named(run_version)
         self._create(new, fingerprint)
         self.write_name = self._staged = new
         self._scan_from = self.alias if serving else None
@@ -187,8 +191,8 @@ class QdrantStore:
     def _drop_unserved(self) -> int:
         """Delete this alias's collections that neither serve, nor are kept for rollback (a failed gate's)."""
         aliases = self._aliases()
-        self._switch((self._role("staged"), None))
-        keep = {aliases.get(self.alias), aliases.get(self._role("previous"))}
+        self._switch((self._named("staged"), None))
+        keep = {aliases.get(self.alias), aliases.get(self._named("previous"))}
         names = [c.name for c in self._call("get_collections", lambda: self.client.get_collections()).collections]
         ours = re.compile(re.escape(self.alias) + "--" + STAMP)
         dropped = [n for n in names if ours.fullmatch(n) and n not in keep]
@@ -304,21 +308,21 @@ class QdrantStore:
         """Every write was acknowledged: an in-place refresh is already served; a rebuild is staged."""
         if self._staged is None:
             return {"collection": self.write_name, "staged": False}
-        self._switch((self._role("staged"), self._staged))
+        self._switch((self._named("staged"), self._staged))
         return {"collection": self._staged, "staged": True}
 
     def publish(self, run_version: str) -> dict:
         """Move the alias to the staged collection, and `--previous` to the one it replaces; drop older ones."""
         aliases = self._aliases()
-        staged, current = aliases.get(self._role("staged")), aliases.get(self.alias)
+        staged, current = aliases.get(self._named("staged")), aliases.get(self.alias)
         if staged is None:
             return {"published": False, "serving": current or self.alias}
-        if staged != f"{self.alias}--{run_version}":
+        if staged != self._named(run_version):
             raise StoreError(
                 f"the staged collection {staged} at {self.location} was not built by this run ({run_version}): a "
                 f"later refresh replaced it. Nothing was published; {current} still serves. Run the refresh again."
             )
-        self._switch((self.alias, staged), (self._role("previous"), current), (self._role("staged"), None))
+        self._switch((self.alias, staged), (self._named("previous"), current), (self._named("staged"), None))
         removed = self._drop_unserved()
         log.info("published %s as %s (%d old collection(s) removed)", staged, self.alias, removed)
         return {"published": True, "serving": staged, "previous": current, "generations_removed": removed}
@@ -327,15 +331,15 @@ class QdrantStore:
         """Swap the alias and `--previous`. On a server the previous collection is the one before the last
         rebuild: in-place refreshes since then are not in it."""
         aliases = self._aliases()
-        previous, current = aliases.get(self._role("previous")), aliases.get(self.alias)
+        previous, current = aliases.get(self._named("previous")), aliases.get(self.alias)
         if previous is None or current is None or previous == current:
             raise StoreError(
                 f"Qdrant at {self.location} keeps no previous collection for alias '{self.alias}' (one is kept "
                 "from the second rebuild on). Nothing was changed."
             )
         check_rollback(previous, self._fingerprint(previous), model_key)
-        self._switch((self.alias, previous), (self._role("previous"), current))
-        return {"serving": previous, "run_version": previous.rsplit("--", 1)[-1], "previous": current}
+        self._switch((self.alias, previous), (self._named("previous"), current))
+        return {"serving": previous, "run_version": self._run_of(previous), "previous": current}
 
     def close(self) -> None:
         try:
