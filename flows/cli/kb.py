@@ -21,7 +21,7 @@ from flows.cli.common import (
     run_flow,
 )
 from flows.runtime import console_progress, console_stage
-from tasks.core.config import ConfigError, check_versionable, load_params, load_run_params
+from tasks.core.config import ConfigError, check_versionable, is_url, load_params, load_run_params
 from tasks.core.errors import SourceError
 from tasks.core.qa import read_qa_set
 from tasks.core.workspace import Layout, file_lock
@@ -35,6 +35,8 @@ from tasks.kb.stages import rollback_index
 
 def print_report(report: dict) -> None:
     print_table(f"kb_refresh {report['run_version']}", SECTION_METRIC_VALUE, report_rows(report))
+    for w in report.get("web_problems", []):
+        out.print(f"  web page {w['url']}: {w['outcome']} ({w['reason']})", highlight=False)
     for d in report["drops"]:
         out.print(f"  dropped {d['doc_id']}: {d['status']} ({d['reason']})", highlight=False)
     out.print(f"Quality report (GX Data Docs): {report['quality']['data_docs']}", highlight=False)
@@ -43,8 +45,8 @@ def print_report(report: dict) -> None:
 @app.command()
 def refresh(
     overrides: list[str] | None = OVERRIDES_ARG,
-    source: list[Path] | None = typer.Option(
-        None, "--source", help="Source folder (repeatable); replaces ingest.sources."
+    source: list[str] | None = typer.Option(
+        None, "--source", help="Source folder, URL-list file or http(s) URL (repeatable); replaces ingest.sources."
     ),
     json_out: bool = typer.Option(False, "--json", help="Print the run report as JSON on stdout."),
     allow_mass_delete: bool = typer.Option(
@@ -63,7 +65,7 @@ def refresh(
     with friendly_errors():
         root = project_root(params)
 
-        srcs = [str(s.resolve()) for s in source] if source else None
+        srcs = [s if is_url(s) else str(Path(s).resolve()) for s in source] if source else None
         p = load_run_params(params, srcs, overrides)  # fail fast on bad params or sources, before Prefect starts
         check_versionable(p, overrides, srcs)
         check_sources(root, p.ingest)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -16,12 +17,35 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class WebParams(_Section):
+    user_agent: str | None = None
+    timeout_s: float = Field(20, gt=0)
+    retries: int = Field(3, ge=0, le=10)
+    backoff_s: float = Field(1.0, ge=0)
+    per_host_rps: float = Field(2.0, gt=0)
+    per_host_connections: int = Field(2, ge=1, le=32)
+    max_connections: int = Field(8, ge=1, le=256)
+    max_redirects: int = Field(5, ge=0, le=20)
+    max_pages: int = Field(1000, ge=1)
+    crawl: bool = False
+    crawl_depth: int = Field(2, ge=0, le=20)
+    crawl_scope: Literal["prefix", "host"] = "prefix"
+
+
 class IngestParams(_Section):
     sources: list[str] = Field(min_length=1)
     extensions: list[str] = [".md", ".markdown", ".txt", ".html", ".htm", ".pdf", ".jsonl"]
     jsonl_text_field: str = "text"
     jsonl_id_field: str = "id"
     max_file_mb: float = Field(20, gt=0)
+    web: WebParams = WebParams()
+
+    @model_validator(mode="after")
+    def _urls_are_whole(self) -> IngestParams:
+        for s in self.sources:
+            if is_url(s) and not urlsplit(s).hostname:
+                raise ValueError(f"ingest.sources: '{s}' is not a whole URL (no host); write it as https://host/path")
+        return self
 
 
 class CleanParams(_Section):
@@ -293,6 +317,11 @@ def load_run_params(path: Path, sources: list[str] | None = None, overrides: lis
     if sources:
         extra.append(f"ingest.sources={json.dumps([str(s) for s in sources])}")
     return load_params(path, extra)
+
+
+def is_url(source: str) -> bool:
+    """An ingest source that is a web address (http or https) rather than a folder or a URL-list file."""
+    return source.lower().startswith(("http://", "https://"))
 
 
 def resolve_path(root: Path, value: str) -> Path:

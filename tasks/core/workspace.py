@@ -56,6 +56,10 @@ class Layout:
         return self.chunks_dir / "chunks.jsonl"
 
     @property
+    def web_state(self) -> Path:
+        return self.root / "data/cache/web.json"  # each web page's ETag/Last-Modified and last good text
+
+    @property
     def chunk_state(self) -> Path:
         return self.root / "data/cache/chunker.json"  # what chunks.jsonl was made with
 

@@ -1,4 +1,4 @@
-"""Ingest: walk the source folders and snapshot every document's text with its provenance."""
+"""Ingest: walk the source folders, fetch the web sources, and snapshot every document's text with its provenance."""
 
 from __future__ import annotations
 
@@ -6,14 +6,17 @@ import hashlib
 import os
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from tasks.core.config import IngestParams, resolve_path
+from tasks.core.clock import utc_iso
+from tasks.core.config import IngestParams, is_url, resolve_path
 from tasks.core.errors import SourceError
 from tasks.core.stage import OnProgress
+from tasks.kb.fetch import HttpFetcher
 from tasks.kb.readers import FORMATS, read_file
+from tasks.kb.web import Page, Visit, crawl_sources, load_state, normalize_url, page_mtime, read_url_list, save_state
 
 
 @dataclass(frozen=True)
@@ -29,6 +32,9 @@ class RawDocument:
     reason: str
     encoding: str
     text: str | None
+    url: str = ""  # web pages: the URL as requested (path holds it after redirects)
+    fetched_at: str = ""  # web pages: when this text was fetched (a kept page's is older than this run)
+    http_status: int = 0  # web pages: this run's answer (200, 304, or the failure that kept the last version)
 
 
 def _walk(root: Path) -> Iterator[Path]:
@@ -99,7 +105,7 @@ def ingest_file(path: Path, root: Path, source: str, params: IngestParams) -> li
 
 
 def list_files(root_dir: Path, params: IngestParams) -> list[tuple[str, Path, Path]]:
-    """(source as configured, source root, file) for every file with a known extension; missing roots fail."""
+    """(source as configured, source root, file) for every file with a known extension in the source folders."""
     exts = {e.lower() for e in params.extensions}
     unknown = exts - set(FORMATS)
     if unknown:
@@ -108,27 +114,45 @@ def list_files(root_dir: Path, params: IngestParams) -> list[tuple[str, Path, Pa
     files = []
     for source in params.sources:
         root = resolve_path(root_dir, source)
-        files += [(source, root, f) for f in _walk(root) if f.suffix.lower() in exts]
+        if not is_url(source) and root.is_dir():
+            files += [(source, root, f) for f in _walk(root) if f.suffix.lower() in exts]
     return files
 
 
+def web_seeds(root_dir: Path, params: IngestParams) -> list[tuple[str, str]]:
+    """(url, source as configured) for each URL source and each line of each URL-list file."""
+    seeds = []
+    for source in params.sources:
+        if is_url(source):
+            seeds.append((source, source))
+        elif (path := resolve_path(root_dir, source)).is_file():
+            seeds += [(url, source) for url in read_url_list(path, source)]
+    return seeds
+
+
 def check_sources(root_dir: Path, params: IngestParams) -> None:
-    """Every source folder exists (the CLI asks before it starts a run; ingest asks again)."""
+    """Every source is a URL, an existing folder or a well-formed URL-list file (the CLI asks before a run starts)."""
     for source in params.sources:
         root = resolve_path(root_dir, source)
-        if not root.is_dir():
+        if is_url(source) or root.is_dir():
+            continue
+        if not root.exists():
             raise SourceError(
                 f"source folder '{source}' does not exist ({root}). Fix ingest.sources in params.yaml "
                 "or the --source option; nothing was read or written."
             )
+        read_url_list(root, source)
 
 
 def ingest_sources(
-    root_dir: Path, params: IngestParams, on_progress: OnProgress = None
+    root_dir: Path, params: IngestParams, on_progress: OnProgress = None, web_state: Path | None = None
 ) -> tuple[list[RawDocument], dict]:
-    """All documents from all sources, in a stable order, plus stage stats."""
+    """All documents from all sources (files in a stable order, then web pages), plus stage stats.
+
+    web_state is where each page's validators and last good text are kept between runs (data/cache/web.json)."""
     start = time.perf_counter()
     files = list_files(root_dir, params)
+    seeds = web_seeds(root_dir, params)
     docs: list[RawDocument] = []
     seen: dict[str, str] = {}
     for i, (source, root, path) in enumerate(files, start=1):
@@ -141,18 +165,81 @@ def ingest_sources(
             seen[doc.doc_id] = source
             docs.append(doc)
         if on_progress:
-            on_progress(i, len(files))
+            on_progress(i, len(files) + len(seeds))
+    stats: dict[str, Any] = {}
+    if seeds:
+        progress = (lambda done, known: on_progress(len(files) + done, len(files) + known)) if on_progress else None
+        web_docs, stats["web"], stats["web_problems"] = ingest_web(seeds, params, web_state, progress)
+        for doc in web_docs:
+            docs.append(doc if doc.doc_id not in seen else _same_page(doc, seen[doc.doc_id]))
+            seen.setdefault(doc.doc_id, doc.url)
     by_status: dict[str, int] = {}
     for d in docs:
         by_status[d.status] = by_status.get(d.status, 0) + 1
-    stats = {
+    return docs, {
         "files": len(files),
         "documents": len(docs),
         "by_status": by_status,
         "bytes": sum(d.size for d in docs if d.status != "skipped"),
+        **stats,
         "seconds": round(time.perf_counter() - start, 3),
     }
-    return docs, stats
+
+
+def ingest_web(
+    seeds: list[tuple[str, str]], params: IngestParams, state_path: Path | None, on_visit=None
+) -> tuple[list[RawDocument], dict, list[dict]]:
+    """Fetch the web sources against the last run's state, save the new state, and turn visits into documents."""
+    state = load_state(state_path) if state_path else {}
+    max_bytes = int(params.max_file_mb * 1024 * 1024)
+    fetcher = HttpFetcher(params.web, max_bytes)
+    try:
+        visits, truncated = crawl_sources(fetcher, seeds, state, params.web, max_bytes, on_visit)
+    finally:
+        fetcher.close()
+    if state_path:
+        save_state(state_path, {v.url: v.page for v in visits if v.page is not None})
+    outcomes: dict[str, int] = {}
+    sitemaps = [v for v in visits if v.page is not None and v.page.format == "sitemap"]
+    for v in visits:
+        if v.page is None or v.page.format != "sitemap":
+            outcomes[v.outcome] = outcomes.get(v.outcome, 0) + 1
+    stats = {
+        "urls": len(visits),
+        "sitemaps": len(sitemaps),
+        "requests": fetcher.requests,
+        "not_modified": sum(v.http_status == 304 for v in visits),
+        "outcomes": outcomes,
+        "truncated_at_max_pages": sorted(truncated),
+    }
+    problems = [
+        {"url": v.url, "outcome": v.outcome, "reason": v.reason}
+        for v in visits
+        if v.outcome in ("gone", "kept", "failed")
+    ]
+    docs = [web_document(v) for v in visits if v.outcome not in ("gone", "failed")]
+    return [d for d in docs if d.format != "sitemap"], stats, problems
+
+
+def web_document(v: Visit) -> RawDocument:
+    """A visit as a document: the page it serves, or (skipped, undecodable) the reason it has none."""
+    p: Page | None = v.page
+    if p is None:
+        return RawDocument(
+            normalize_url(v.url), v.source, v.url, "html", "", 0, 0.0, v.outcome, v.reason, "", None,
+            url=v.url, fetched_at=utc_iso(), http_status=v.http_status,
+        )  # fmt: skip
+    return RawDocument(
+        p.doc_id, v.source, p.final_url, p.format, p.sha256, p.size, page_mtime(p), "ok", v.reason, "utf-8", p.text,
+        url=v.url, fetched_at=p.fetched_at, http_status=v.http_status,
+    )  # fmt: skip
+
+
+def _same_page(doc: RawDocument, first: str) -> RawDocument:
+    """A second URL whose canonical URL names a page already read is recorded under its own URL, not read twice."""
+    return replace(
+        doc, doc_id=normalize_url(doc.url), status="skipped", text=None, reason=f"same page as {first} (canonical URL)"
+    )
 
 
 def to_record(doc: RawDocument) -> dict:

@@ -37,6 +37,8 @@ def build_report(ws: Layout, total_seconds: float | None = None) -> dict:
             "previous": m["publish"].get("previous"),  # what `ragtune rollback` serves again
             "rebuilt": m["index"].get("rebuild"),  # why a new index was built beside the old one, if it was
         },
+        **({"web": web_summary(m["ingest"])} if "web" in m["ingest"] else {}),
+        "web_problems": m["ingest"].get("web_problems", []),
         "embed_chunks_per_s": m["embed"]["chunks_per_s"],
         "index_points_per_s": m["index"]["points_per_s"],
         "seconds": {s: m[s]["seconds"] for s in STAGES},
@@ -76,14 +78,25 @@ def append_history(ws: Layout, report: dict) -> None:
         f.write(json.dumps(line) + "\n")
 
 
+def web_summary(ingest: dict) -> dict:
+    """What the web sources came to: pages by outcome and requests (an unchanged page is one 304)."""
+    w = ingest["web"]
+    return {**w["outcomes"], "requests": w["requests"], "not_modified": w["not_modified"]}
+
+
 def report_rows(report: dict) -> list[dict]:
     """Flat (section, metric, value) rows: the Prefect table artifact and the CLI table."""
     rows = []
-    for section in ("documents", "chunks", "points", "serving", "retrieval"):
+    for section in ("documents", "web", "chunks", "points", "serving", "retrieval"):
         rows += [{"section": section, "metric": k, "value": v} for k, v in report.get(section, {}).items()]
     rows += [{"section": "dropped", "metric": k, "value": v} for k, v in report["dropped_by_reason"].items()]
     rows += [{"section": "seconds", "metric": k, "value": v} for k, v in report["seconds"].items()]
     return rows
+
+
+def web_line(w: dict) -> str:
+    outcomes = ", ".join(f"{v} {k}" for k, v in w.items() if k not in ("requests", "not_modified"))
+    return f"**Web pages**: {outcomes}; {w['requests']} requests, {w['not_modified']} answered 304 (not modified)."
 
 
 def serving_line(s: dict) -> str:
@@ -102,6 +115,7 @@ def report_markdown(report: dict) -> str:
         f"{d['removed']} removed, {d.get('repaired', 0)} repaired, {d['dropped']} dropped.",
         f"**Chunks**: {c['total']} total, {c['embedded']} embedded, {c['reused']} reused from cache.",
         f"**Points**: {p['written']} written, {p['deleted']} deleted, {p['in_index']} in the index (verified).",
+        *([web_line(report["web"])] if "web" in report else []),
         serving_line(report["serving"]),
         f"**Quality gate**: {'passed' if report['quality']['passed'] else 'FAILED'} "
         f"({report['quality']['expectations']} expectations) - Data Docs: `{report['quality']['data_docs']}`",
@@ -118,6 +132,13 @@ def report_markdown(report: dict) -> str:
         "|---|---|",
         *[f"| {k} | {v} |" for k, v in report["seconds"].items()],
     ]
+    if report.get("web_problems"):
+        lines += [
+            "",
+            "| web page | outcome | reason |",
+            "|---|---|---|",
+            *[f"| {x['url']} | {x['outcome']} | {x['reason']} |" for x in report["web_problems"]],
+        ]
     if report["drops"]:
         lines += [
             "",

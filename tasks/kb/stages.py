@@ -52,14 +52,21 @@ from tasks.kb.vectors import VectorStore
 log = logging.getLogger("ragtune")
 
 
+WEB_LOG = ("outcomes", "requests", "not_modified")
+
+
 def run_ingest(ctx: StageContext) -> dict:
     ws, params, on_progress = ctx.ws, ctx.params, ctx.on_progress
     start = time.perf_counter()
 
-    docs, stats = ingest_sources(ws.root, params.ingest, on_progress)
+    docs, stats = ingest_sources(ws.root, params.ingest, on_progress, ws.web_state)
     write_jsonl(ws.raw_documents, (to_record(d) for d in docs))
     finish_stage(ws, "ingest", stats, start)
     log.info("ingest: %d documents from %d files %s", stats["documents"], stats["files"], stats["by_status"])
+    if "web" in stats:
+        log.info("ingest: web %s, %d requests (%d answered 304)", *(stats["web"][k] for k in WEB_LOG))
+    for p in stats.get("web_problems", []):
+        log.warning("ingest: %s %s: %s", p["url"], p["outcome"], p["reason"])
     return stats
 
 
