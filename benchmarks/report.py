@@ -42,6 +42,7 @@ def markdown(r: dict) -> str:
         ("scale", _scale),
         ("dedup", _dedup),
         ("fusion", _fusion),
+        ("web", _web),
     )
     ran = [name for name, _ in sections if name in r]  # --only runs hold some sections; the rest are left out
     out += [f"Sections in this run: {', '.join(ran) or 'none'}.", ""]
@@ -493,6 +494,26 @@ def _fusion(res: dict | None) -> list[str]:
     sizes = ", ".join(f"{n}: {sets[n]['questions']} questions" for n in names)
     out += [f"{sizes}; {res['candidates']} candidates per retriever.", ""]
     return out + _table(header, [[label, *cells] for label, cells in by_label.items()])
+
+
+def _web(res: dict | None) -> list[str]:
+    out = ["#### Web sources: fetching a site again", ""]
+    if _status(res):
+        return out + [_status(res) or "", ""]
+    assert res is not None
+    r, bare = res["ragtune"], res["bare"]
+    rows = [
+        [f"ragtune, {name}", x["seconds"], x["requests"], x["not_modified"], x["documents"]]
+        for name, x in (("first run", r["first"]), ("nothing changed", r["unchanged"]), ("1% edited", r["after_edit"]))
+    ]
+    rows.append(["no state: GET + extract every page", bare["seconds"], bare["requests"], 0, bare["documents"]])
+    out += [
+        f"A site of {res['pages']} HTML pages and a sitemap on a local http.server; {res['note']}.",
+        "",
+    ]
+    out += _table(["run", "seconds", "requests", "answered 304", "documents"], rows)
+    speedup = res["unchanged_speedup"]
+    return out + [f"With nothing changed, the stateless fetch takes {speedup}x as long as ragtune's ingest.", ""]
 
 
 def results_block(page: str) -> str:

@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 
-from benchmarks import dedup, fusion, injection, refresh, scale
+from benchmarks import dedup, fusion, injection, refresh, scale, web
 from benchmarks.encoders import compare_encoders
 from benchmarks.report import markdown, publish
 from tasks.core.config import load_params
@@ -51,6 +51,7 @@ SECTIONS = (
     "scale",
     "dedup",
     "fusion",
+    "web",
 )
 QUICK = dict(
     docs=40,
@@ -68,6 +69,7 @@ QUICK = dict(
     scale_docs=[30],
     dedup_docs=200,
     fusion_entities=8,
+    web_pages=60,
     train=dict(lr=5e-4, max_steps=2, kb_text_epochs=1, qa_epochs=1, raft_epochs=1, raft_distractors=1, sample_epochs=1),
 )
 # SmolLM2 trains at ~120 tokens/s on 2 CPU cores: the knowledge section's sizes keep it near half an hour
@@ -87,6 +89,7 @@ FULL = dict(
     scale_docs=[1000, 10_000],
     dedup_docs=10_000,
     fusion_entities=300,
+    web_pages=2000,
     train=dict(
         lr=5e-4, max_steps=-1, kb_text_epochs=10, qa_epochs=3, raft_epochs=2, raft_distractors=1, sample_epochs=2
     ),
@@ -341,6 +344,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     if "fusion" in wanted:
         section(results, "fusion", lambda: fusion.fusion_section(work / "fusion", cfg["fusion_entities"], log))
+    if "web" in wanted:
+        section(results, "web", lambda: web.web_section(work / "web", cfg["web_pages"], a.seed, log))
     results["total_seconds"] = round(time.perf_counter() - started, 1)
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(results, indent=2) + "\n")

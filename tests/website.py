@@ -39,6 +39,10 @@ def page(title: str, body: str, links: tuple[str, ...] = (), canonical: str | No
     )
 
 
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 64  # the default 5 drops a burst's connections, and a SYN retry costs 1 s
+
+
 class Site:
     """Routes by path; every request is logged with the status it got."""
 
@@ -55,7 +59,7 @@ class Site:
             def log_message(self, *args):
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = _Server(("127.0.0.1", 0), Handler)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
