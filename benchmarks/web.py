@@ -23,7 +23,7 @@ from pathlib import Path
 
 from benchmarks import corpus
 
-WEB = {"per_host_rps": 10_000, "per_host_connections": 8, "max_connections": 8, "retries": 0}
+WEB = {"per_host_rps": 10_000, "per_host_connections": 8, "max_connections": 8, "retries": 0, "max_pages": 100_000}
 EDIT_SHARE = 0.01
 
 

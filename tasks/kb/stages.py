@@ -67,6 +67,8 @@ def run_ingest(ctx: StageContext) -> dict:
         log.info("ingest: web %s, %d requests (%d answered 304)", *(stats["web"][k] for k in WEB_LOG))
     for p in stats.get("web_problems", []):
         log.warning("ingest: %s %s: %s", p["url"], p["outcome"], p["reason"])
+    for source in stats.get("web", {}).get("truncated_at_max_pages", []):
+        log.warning("ingest: %s stopped at ingest.web.max_pages=%d URLs", source, params.ingest.web.max_pages)
     return stats
 
 
