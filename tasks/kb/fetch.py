@@ -12,8 +12,6 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Protocol
 from urllib.parse import urlsplit
 
-import httpx
-
 from tasks.core.config import WebParams
 
 RETRY_STATUS = {429, 500, 502, 503, 504}
@@ -80,6 +78,8 @@ class HttpFetcher:
     """httpx.Client behind the Fetcher interface; safe to call from several threads."""
 
     def __init__(self, params: WebParams, max_bytes: int):
+        import httpx
+
         self.params, self.max_bytes = params, max_bytes
         self.agent = params.user_agent or user_agent()
         self.requests = 0
@@ -124,6 +124,8 @@ class HttpFetcher:
         return response
 
     def _get_once(self, url: str, headers: dict[str, str]) -> Response:
+        import httpx
+
         deadline = time.monotonic() + self.params.timeout_s  # httpx times each read; a trickling page gets this
         with self._lock:
             self.requests += 1

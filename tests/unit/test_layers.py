@@ -37,6 +37,8 @@ HEAVY = {
     "trafilatura": "0.3 s with lxml; only HTML sources",
     "datasketch": "0.7 s (scipy, its async LSH); only the clean stage's near-duplicate check",
     "ftfy": "0.15 s; only cleaning documents and training examples",
+    "httpx": "0.12 s; only web sources (and Prefect's client)",
+    "py3langid": "0.9 s to load its model; only `ragtune profile`'s language mix",
     "prefect": "~2 s; only commands that run a flow, and the UI progress artifacts",
     "deepspeed": "seconds and a CUDA probe; only when train.deepspeed is set",
 }
