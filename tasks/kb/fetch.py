@@ -10,12 +10,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from typing import Protocol
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
 from tasks.core.config import WebParams
 
 RETRY_STATUS = {429, 500, 502, 503, 504}
+REDIRECT_STATUS = {301, 302, 303, 307, 308}
 MAX_RETRY_AFTER_S = 60.0  # a server asking for a longer pause is failed for this run, not waited on
+MAX_CRAWL_DELAY_S = 60.0  # a robots.txt Crawl-delay above this would stall a run for hours: it is capped
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,7 @@ class Response:
     body: bytes = b""
     error: str = ""
     too_large: bool = False
+    disallowed: bool = False  # a redirect led to a URL robots.txt disallows
 
 
 class Fetcher(Protocol):
@@ -35,7 +38,7 @@ class Fetcher(Protocol):
 
     requests: int
 
-    def get(self, url: str, etag: str = "", last_modified: str = "") -> Response: ...
+    def get(self, url: str, etag: str = "", last_modified: str = "", max_bytes: int | None = None) -> Response: ...
 
     def allowed(self, url: str) -> tuple[bool | None, str]: ...  # robots.txt's answer; None + why when unreadable
 
@@ -86,8 +89,7 @@ class HttpFetcher:
         self._client = httpx.Client(
             headers={"User-Agent": self.agent},
             timeout=params.timeout_s,
-            follow_redirects=True,
-            max_redirects=params.max_redirects,
+            follow_redirects=False,  # followed in get(), so each hop passes robots.txt and its host's limits
             limits=httpx.Limits(max_connections=params.max_connections),
         )
         self._hosts: dict[str, _Host] = {}
@@ -100,17 +102,34 @@ class HttpFetcher:
                 self._hosts[key] = _Host(self.params.per_host_connections, 1.0 / self.params.per_host_rps)
             return self._hosts[key]
 
-    def get(self, url: str, etag: str = "", last_modified: str = "") -> Response:
+    def get(self, url: str, etag: str = "", last_modified: str = "", max_bytes: int | None = None) -> Response:
+        """GET url with conditional headers, following redirects hop by hop (robots.txt and rate limit each)."""
         headers = {}
         if etag:
             headers["If-None-Match"] = etag
         if last_modified:
             headers["If-Modified-Since"] = last_modified
+        for _ in range(self.params.max_redirects + 1):
+            r = self._get_retrying(url, headers, max_bytes or self.max_bytes)
+            if r.status not in REDIRECT_STATUS or not r.headers.get("location"):
+                return r
+            try:
+                url = urljoin(url, r.headers["location"])
+            except ValueError:
+                return Response(url, 0, error=f"a redirect to a malformed URL ({r.headers['location'][:100]})")
+            allowed, why = self.allowed(url)
+            if allowed is False:
+                return Response(url, 0, error=f"redirected to {url}, which robots.txt disallows", disallowed=True)
+            if allowed is None:
+                return Response(url, 0, error=why)
+        return Response(url, 0, error=f"more than web.max_redirects={self.params.max_redirects} redirects")
+
+    def _get_retrying(self, url: str, headers: dict[str, str], max_bytes: int) -> Response:
         host = self._host(url)
         response = Response(url, 0, error="not attempted")
         for attempt in range(self.params.retries + 1):
             with host.slot():
-                response = self._get_once(url, headers)
+                response = self._get_once(url, headers, max_bytes)
             if response.status not in RETRY_STATUS and not (response.status == 0 and not response.too_large):
                 return response
             wait = self.params.backoff_s * 2**attempt
@@ -123,7 +142,7 @@ class HttpFetcher:
                 time.sleep(wait)
         return response
 
-    def _get_once(self, url: str, headers: dict[str, str]) -> Response:
+    def _get_once(self, url: str, headers: dict[str, str], max_bytes: int) -> Response:
         import httpx
 
         deadline = time.monotonic() + self.params.timeout_s  # httpx times each read; a trickling page gets this
@@ -134,7 +153,7 @@ class HttpFetcher:
                 head = {k.lower(): v for k, v in r.headers.items()}
                 final = str(r.url)
                 length = head.get("content-length", "")
-                if length.isdigit() and int(length) > self.max_bytes:
+                if length.isdigit() and int(length) > max_bytes:
                     return Response(final, r.status_code, head, error=f"{int(length)} bytes", too_large=True)
                 body = bytearray()
                 for part in r.iter_bytes():
@@ -148,9 +167,7 @@ class HttpFetcher:
                 return Response(final, r.status_code, head, bytes(body))
         except httpx.TimeoutException:
             return Response(url, 0, error=f"timed out after {self.params.timeout_s:g} s")
-        except httpx.TooManyRedirects:
-            return Response(url, 0, error=f"more than web.max_redirects={self.params.max_redirects} redirects")
-        except httpx.HTTPError as exc:  # DNS, refused connections, TLS, protocol errors
+        except (httpx.HTTPError, httpx.InvalidURL, ValueError) as exc:  # DNS, refused, TLS, protocol, bad URL/IDNA
             return Response(url, 0, error=f"{type(exc).__name__}: {exc}")
 
     def allowed(self, url: str) -> tuple[bool | None, str]:
@@ -162,18 +179,27 @@ class HttpFetcher:
                 host.robots_read = True
                 delay = host.robots.crawl_delay(self.agent) if host.robots else None
                 if delay:
-                    host.delay = max(host.delay, float(delay))
+                    host.delay = max(host.delay, min(float(delay), MAX_CRAWL_DELAY_S))
         if host.robots is None:
             return None, f"robots.txt could not be read ({host.robots_error})"
         return host.robots.can_fetch(self.agent, url), ""
 
     def _read_robots(self, url: str) -> tuple[urllib.robotparser.RobotFileParser | None, str]:
         parts = urlsplit(url)
-        r = self.get(f"{parts.scheme}://{parts.netloc}/robots.txt")
+        url = f"{parts.scheme}://{parts.netloc}/robots.txt"
+        r = self._get_retrying(url, {}, self.max_bytes)
+        for _ in range(self.params.max_redirects):  # RFC 9309 follows redirects (no robots check for robots.txt)
+            if r.status not in REDIRECT_STATUS or not r.headers.get("location"):
+                break
+            try:
+                url = urljoin(url, r.headers["location"])
+            except ValueError:
+                break
+            r = self._get_retrying(url, {}, self.max_bytes)
         parser = urllib.robotparser.RobotFileParser()
         if r.status == 200:
             parser.parse(r.body.decode("utf-8", "replace").splitlines())
-        elif 400 <= r.status < 500:
+        elif 400 <= r.status < 500 and r.status != 429:
             parser.parse([])  # RFC 9309: no robots.txt (4xx) means no rules
         else:  # unreachable: RFC 9309 says assume nothing is allowed; ingest keeps the host's last pages
             return None, r.error or f"HTTP {r.status}"

@@ -6,7 +6,7 @@ import hashlib
 import os
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -171,8 +171,17 @@ def ingest_sources(
         progress = (lambda done, known: on_progress(len(files) + done, len(files) + known)) if on_progress else None
         web_docs, stats["web"], stats["web_problems"] = ingest_web(seeds, params, web_state, progress)
         for doc in web_docs:
-            docs.append(doc if doc.doc_id not in seen else _same_page(doc, seen[doc.doc_id]))
-            seen.setdefault(doc.doc_id, doc.url)
+            if doc.doc_id in seen:  # a second URL whose canonical URL names a page already read: not read twice
+                stats["web_problems"].append(
+                    {
+                        "url": doc.url,
+                        "outcome": "duplicate",
+                        "reason": f"same page as {seen[doc.doc_id]} (canonical URL)",
+                    }
+                )
+                continue
+            seen[doc.doc_id] = doc.url
+            docs.append(doc)
     by_status: dict[str, int] = {}
     for d in docs:
         by_status[d.status] = by_status.get(d.status, 0) + 1
@@ -233,13 +242,6 @@ def web_document(v: Visit) -> RawDocument:
         p.doc_id, v.source, p.final_url, p.format, p.sha256, p.size, page_mtime(p), "ok", v.reason, "utf-8", p.text,
         url=v.url, fetched_at=p.fetched_at, http_status=v.http_status,
     )  # fmt: skip
-
-
-def _same_page(doc: RawDocument, first: str) -> RawDocument:
-    """A second URL whose canonical URL names a page already read is recorded under its own URL, not read twice."""
-    return replace(
-        doc, doc_id=normalize_url(doc.url), status="skipped", text=None, reason=f"same page as {first} (canonical URL)"
-    )
 
 
 def to_record(doc: RawDocument) -> dict:

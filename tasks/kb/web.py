@@ -16,6 +16,7 @@ import hashlib
 import io
 import json
 import logging
+import zlib
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -40,6 +41,8 @@ HTML_TYPES = {"text/html", "application/xhtml+xml"}
 TEXT_TYPES = {"text/plain": "text", "text/markdown": "markdown", "text/x-markdown": "markdown"}
 XML_TYPES = {"application/xml", "text/xml", "application/x-gzip", "application/gzip"}
 DEFAULT_PORTS = {"http": 80, "https": 443}
+SITEMAP_SUFFIXES = (".xml", ".xml.gz")
+SITEMAP_MAX_BYTES = 50 * 1024 * 1024  # the sitemap protocol's limit; pages keep ingest.max_file_mb
 STATE_VERSION = 1
 
 
@@ -96,7 +99,7 @@ def parse_sitemap(body: bytes, max_bytes: int) -> list[str] | None:
     if body[:2] == b"\x1f\x8b":
         try:
             body = gzip.GzipFile(fileobj=io.BytesIO(body)).read(max_bytes + 1)[:max_bytes]
-        except (OSError, EOFError):
+        except (OSError, EOFError, zlib.error):
             return None
     parser = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)
     try:
@@ -108,45 +111,63 @@ def parse_sitemap(body: bytes, max_bytes: int) -> list[str] | None:
     return [el.text.strip() for el in root.iter("{*}loc") if el.text and el.text.strip()]
 
 
-def page_links(markup: str, final_url: str) -> tuple[str | None, list[str]]:
+def absolute_url(base: str, href: str) -> str | None:
+    """href resolved against base and normalized, or None when it is not a well-formed http(s) URL."""
+    try:
+        url = urljoin(base, href.strip())
+        return normalize_url(url) if is_url(url) else None
+    except ValueError:  # a bad port or bracket: one broken link on a page is skipped, not fatal
+        return None
+
+
+def page_links(body: bytes, final_url: str) -> tuple[str | None, list[str]]:
     """(canonical URL if the page names one on its own host, absolute http(s) links) of an HTML page."""
     try:
-        doc = html.document_fromstring(markup)
+        doc = html.document_fromstring(body)  # bytes: lxml honours an XML prolog's or a <meta> charset
     except (etree.ParserError, ValueError):
         return None, []
     canonical = None
+    host = urlsplit(normalize_url(final_url)).netloc
     for href in doc.xpath("//link[contains(concat(' ', normalize-space(@rel), ' '), ' canonical ')]/@href"):
-        url = normalize_url(urljoin(final_url, href))
-        if urlsplit(url).netloc == urlsplit(normalize_url(final_url)).netloc:
+        url = absolute_url(final_url, href)
+        if url and urlsplit(url).netloc == host:
             canonical = url
             break
-    links = []
-    for href in doc.xpath("//a/@href"):
-        url = urljoin(final_url, href)
-        if is_url(url):
-            links.append(normalize_url(url))
+    links = [url for href in doc.xpath("//a/@href") if (url := absolute_url(final_url, href))]
     return canonical, list(dict.fromkeys(links))
+
+
+def decode_page(body: bytes, content_type: str) -> tuple[str | None, str]:
+    """(text, reason): the charset the server names first, then UTF-8 and detection."""
+    charset = content_type.partition("charset=")[2].split(";")[0].strip().strip('"')
+    if charset:
+        try:
+            return body.decode(charset), ""
+        except (LookupError, UnicodeDecodeError):
+            pass
+    text, _, reason = decode_text(body)
+    return text, reason
 
 
 def read_body(r: Response, max_bytes: int) -> tuple[str, str, str | None, list[str], str]:
     """(format, text, canonical, links, reason) of a 200 response; text '' with a reason when it has none."""
     ctype = r.headers.get("content-type", "").split(";")[0].strip().lower()
     path = urlsplit(r.url).path.lower()
-    if ctype in XML_TYPES or path.endswith((".xml", ".xml.gz")):
-        locs = parse_sitemap(r.body, max_bytes)
+    if ctype in XML_TYPES or path.endswith(SITEMAP_SUFFIXES):
+        locs = parse_sitemap(r.body, max(max_bytes, SITEMAP_MAX_BYTES))
         if locs is not None:
-            return "sitemap", "", None, [normalize_url(u) for u in locs if is_url(u)], ""
+            return "sitemap", "", None, [url for u in locs if (url := absolute_url(r.url, u))], ""
     if ctype == "application/pdf":
         text, reason = read_pdf(r.body)
         return "text", text or "", None, [], reason
     if ctype not in HTML_TYPES and ctype not in TEXT_TYPES and ctype:
         return "", "", None, [], f"content-type {ctype} is not a page ragtune reads (HTML, text, markdown, PDF)"
-    decoded, _, reason = decode_text(r.body)
+    decoded, reason = decode_page(r.body, r.headers.get("content-type", ""))
     if decoded is None:
         return "", "", None, [], reason
     if ctype in TEXT_TYPES:
         return TEXT_TYPES[ctype], decoded, None, [], ""
-    canonical, links = page_links(decoded, r.url)
+    canonical, links = page_links(r.body, r.url)
     return "markdown", html_to_text(decoded), canonical, links, ""
 
 
@@ -155,22 +176,27 @@ def visit_url(fetcher: Fetcher, url: str, source: str, depth: int, last: Page | 
     allowed, why = fetcher.allowed(url)
     if allowed is False:
         return Visit(url, source, depth, "skipped", 0, "robots.txt disallows it")
+    sitemap = (last is not None and last.format == "sitemap") or urlsplit(url).path.lower().endswith(SITEMAP_SUFFIXES)
     if allowed is None:
         r = Response(url, 0, error=why)
     else:
-        r = fetcher.get(url, last.etag if last else "", last.last_modified if last else "")
+        cap = max(max_bytes, SITEMAP_MAX_BYTES) if sitemap else max_bytes
+        r = fetcher.get(url, last.etag if last else "", last.last_modified if last else "", cap)
+    if r.disallowed:
+        return Visit(url, source, depth, "skipped", 0, r.error)
     if r.status == 304 and last:
         return Visit(url, source, depth, "unchanged", 304, page=last)
     if r.status in (404, 410):
         return Visit(url, source, depth, "gone", r.status, f"HTTP {r.status}")
-    if r.too_large:
-        return Visit(url, source, depth, "undecodable", r.status, f"too large: {r.error} > ingest.max_file_mb")
     if r.status != 200:
-        error = r.error or f"HTTP {r.status}"
-        if last:
-            return Visit(url, source, depth, "kept", r.status, f"{error}; kept the version of {last.fetched_at}", last)
-        return Visit(url, source, depth, "failed", r.status, error)
+        return _keep(url, source, depth, r.status, f"HTTP {r.status}" if r.status else r.error, last)
+    if r.too_large:
+        if last is not None and last.format == "sitemap":  # a sitemap's pages stay until one parses again
+            return _keep(url, source, depth, 200, f"too large: {r.error}", last)
+        return Visit(url, source, depth, "undecodable", 200, f"too large: {r.error} > ingest.max_file_mb")
     fmt, text, canonical, links, reason = read_body(r, max_bytes)
+    if last is not None and last.format == "sitemap" and fmt != "sitemap":
+        return _keep(url, source, depth, 200, f"no longer parses as a sitemap ({reason or fmt})", last)
     if not fmt or (fmt != "sitemap" and not text):
         return Visit(url, source, depth, "skipped" if not fmt else "undecodable", 200, reason or "no text")
     sha = hashlib.sha256(r.body).hexdigest()
@@ -191,31 +217,52 @@ def visit_url(fetcher: Fetcher, url: str, source: str, depth: int, last: Page | 
     return Visit(url, source, depth, "unchanged" if same else "fetched", 200, page=page)
 
 
+def _keep(url: str, source: str, depth: int, status: int, error: str, last: Page | None) -> Visit:
+    """A failure never deletes: the last good version serves on ("kept"); with none, nothing does ("failed")."""
+    if last:
+        return Visit(url, source, depth, "kept", status, f"{error}; kept the version of {last.fetched_at}", last)
+    return Visit(url, source, depth, "failed", status, error)
+
+
 def read_url_list(path: Path, source: str) -> list[str]:
     """A text file of URLs, one per line; blank lines and # comments are skipped; anything else fails by line."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        raise SourceError(
+            f"{source}: not UTF-8 text (byte {exc.start}). A URL-list source is a UTF-8 text file with one URL per "
+            "line; save it as UTF-8. Nothing was fetched."
+        ) from None
     urls = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for lineno, line in enumerate(lines, start=1):
         line = line.split("#", 1)[0].strip() if line.lstrip().startswith("#") else line.strip()
         if not line:
             continue
-        if not is_url(line) or not urlsplit(line).hostname:
+        url = absolute_url(line, line) if is_url(line) else None
+        if url is None or not urlsplit(url).hostname:
             raise SourceError(
                 f"{source}, line {lineno}: '{line[:80]}' is not an http(s) URL. A URL-list source holds one URL "
                 "per line (# starts a comment); fix the line. Nothing was fetched."
             )
-        urls.append(normalize_url(line))
+        urls.append(url)
     return urls
 
 
 def load_state(path: Path) -> dict[str, Page]:
-    """web.json's pages by requested URL; a missing or unreadable file means none (every page is fetched whole)."""
+    """web.json's pages by requested URL (none before the first run). A damaged file stops the run: without it,
+    a page that fails this time would have no last version to keep, and would leave the index."""
+    if not path.exists():
+        return {}
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    if data.get("version") != STATE_VERSION:
-        return {}
-    return {url: Page(**p) for url, p in data.get("pages", {}).items()}
+        if data["version"] != STATE_VERSION:
+            raise ValueError(f"version {data['version']}, this ragtune reads {STATE_VERSION}")
+        return {url: Page(**p) for url, p in data["pages"].items()}
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise SourceError(
+            f"{path}: the web sources' state is unreadable ({type(exc).__name__}: {exc}). Delete it: the next "
+            "refresh fetches every page whole (pages that fail then have no last version to keep)."
+        ) from None
 
 
 def save_state(path: Path, pages: dict[str, Page]) -> None:

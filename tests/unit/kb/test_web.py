@@ -133,10 +133,12 @@ def test_url_list_file_canonical_urls_and_a_bad_line(tmp_path, site):
     r["/a.html"] = Route(page("A", "The canonical copy of the article.", canonical="/article"))
     r["/a.html?utm=mail"] = Route(page("A", "The canonical copy of the article.", canonical="/article"))
     (tmp_path / "urls.txt").write_text(f"# our pages\n{site.url('/a.html')}\n\n{site.url('/a.html?utm=mail')}\n")
-    docs, _ = ingest(tmp_path, ["urls.txt"])
-    assert docs[site.url("/article")].status == "ok" and docs[site.url("/article")].url == site.url("/a.html")
-    assert docs[site.url("/a.html?utm=mail")].status == "skipped"
-    assert "same page as" in docs[site.url("/a.html?utm=mail")].reason
+    docs, stats = ingest(tmp_path, ["urls.txt"])
+    assert set(docs) == {site.url("/article")} and docs[site.url("/article")].url == site.url("/a.html")
+    assert stats["web_problems"] == [
+        {"url": site.url("/a.html?utm=mail"), "outcome": "duplicate", "reason": f"same page as {site.url('/a.html')} "
+         "(canonical URL)"}
+    ]  # fmt: skip
 
     (tmp_path / "urls.txt").write_text(f"{site.url('/a.html')}\nftp://example.org/file\n")
     with pytest.raises(SourceError, match=r"urls.txt, line 2: 'ftp://example.org/file' is not an http\(s\) URL"):
@@ -153,7 +155,7 @@ def test_rate_limit_retry_after_and_an_unreadable_robots_txt(tmp_path, site):
     (tmp_path / "urls.txt").write_text("\n".join(site.url(p) for p in paths))
     docs, _ = ingest(tmp_path, ["urls.txt"], per_host_rps=20)
     starts = sorted(h.at for h in site.hits)
-    assert min(b - a for a, b in zip(starts, starts[1:], strict=False)) >= 0.04  # 20 per second, host-wide
+    assert starts[-1] - starts[0] >= (len(starts) - 1) * 0.05 - 0.02  # 20 requests per second, host-wide
     assert docs[site.url("/busy.html")].status == "ok" and len(site.requests_to("/busy.html")) == 2
 
     r["/robots.txt"].status = 503  # robots.txt unreadable: nothing is fetched, every page keeps its last version
@@ -177,3 +179,43 @@ def test_sitemap_index_gzip_and_url_helpers():
     assert not in_scope("https://h/blog/y.html", "https://h/docs/index.html", "prefix")
     assert in_scope("https://h/blog/y.html", "https://h/docs/index.html", "host")
     assert not in_scope("https://other/docs/y.html", "https://h/docs/index.html", "host")
+
+
+def test_broken_links_redirects_past_robots_and_a_sitemap_that_breaks(tmp_path, site):
+    r = site.routes
+    r["/robots.txt"] = Route("User-agent: *\nDisallow: /private/\n", ctype="text/plain")
+    r["/a.html"] = Route(page("A", "A page whose links are broken.", ("http://h:80x/", "http://[::1/", "b.html")))
+    r["/b.html"] = Route(page("B", "The page A links to."))
+    r["/pub.html"] = Route(location="/private/x.html")
+    r["/private/x.html"] = Route(page("X", "Reached only through a redirect."))
+    r["/big-error.html"] = Route(page("Big", "A page that later fails with a big error page."))
+    r["/sitemap.xml"] = Route(sitemap(site, ["/a.html", "/pub.html", "/big-error.html"]), ctype="application/xml")
+    docs, _ = ingest(tmp_path, [site.url("/sitemap.xml")], crawl=True)
+    ok = {site.url(p) for p in ("/a.html", "/b.html", "/big-error.html")}
+    assert {d for d, doc in docs.items() if doc.status == "ok"} == ok
+    assert (
+        docs[site.url("/pub.html")].status == "skipped" and "robots.txt disallows" in docs[site.url("/pub.html")].reason
+    )
+    assert not site.requests_to("/private/x.html")
+
+    r["/sitemap.xml"] = Route("<html><body>Down for maintenance</body></html>")  # 200, but no sitemap
+    r["/big-error.html"] = Route("x" * 50_000, status=503)
+    docs, stats = ingest(tmp_path, [site.url("/sitemap.xml")], crawl=True)
+    assert docs[site.url("/big-error.html")].status == "ok"  # a 503 with a big body is a failure, not a too-large page
+    assert {d for d, doc in docs.items() if doc.status == "ok"} >= {site.url("/a.html"), site.url("/b.html")}
+    kept = {p["url"]: p["reason"] for p in stats["web_problems"] if p["outcome"] == "kept"}
+    assert "no longer parses as a sitemap" in kept[site.url("/sitemap.xml")]
+
+    (tmp_path / "web.json").write_text('{"version": 1, "pages": []}')
+    with pytest.raises(SourceError, match="web.json: the web sources' state is unreadable.*Delete it"):
+        ingest(tmp_path, [site.url("/sitemap.xml")])
+
+
+def test_bad_urls_are_refused_with_the_field_and_the_fix(tmp_path):
+    with pytest.raises(ValueError, match="carries credentials"):
+        IngestParams(sources=["https://user:secret@example.org/docs"])
+    with pytest.raises(ValueError, match="not a well-formed URL"):
+        IngestParams(sources=["https://example.org:80x/docs"])
+    (tmp_path / "urls.txt").write_bytes(b"https://example.org/\xff\n")
+    with pytest.raises(SourceError, match="urls.txt: not UTF-8 text"):
+        ingest(tmp_path, ["urls.txt"])
