@@ -12,6 +12,7 @@ from flows.runtime import prefect_progress
 from flows.shared import stage_task
 from tasks.answer import compare as C
 from tasks.answer.answerer import Answerer
+from tasks.answer.profile import build_profile
 from tasks.core.config import Params, load_params, resolve_path
 from tasks.core.qa import read_qa_set
 from tasks.core.workspace import Layout, write_json
@@ -26,15 +27,17 @@ def answer_questions(answerer: Answerer, mode: str, rows: list[dict], k: int) ->
 
 
 @stage_task(name="recommend")
-def recommend(ws: Layout, params: Params, results: list[dict], qa_file: str, seconds: float) -> dict:
+def recommend(ws: Layout, params: Params, results: list[dict], rows: list[dict], qa_file: str, seconds: float) -> dict:
     costs = C.lineage_costs(ws, params)
+    profile = build_profile(ws, params, rows, qa_file, tokens=False, languages=False)  # counts only: seconds
     report = {
         "qa_file": qa_file,
         "questions": results[0]["questions"],
         "k": params.generate.passages,
         "modes": results,
         "costs": costs,
-        "recommendation": C.recommend(results, costs, params.compare),
+        "profile": profile,
+        "recommendation": C.recommend(results, costs, params.compare, profile),
         "seconds": round(seconds, 1),
     }
     write_json(ws.metrics_dir / "compare.json", report)
@@ -66,4 +69,4 @@ def compare(
         results = [answer_questions(answerer, mode, rows, k) for mode in params.compare.modes]
     finally:
         answerer.close()
-    return recommend(ws, params, results, qa_file, time.perf_counter() - started)
+    return recommend(ws, params, results, rows, qa_file, time.perf_counter() - started)

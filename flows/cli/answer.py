@@ -12,6 +12,7 @@ from flows.cli.common import (
     OVERRIDES_ARG,
     PARAMS_OPT,
     QA_OPT,
+    SECTION_METRIC_VALUE,
     app,
     err,
     friendly_errors,
@@ -22,7 +23,8 @@ from flows.cli.common import (
 )
 from tasks.answer.answerer import Answerer
 from tasks.answer.compare import check_heldout, comparison_rows
-from tasks.core.config import load_params
+from tasks.answer.profile import profile_rows
+from tasks.core.config import load_params, resolve_path
 from tasks.core.qa import read_qa_set
 
 
@@ -110,3 +112,41 @@ def compare(
         for r in report["modes"]:
             if r["status"] != "ok":
                 err.print(f"{r['mode']}: {r['status']}: {r['reason']}", highlight=False)
+
+
+@app.command()
+def profile(
+    qa: Path | None = typer.Option(
+        None,
+        "--qa",
+        help="JSONL QA file whose answers are looked for in the knowledge base (default: retrieve.qa_file).",
+    ),
+    overrides: list[str] | None = OVERRIDES_ARG,
+    json_out: bool = typer.Option(False, "--json", help="Print the profile as JSON."),
+    params: Path = PARAMS_OPT,
+) -> None:
+    """Profile the knowledge base, the training data and a QA file (counts, token lengths, diversity, duplicates,
+    languages, boilerplate, answerability) and say what it means for RAG vs fine-tuning."""
+    with friendly_errors():
+        root = project_root(params)
+
+        p = load_params(params, list(overrides or []))
+        qa_file = qa.resolve() if qa else (resolve_path(root, p.retrieve.qa_file) if p.retrieve.qa_file else None)
+        if qa_file:
+            read_qa_set(qa_file)  # a bad QA file fails here, before Prefect starts
+        from flows.profile import profile as profile_flow
+
+        report = run_flow(
+            profile_flow,
+            not json_out,
+            root=str(root),
+            qa_file=str(qa_file) if qa_file else None,
+            overrides=list(overrides or []),
+        )
+        if json_out:
+            out.print_json(json.dumps(report))
+            return
+        print_table("data profile", SECTION_METRIC_VALUE, profile_rows(report))
+        out.print("Advice:" if report["advice"] else "Advice: nothing stands out.", highlight=False)
+        for line in report["advice"]:
+            out.print(f"  - {line}", highlight=False)

@@ -17,15 +17,15 @@ from __future__ import annotations
 import json
 import resource
 from collections.abc import Callable, Sequence
-from datetime import datetime
 from pathlib import Path
 
 from tasks.answer.answerer import ADAPTED, RETRIEVING
+from tasks.answer.profile import knowledge_changes, span_days
 from tasks.core.config import CompareParams, ConfigError, Params, resolve_path
 from tasks.core.errors import RagtuneError
 from tasks.core.qa import squad_scores
 from tasks.core.stage import OnProgress
-from tasks.core.workspace import Layout, read_jsonl
+from tasks.core.workspace import Layout
 from tasks.kb.retrieval_eval import latency, score_row
 from tasks.pipeline import stage_names
 from tasks.train.adapter import ADAPTER_FILE
@@ -140,15 +140,6 @@ def evaluate_mode(
     return out
 
 
-def _span_days(times: list[str | None]) -> float | None:
-    stamps = sorted(datetime.fromisoformat(t) for t in times if t)
-    return round((stamps[-1] - stamps[0]).total_seconds() / 86400, 2) if len(stamps) > 1 else None
-
-
-def _read_jsonl(path: Path) -> list[dict]:
-    return read_jsonl(path, "kb_refresh or retrain") if path.exists() else []  # no history yet: no lines
-
-
 def lineage_costs(ws: Layout, params: Params) -> dict:
     """What ragtune already knows about the cost of each way to keep knowledge current."""
     index: dict = {"points": None, "documents": None, "store_mb": None, "refresh_seconds": None}
@@ -160,18 +151,7 @@ def lineage_costs(ws: Layout, params: Params) -> dict:
         # blocks, not sizes: the embedded store's mmap files are sparse (a 0.5 MB store has ~100 MB of holes)
         index["store_mb"] = round(sum(f.stat().st_blocks * 512 for f in store.rglob("*") if f.is_file()) / 1e6, 2)
     index["refresh_seconds"] = _stage_seconds(ws, stage_names("kb", optional=False))
-    history = _read_jsonl(ws.refresh_history)
-    changes = [h for h in history if h.get("changed_documents")]
-    span = _span_days([h.get("at") for h in history])
-    knowledge = {
-        "refreshes": len(history),
-        "refreshes_with_changes": len(changes),
-        "span_days": span,
-        "days_between_changes": round(span / len(changes), 2) if span and changes else None,
-        "mean_changed_documents": round(sum(h["changed_documents"] for h in changes) / len(changes), 1)
-        if changes
-        else None,
-    }
+    knowledge = knowledge_changes(ws)
     adapter: dict = {
         "version": None,
         "adapter_mb": None,
@@ -192,7 +172,7 @@ def lineage_costs(ws: Layout, params: Params) -> dict:
         )
     lineage = registry.lineage()
     adapter["trainings"] = len(lineage)
-    adapter["span_days"] = _span_days([e.get("at") for e in lineage])
+    adapter["span_days"] = span_days([e.get("at") for e in lineage])
     return {"index": index, "knowledge": knowledge, "adapter": adapter}
 
 
@@ -213,8 +193,21 @@ def upkeep_seconds(mode: str, costs: dict) -> float:
     return float("inf") if any(v is None for v in need) else float(sum(need))
 
 
-def recommend(results: list[dict], costs: dict, p: CompareParams) -> dict:
-    """The cheapest-to-keep-current mode among the (nearly) most accurate ones, with the numbers behind it."""
+def recommend(results: list[dict], costs: dict, p: CompareParams, profile: dict | None = None) -> dict:
+    """The cheapest-to-keep-current mode among the (nearly) most accurate ones, with the numbers behind it, and
+    what the data profile says (tasks/answer/profile.py)."""
+    rec = _recommend(results, costs, p, few_examples(profile))
+    if profile:
+        rec["why"] += [f"Data: {line}" for line in profile["advice"]]
+    return rec
+
+
+def few_examples(profile: dict | None) -> bool:
+    """The profile found too few training examples to trust an adapter's score."""
+    return profile is not None and bool(profile["few_train_examples"])
+
+
+def _recommend(results: list[dict], costs: dict, p: CompareParams, few: bool) -> dict:
     scored = [r for r in results if r.get("f1") is not None]
     if not scored:
         if results and all(r["status"] in ("retrieval only", "not scored") for r in results):
@@ -271,6 +264,8 @@ def recommend(results: list[dict], costs: dict, p: CompareParams) -> dict:
     changing = bool(k["refreshes_with_changes"])
     if changing:  # the base model cannot learn what changed: it only competes when nothing changes
         tied = [r for r in tied if r["mode"] != "base"] or tied
+    if few:  # an adapter trained on a handful of examples is a fragile win: equal accuracy goes to a mode without one
+        tied = [r for r in tied if r["mode"] not in ADAPTED] or tied
     choice = min(tied, key=lambda r: (upkeep_seconds(r["mode"], costs), r["p50_ms"] or 0))
     others = ", ".join(f"{r['mode']} {r['f1']:.2f}" for r in scored if r is not choice)
     why.append(

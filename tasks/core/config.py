@@ -43,8 +43,20 @@ class IngestParams(_Section):
     @model_validator(mode="after")
     def _urls_are_whole(self) -> IngestParams:
         for s in self.sources:
-            if is_url(s) and not urlsplit(s).hostname:
+            if not is_url(s):
+                continue
+            try:
+                parts = urlsplit(s)
+                parts.port  # noqa: B018 (raises on a malformed port)
+            except ValueError as exc:
+                raise ValueError(f"ingest.sources: '{s}' is not a well-formed URL ({exc})") from None
+            if not parts.hostname:
                 raise ValueError(f"ingest.sources: '{s}' is not a whole URL (no host); write it as https://host/path")
+            if parts.username or parts.password:
+                raise ValueError(
+                    f"ingest.sources: a URL of host {parts.hostname} carries credentials; ragtune neither sends nor "
+                    "stores them. Remove them from the URL (sources that need a login are not supported)."
+                )
         return self
 
 
@@ -133,6 +145,17 @@ class GenerateParams(_Section):
     batch_size: int = Field(8, ge=1)
     models: dict[Literal["base", "rag"], str] = {}
     adapters: dict[Literal["ft", "hybrid"], str] = {}
+
+
+class ProfileParams(_Section):
+    min_train_examples: int = Field(500, ge=1)
+    max_duplicate_share: float = Field(0.1, ge=0, le=1)
+    min_answerable_share: float = Field(0.8, ge=0, le=1)
+    max_boilerplate_share: float = Field(0.2, ge=0, le=1)
+    boilerplate_min_docs: int = Field(3, ge=2)
+    min_main_language_share: float = Field(0.9, ge=0, le=1)
+    max_days_between_changes_for_ft: float = Field(7, ge=0)
+    language_sample_chars: int = Field(2000, ge=50)
 
 
 class CompareParams(_Section):
@@ -239,6 +262,7 @@ class Params(_Section):
     index: IndexParams = IndexParams()
     retrieve: RetrieveParams = RetrieveParams()
     generate: GenerateParams = GenerateParams()
+    profile: ProfileParams = ProfileParams()
     compare: CompareParams = CompareParams()
     model: ModelParams = ModelParams()
     dataset: DatasetParams = DatasetParams()

@@ -103,6 +103,10 @@ class Layout:
         return self.metrics_dir / "refresh.json"
 
     @property
+    def profile_report(self) -> Path:
+        return self.metrics_dir / "profile.json"  # `ragtune profile`
+
+    @property
     def refresh_history(self) -> Path:
         return self.metrics_dir / "refresh_history.jsonl"  # one line per kb_refresh
 

@@ -177,12 +177,17 @@ def check_reachable(name: str, field: str) -> None:
         ) from None
 
 
-def load_lm_tokenizer(model: ModelParams, root: Path, field: str = "model.base"):
+def load_lm_tokenizer(model: ModelParams, root: Path, field: str = "model.base", weights_too: bool = True):
+    """The base model's tokenizer. weights_too=False reads a GGUF file's tokenizer alone, without converting its
+    weights into the model cache (seconds instead of a conversion), for callers that only count tokens."""
     from transformers import AutoTokenizer
 
-    name = local_model(model.base, root, field)
+    gguf = None if weights_too else gguf_file(model.base, root, field)
+    name, extra = (str(gguf.parent), {"gguf_file": gguf.name}) if gguf else (local_model(model.base, root, field), {})
     try:
-        tok = AutoTokenizer.from_pretrained(name, revision=model.revision, trust_remote_code=model.trust_remote_code)
+        tok = AutoTokenizer.from_pretrained(
+            name, revision=model.revision, trust_remote_code=model.trust_remote_code, **extra
+        )
     except (OSError, ValueError) as exc:
         raise model_load_error(model, exc, field) from None
     if tok.pad_token is None:  # many causal LMs ship without one; padding is masked out of the loss anyway

@@ -86,3 +86,14 @@ def test_stage_help_lists_every_stage_of_the_registry(workspace):
     code, lines = ragtune(workspace, "stage", "--help")
     text = " ".join(" ".join(lines).replace("│", " ").split())
     assert code == 0 and all(name in text for name in STAGES) and "eval_retrieval" in text
+
+
+def test_profile_prints_the_data_profile_and_saves_it(workspace):
+    qa = Path(__file__).resolve().parents[2] / "data/sample/questions.jsonl"
+    code, lines = ragtune(workspace, "profile", "--qa", str(qa), "--json")
+    assert code == 0, lines[-20:]
+    report = json.loads("\n".join(lines[lines.index("{") :]))
+    assert report["kb"]["documents"] == 31 and report["qa"]["answerable"] == report["qa"]["questions"] == 26
+    assert report["train"]["examples"] == 83 and report["few_train_examples"] is True
+    assert json.loads((workspace / "data/metrics/profile.json").read_text()) == report
+    assert any(a.startswith("Too few training examples to fine-tune reliably: 83 usable") for a in report["advice"])

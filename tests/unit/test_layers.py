@@ -43,7 +43,7 @@ HEAVY = {
     "deepspeed": "seconds and a CUDA probe; only when train.deepspeed is set",
 }
 # The CLI imports a flow module (which imports Prefect at its top) only in the command that runs it.
-LAZY_FLOWS = {"flows.kb_refresh", "flows.retrain", "flows.compare", "flows.watch", "flows.deployments"}
+LAZY_FLOWS = {"flows.kb_refresh", "flows.retrain", "flows.compare", "flows.profile", "flows.watch", "flows.deployments"}
 
 
 def modules() -> dict[str, ast.Module]:
