@@ -3,7 +3,8 @@
 Two QA sets, each over its own index built by ragtune's kb stages:
   sample     data/sample/questions.jsonl (26 hand-written questions) over the shipped sample corpus
   generated  benchmarks/knowledge.py: fictional entities with four facts each, asked in the eval phrasings
-Per retriever (dense, sparse, and hybrid with each fusion Qdrant's Query API offers): recall@1, recall@5 and MRR@5
+Per retriever (dense, sparse, hybrid with each fusion Qdrant's Query API offers, and ragtune's convex combination
+fused in Python over the same candidates): recall@1, recall@5 and MRR@5
 as tasks/kb/retrieval_eval.py scores them, from one top-5 search per question (warm model, no query cache).
 """
 
@@ -35,6 +36,10 @@ CONFIGS: list[tuple[str, str, list[str]]] = [
     rrf(2, label=" (Qdrant's default k)"),
     *(rrf(k, side) for k in (60, 2) for side in ("sparse", "dense")),
     ("hybrid DBSF", "hybrid", ["retrieve.fusion=dbsf"]),
+    *(
+        (f"hybrid convex alpha={a}", "hybrid", ["retrieve.fusion=convex", f"retrieve.convex_alpha={a}"])
+        for a in (0.3, 0.5, 0.7)
+    ),
 ]
 
 

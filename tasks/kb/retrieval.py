@@ -8,6 +8,7 @@ CrossEncoder (optional).
 from __future__ import annotations
 
 import hashlib
+import statistics
 import time
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from tasks.kb.embed import EmbeddingCache
 from tasks.kb.embedder import Embedder, SentenceTransformerEmbedder, model_fingerprint, pick_device
 from tasks.kb.sparse import encode_query
 from tasks.kb.store import open_store
-from tasks.kb.vectors import Fusion, VectorStore
+from tasks.kb.vectors import Fusion, Hit, VectorStore
 
 RETRIEVAL_MODES = ("dense", "sparse", "hybrid")
 
@@ -48,11 +49,13 @@ class Retriever:
         self._embedder, self._reranker = embedder, None
         self.cache_hits = 0
         weights = (self.p.dense_weight, self.p.sparse_weight)
-        self.fusion = Fusion(self.p.fusion, self.p.rrf_k, None if weights == (1.0, 1.0) else weights)
-        if self.p.fusion == "dbsf" and self.fusion.weights:
+        self.fusion = Fusion(
+            self.p.fusion, self.p.rrf_k, None if weights == (1.0, 1.0) else weights, self.p.convex_alpha
+        )
+        if self.p.fusion != "rrf" and self.fusion.weights:
             raise ConfigError(
-                "retrieve.dense_weight / sparse_weight weigh RRF only; Qdrant's DBSF takes no weights. Set both to "
-                "1.0, or retrieve.fusion=rrf."
+                f"retrieve.dense_weight / sparse_weight weigh RRF only; retrieve.fusion={self.p.fusion} takes none "
+                "(convex weighs with retrieve.convex_alpha). Set both to 1.0, or retrieve.fusion=rrf."
             )
         self.store = store if store is not None else open_store(root, params.index, staged=staged)
         try:
@@ -136,7 +139,13 @@ class Retriever:
         sparse = encode_query(query) if self.mode != "dense" else None
         if self.mode == "sparse" and sparse is not None and not sparse[0]:
             return []
-        found = self.store.query(dense, sparse, limit, max(self.p.candidates, k), self.fusion, self.p.score_threshold)
+        candidates = max(self.p.candidates, k)
+        if self.mode == "hybrid" and self.fusion.method == "convex":
+            by_dense = self.store.query(dense, None, candidates, candidates, self.fusion, self.p.score_threshold)
+            by_sparse = self.store.query(None, sparse, candidates, candidates, self.fusion)
+            found = convex_fusion(by_dense, by_sparse, self.fusion.alpha)[:limit]
+        else:
+            found = self.store.query(dense, sparse, limit, candidates, self.fusion, self.p.score_threshold)
         hits = [
             {
                 "doc_id": h.payload.get("doc_id"),
@@ -156,6 +165,30 @@ class Retriever:
         start = time.perf_counter()
         hits = self.search(query, top_k)
         return hits, (time.perf_counter() - start) * 1000
+
+
+def standardize(hits: list[Hit]) -> tuple[dict[str, float], float]:
+    """(each hit's score as a z-score over its list, the z a hit missing from the list takes). Missing ranks with
+    the list's weakest candidate; in a flat list (one hit, or all equal) every hit is 0 and missing is -1."""
+    scores = [h.score for h in hits]
+    sd = statistics.pstdev(scores) if scores else 0.0
+    if sd == 0:
+        return {h.id: 0.0 for h in hits}, -1.0
+    mean = statistics.fmean(scores)
+    z = {h.id: (h.score - mean) / sd for h in hits}
+    return z, min(z.values())
+
+
+def convex_fusion(dense: list[Hit], sparse: list[Hit], alpha: float) -> list[Hit]:
+    """alpha * z(dense) + (1 - alpha) * z(sparse), each list's scores standardized over its own candidates, so a
+    cosine and a BM25 score weigh alike; a hit missing from a list scores as its weakest candidate there. Ties keep
+    the dense order, then the sparse order."""
+    (d, d_floor), (s, s_floor) = standardize(dense), standardize(sparse)
+    hits = {h.id: h for h in [*sparse, *dense]}  # payloads are the same point's either way
+    order = {pid: i for i, pid in enumerate(dict.fromkeys([*(h.id for h in dense), *(h.id for h in sparse)]))}
+    fused = {pid: alpha * d.get(pid, d_floor) + (1 - alpha) * s.get(pid, s_floor) for pid in hits}
+    ranked = sorted(fused, key=lambda pid: (-fused[pid], order[pid]))
+    return [Hit(pid, round(fused[pid], 6), hits[pid].payload) for pid in ranked]
 
 
 def without_query_cache(params: Params) -> Params:

@@ -21,16 +21,19 @@ class Point:
 
 @dataclass(frozen=True)
 class Fusion:
-    """How a hybrid query merges its dense and sparse candidate lists, inside the engine (Qdrant's Query API).
+    """How a hybrid query merges its dense and sparse candidate lists.
 
-    rrf   reciprocal rank fusion: each list adds weight / (k + rank); scores are ignored
-    dbsf  distribution-based score fusion: each list's scores are normalized by their mean +- 3 standard deviations,
-          then summed (no k, no weights)
+    rrf     reciprocal rank fusion: each list adds weight / (k + rank); scores are ignored (Qdrant's Query API)
+    dbsf    distribution-based score fusion: each list's scores are normalized by their mean +- 3 standard
+            deviations, then summed (no k, no weights) (Qdrant's Query API)
+    convex  alpha * dense + (1 - alpha) * sparse, each list's scores standardized (z-scores) over its candidates;
+            the engine has no weighted score fusion, so the Retriever fuses the two candidate lists in Python
     """
 
-    method: Literal["rrf", "dbsf"] = "rrf"
+    method: Literal["rrf", "dbsf", "convex"] = "rrf"
     k: int = 60  # as retrieve.rrf_k
     weights: tuple[float, float] | None = None  # rrf only: (dense, sparse); None = equal
+    alpha: float = 0.5  # convex only: the dense list's share, as retrieve.convex_alpha
 
 
 @dataclass(frozen=True)

@@ -91,6 +91,9 @@ def test_fusion_methods_and_weights_reach_the_engine(code_index):
         "sparse x3": ["retrieve.sparse_weight=3", "retrieve.rrf_k=1"],  # k=1: a weight of 3 outweighs any rank
         "dense x3": ["retrieve.dense_weight=3", "retrieve.rrf_k=1"],
         "dbsf": ["retrieve.fusion=dbsf"],
+        "convex sparse": ["retrieve.fusion=convex", "retrieve.convex_alpha=0"],  # the BM25 list's order alone
+        "convex dense": ["retrieve.fusion=convex", "retrieve.convex_alpha=1"],
+        "convex": ["retrieve.fusion=convex"],
     }.items():
         with Retriever(code_index, load_params(code_index / "params.yaml", overrides)) as r:
             ranked[name] = [h["doc_id"] for h in r.search(question, 3)]
@@ -99,7 +102,9 @@ def test_fusion_methods_and_weights_reach_the_engine(code_index):
     assert ranked["sparse x3"][0] == "batch-notice.md"  # the BM25 favourite
     assert ranked["dense x3"][0] == dense_first != "batch-notice.md", ranked  # weights move the fused order
     assert len(ranked["dbsf"]) == 3 and "batch-notice.md" in ranked["dbsf"], ranked
-    with pytest.raises(ConfigError, match="DBSF takes no weights"):
+    assert ranked["convex sparse"][0] == "batch-notice.md" and ranked["convex dense"][0] == dense_first, ranked
+    assert len(ranked["convex"]) == 3 and "batch-notice.md" in ranked["convex"], ranked
+    with pytest.raises(ConfigError, match="fusion=dbsf takes none"):
         Retriever(
             code_index, load_params(code_index / "params.yaml", ["retrieve.fusion=dbsf", "retrieve.dense_weight=2"])
         )
