@@ -14,6 +14,7 @@ from tasks.answer import compare as C
 from tasks.answer.answerer import Answerer
 from tasks.answer.profile import build_profile
 from tasks.core.config import Params, load_params, resolve_path
+from tasks.core.errors import RagtuneError
 from tasks.core.qa import read_qa_set
 from tasks.core.workspace import Layout, write_json
 from tasks.kb.retrieval import without_query_cache
@@ -29,7 +30,11 @@ def answer_questions(answerer: Answerer, mode: str, rows: list[dict], k: int) ->
 @stage_task(name="recommend")
 def recommend(ws: Layout, params: Params, results: list[dict], rows: list[dict], qa_file: str, seconds: float) -> dict:
     costs = C.lineage_costs(ws, params)
-    profile = build_profile(ws, params, rows, qa_file, tokens=False, languages=False)  # counts only: seconds
+    try:  # the counts only: no sources read, no models loaded
+        profile = build_profile(ws, params, rows, qa_file, full=False)
+    except RagtuneError as exc:  # a profile is advice: its failure never costs the measured comparison
+        get_run_logger().warning("data profile skipped: %s", exc)
+        profile = None
     report = {
         "qa_file": qa_file,
         "questions": results[0]["questions"],

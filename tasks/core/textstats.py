@@ -10,8 +10,10 @@ from collections.abc import Iterable
 from tasks.core.qa import normalize_passage
 
 WORD = re.compile(r"\w+")
-LETTER = re.compile(r"[^\W\d_]")  # a text of digits and symbols has no language
+LETTER = re.compile(r"[^\W\d_]")
 MIN_LINE_CHARS = 20  # shorter repeated lines (headings like "Overview") are structure, not boilerplate
+MAX_WORDS = 5_000_000  # distinct-n is measured on at most this many words (a few hundred MB of hashes)
+MIN_LETTERS = 30  # shorter texts get no language: the identifier guesses on a few letters
 
 
 def distribution(values: list[int]) -> dict:
@@ -34,17 +36,23 @@ def distribution(values: list[int]) -> dict:
     }
 
 
-def distinct_ngrams(texts: Iterable[str], ns: tuple[int, ...] = (1, 2, 3)) -> dict:
-    """Distinct n-grams / all n-grams over the whole set (distinct-n): near 0 is repetitive, near 1 varied."""
-    seen: dict[int, set] = {n: set() for n in ns}
+def distinct_ngrams(texts: Iterable[str], ns: tuple[int, ...] = (1, 2, 3), max_words: int = MAX_WORDS) -> dict:
+    """Distinct n-grams / all n-grams (distinct-n): near 0 is repetitive, near 1 varied. N-grams are kept as
+    hashes, over the first max_words words, so a large corpus costs bounded memory."""
+    seen: dict[int, set[int]] = {n: set() for n in ns}
     total = dict.fromkeys(ns, 0)
+    words_read = 0
     for text in texts:
-        words = WORD.findall(text.lower())
+        words = WORD.findall(text.lower())[: max_words - words_read]
+        words_read += len(words)
         for n in ns:
-            grams = [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
+            grams = [hash(tuple(words[i : i + n])) for i in range(len(words) - n + 1)]
             total[n] += len(grams)
             seen[n].update(grams)
-    return {f"distinct_{n}": round(len(seen[n]) / total[n], 3) if total[n] else None for n in ns}
+        if words_read >= max_words:
+            break
+    out: dict = {f"distinct_{n}": round(len(seen[n]) / total[n], 3) if total[n] else None for n in ns}
+    return out | ({"distinct_over_words": words_read} if words_read >= max_words else {})
 
 
 def boilerplate(texts: list[str], min_docs: int, top: int = 5) -> dict:
@@ -66,7 +74,8 @@ def language_mix(texts: list[str], sample_chars: int) -> dict[str, float]:
     """Share of texts per language (ISO 639-1), by py3langid on each text's first sample_chars characters."""
     import py3langid
 
-    counts = Counter(py3langid.classify(t[:sample_chars])[0] for t in texts if LETTER.search(t))
+    sampled = [t[:sample_chars] for t in texts]
+    counts = Counter(py3langid.classify(t)[0] for t in sampled if len(LETTER.findall(t)) >= MIN_LETTERS)
     n = sum(counts.values())
     return {lang: round(c / n, 3) for lang, c in counts.most_common()} if n else {}
 
@@ -87,5 +96,6 @@ def answerability(rows: list[dict], passages: Iterable[str], sample: int = 5) ->
 
 
 def _found(answer: str, haystack: str) -> bool:
+    """The normalized answer as whole words of the haystack ("5" is not found in "150")."""
     needle = normalize_passage(answer)
-    return bool(needle) and needle in haystack
+    return bool(needle) and re.search(rf"(?<!\w){re.escape(needle)}(?!\w)", haystack) is not None

@@ -37,7 +37,7 @@ def test_profile_of_a_workspace_names_what_stands_out(workspace, tiny_causal):
     assert (kb["exact_duplicates"], kb["near_duplicates"]) == (2, 1)  # the footer made one copy a near-duplicate
     assert kb["boilerplate_lines"][0] == {"line": FOOTER, "documents": 12} and kb["boilerplate_share"] > 0.03
     assert kb["languages"]["en"] < 0.9 and "de" in kb["languages"]
-    assert train["format"] == "raft" and train["examples"] == 83 and train["tokens"]["count"] == 83
+    assert train["format"] == "raft" and train["usable"] == 83 and train["tokens"]["count"] == 83
     assert train["answerable"]["share"] == 1.0
     assert profile["qa"] == {"file": "qa.jsonl", "questions": 2, "answerable": 1, "share": 0.5,
                              "not_found": ["Capital of Mars?"]}  # fmt: skip
@@ -50,9 +50,20 @@ def test_profile_of_a_workspace_names_what_stands_out(workspace, tiny_causal):
     tight = load_params(
         workspace / "params.yaml", ["profile.max_boilerplate_share=0.01", "profile.min_train_examples=10"]
     )
-    p2 = build_profile(ws, tight, None, None, tokens=False, languages=False)
-    assert "tokens" not in p2["kb"] and "languages" not in p2["kb"] and not p2["few_train_examples"]
-    assert any("of the knowledge base's text is lines repeated across documents" in a for a in p2["advice"])
+    again = build_profile(ws, tight, None, None)
+    assert any("of the knowledge base's text is lines repeated across documents" in a for a in again["advice"])
+    assert again["few_train_examples"] is False
+
+    counts = build_profile(ws, params, qa, "qa.jsonl", full=False)  # what compare asks: no sources, no models
+    assert counts["kb"] == {"unavailable": "no refresh yet (data/clean is empty): run `ragtune refresh`"}
+    assert "qa" not in counts and counts["train"] == {
+        "format": "raft",
+        "examples": 83,
+        "usable": 83,
+        "exact_duplicates": 0,
+    }
+    gone = load_params(workspace / "params.yaml", ["dataset.sources=[missing.jsonl]"])
+    assert build_profile(ws, gone, None, None, full=False)["few_train_examples"] is None  # unknown, not "few"
 
 
 def test_compare_prefers_a_mode_without_an_adapter_when_training_data_is_thin():

@@ -30,6 +30,7 @@ def test_language_mix_with_the_bundled_identifier():
         "The heat pump switches to gas when the outside temperature drops below minus five degrees.",
         "Der Thermostat hält den Raum warm und spart nachts Energie.",
         "12345",
+        "Ok.",  # too few letters to tell
     ]
     assert language_mix(texts, 2000) == {"en": 0.667, "de": 0.333}
 
@@ -39,7 +40,8 @@ def test_answerability_ignores_case_and_spacing_and_names_what_is_missing():
         {"question": "Allowance?", "answers": ["150  EUR"]},
         {"question": "Code?", "answers": ["HX-7734-Q"]},
         {"question": "Moon?", "answers": ["on the moon"]},
+        {"question": "Five?", "answers": ["5"]},  # whole words only: not inside "150"
         {"question": "Only ids", "answers": [], "doc_ids": ["a.md"]},
     ]
     a = answerability(rows, ["The on-call allowance is 150 eur per week.", "Error hx-7734-q means reboot."])
-    assert a == {"questions": 3, "answerable": 2, "share": 0.667, "not_found": ["Moon?"]}
+    assert a == {"questions": 4, "answerable": 2, "share": 0.5, "not_found": ["Moon?", "Five?"]}
