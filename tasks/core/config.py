@@ -120,7 +120,7 @@ class RetrieveParams(_Section):
     mode: Literal["dense", "sparse", "hybrid"] = "hybrid"
     top_k: int = Field(5, ge=1)
     candidates: int = Field(20, ge=1)
-    fusion: Literal["rrf", "dbsf", "convex"] = "rrf"
+    fusion: Literal["rrf", "dbsf", "convex"] = "convex"
     rrf_k: int = Field(60, ge=1)
     convex_alpha: float = Field(0.5, ge=0, le=1)
     dense_weight: float = Field(1.0, gt=0)

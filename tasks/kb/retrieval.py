@@ -1,4 +1,4 @@
-"""Retrieval: dense, sparse (BM25) or hybrid (RRF) search of the index, with the options in `retrieve:`.
+"""Retrieval: dense, sparse (BM25) or hybrid (the two fused) search of the index, with the options in `retrieve:`.
 
 One Retriever serves `ragtune search`, `eval-retrieval`, `ask` and `compare`: it opens the store once, loads
 the embedding model only when the mode needs it, caches query embeddings (optional) and reranks with a

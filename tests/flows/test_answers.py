@@ -87,13 +87,13 @@ def test_fusion_methods_and_weights_reach_the_engine(code_index):
     question = "Why did the firmware update fail on ZX-4471-B?"
     ranked = {}
     for name, overrides in {
-        "rrf": [],
-        "sparse x3": ["retrieve.sparse_weight=3", "retrieve.rrf_k=1"],  # k=1: a weight of 3 outweighs any rank
-        "dense x3": ["retrieve.dense_weight=3", "retrieve.rrf_k=1"],
+        "rrf": ["retrieve.fusion=rrf"],
+        "sparse x3": ["retrieve.fusion=rrf", "retrieve.sparse_weight=3", "retrieve.rrf_k=1"],  # k=1: 3 beats any rank
+        "dense x3": ["retrieve.fusion=rrf", "retrieve.dense_weight=3", "retrieve.rrf_k=1"],
         "dbsf": ["retrieve.fusion=dbsf"],
         "convex sparse": ["retrieve.fusion=convex", "retrieve.convex_alpha=0"],  # the BM25 list's order alone
         "convex dense": ["retrieve.fusion=convex", "retrieve.convex_alpha=1"],
-        "convex": ["retrieve.fusion=convex"],
+        "convex": [],  # the default
     }.items():
         with Retriever(code_index, load_params(code_index / "params.yaml", overrides)) as r:
             ranked[name] = [h["doc_id"] for h in r.search(question, 3)]
