@@ -134,7 +134,7 @@ def profile(
         qa_file = qa.resolve() if qa else (resolve_path(root, p.retrieve.qa_file) if p.retrieve.qa_file else None)
         if qa_file:
             read_qa_set(qa_file)  # a bad QA file fails here, before Prefect starts
-        from flows.profile import profile as profile_flow
+        from flows.data_profile import profile as profile_flow
 
         report = run_flow(
             profile_flow,

@@ -1,4 +1,5 @@
-"""Prefect flow `profile`: the knowledge base, the training data and a QA file, measured -> advice -> artifacts."""
+"""Prefect flow `profile` (module data_profile: a module named profile would shadow the stdlib one that cProfile
+imports): the knowledge base, the training data and a QA file, measured -> advice -> artifacts."""
 
 from __future__ import annotations
 
