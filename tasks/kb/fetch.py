@@ -53,6 +53,14 @@ def user_agent() -> str:
     return f"ragtune/{v} (+https://github.com/ragtune/ragtune; knowledge-base refresh)"
 
 
+def redirect_target(url: str, r: Response) -> str | None:
+    """Where a redirect response points, resolved against url; None without a well-formed Location."""
+    try:
+        return urljoin(url, r.headers["location"]) if r.headers.get("location") else None
+    except ValueError:
+        return None
+
+
 class _Host:
     """Per-host politeness: at most `connections` requests at once, started at least `delay` seconds apart."""
 
@@ -113,10 +121,10 @@ class HttpFetcher:
             r = self._get_retrying(url, headers, max_bytes or self.max_bytes)
             if r.status not in REDIRECT_STATUS or not r.headers.get("location"):
                 return r
-            try:
-                url = urljoin(url, r.headers["location"])
-            except ValueError:
+            target = redirect_target(url, r)
+            if target is None:
                 return Response(url, 0, error=f"a redirect to a malformed URL ({r.headers['location'][:100]})")
+            url = target
             allowed, why = self.allowed(url)
             if allowed is False:
                 return Response(url, 0, error=f"redirected to {url}, which robots.txt disallows", disallowed=True)
@@ -189,12 +197,10 @@ class HttpFetcher:
         url = f"{parts.scheme}://{parts.netloc}/robots.txt"
         r = self._get_retrying(url, {}, self.max_bytes)
         for _ in range(self.params.max_redirects):  # RFC 9309 follows redirects (no robots check for robots.txt)
-            if r.status not in REDIRECT_STATUS or not r.headers.get("location"):
+            target = redirect_target(url, r) if r.status in REDIRECT_STATUS else None
+            if target is None:
                 break
-            try:
-                url = urljoin(url, r.headers["location"])
-            except ValueError:
-                break
+            url = target
             r = self._get_retrying(url, {}, self.max_bytes)
         parser = urllib.robotparser.RobotFileParser()
         if r.status == 200:
