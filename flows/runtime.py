@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
+import atexit
+import importlib
 import json
 import logging
 import os
+import shutil
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
 import time
 import urllib.request
 import warnings
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import closing, contextmanager
+from importlib import metadata
 from pathlib import Path
 from typing import Protocol
 from uuid import UUID
 
-from tasks.core.errors import ConfigError
+from tasks.core.errors import ConfigError, RagtuneError
 from tasks.core.stage import OnProgress
 
 SERVER_FILE = "ragtune-server.json"  # written by `ragtune server` under PREFECT_HOME
@@ -110,6 +119,124 @@ def _answers(url: str, timeout: float) -> bool:
         return False
 
 
+# --- the temporary Prefect API: a flow run needs an API; without a configured one, Prefect starts its own server at
+# the run's first API call and the run waits for it (5 s, 15 s for a new project's database). Started here instead,
+# when the command begins, it comes up on the other core while this process imports the flow and its libraries.
+class TemporaryApi:
+    """Prefect's own temporary server (its API app under uvicorn, no UI, the project's SQLite database), as
+    `prefect.server.api.server.SubprocessASGIServer` runs it; stopped when this process exits."""
+
+    def __init__(self, home: Path):
+        self.log = home / "temporary-api.log"
+        self.url = ""
+        self.proc: subprocess.Popen | None = None
+        self._launch()
+        atexit.register(self.stop)
+
+    def _launch(self) -> None:
+        with socket.socket() as s:  # a free port; a lost race is retried like Prefect does (uvicorn exits 3)
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}/api"
+        env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"}
+        cmd = [sys.executable, "-m", "uvicorn", "--factory", "prefect.server.api.server:create_app"]
+        cmd += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "error", "--lifespan", "on"]
+        with self.log.open("w") as log_file:
+            self.proc = subprocess.Popen(cmd, env=env, stdout=log_file, stderr=subprocess.STDOUT)
+
+    def ready(self) -> bool:
+        return _answers(self.url, timeout=0.5)
+
+    def wait(self, preload: Iterable[str] = ()) -> None:
+        """Import `preload` (modules the run needs) while the server starts, then wait until it answers."""
+        for module in preload:
+            if self.ready():
+                break
+            importlib.import_module(module)
+        limit = float(os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120"))
+        deadline = time.monotonic() + limit
+        while not self.ready():
+            assert self.proc is not None
+            code = self.proc.poll()
+            if code == 3:  # the port was taken meanwhile
+                self._launch()
+            elif code is not None or time.monotonic() > deadline:
+                why = f"exited with code {code}" if code is not None else f"did not answer within {limit:.0f} s"
+                raise RagtuneError(
+                    f"Prefect's temporary API server {why}; its log is {self.log}. Start `ragtune server` (or "
+                    "export PREFECT_API_URL) and run again."
+                )
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+_api: TemporaryApi | None = None
+
+
+def start_temporary_api() -> None:
+    """Start the temporary API now when the run would otherwise start it (no PREFECT_API_URL, no `ragtune server`
+    for this project); PREFECT_API_URL then names it for this process. A new project's database starts as a copy of
+    the migrated template (`make install` builds it), so its first run skips Prefect's migrations."""
+    global _api
+    if _api is not None or os.environ.get("PREFECT_API_URL"):
+        return
+    home = Path(os.environ["PREFECT_HOME"])
+    home.mkdir(parents=True, exist_ok=True)
+    seed_database(home)
+    _api = TemporaryApi(home)
+    os.environ["PREFECT_API_URL"] = _api.url
+
+
+def wait_for_api(preload: Iterable[str] = ()) -> None:
+    """Before a flow runs: the temporary API answers (a no-op when none was started here)."""
+    if _api is not None:
+        _api.wait(preload)
+
+
+def database_template() -> Path:
+    """The migrated, empty Prefect database for the installed Prefect version (built by `make install`)."""
+    return Path(sys.prefix) / "share/ragtune" / f"prefect-{metadata.version('prefect')}.db"
+
+
+def seed_database(home: Path) -> bool:
+    """Copy the template into a project that has no Prefect database yet (the default SQLite one only)."""
+    target, template = home / "prefect.db", database_template()
+    if target.exists() or os.environ.get("PREFECT_API_DATABASE_CONNECTION_URL") or not template.is_file():
+        return False
+    part = target.with_suffix(".db.part")
+    shutil.copyfile(template, part)
+    part.replace(target)  # whole or not at all: Prefect never sees half a database
+    return True
+
+
+def build_database_template() -> Path:
+    """Run Prefect's migrations into a new database and keep it as the template (once per Prefect version)."""
+    template = database_template()
+    if template.is_file():
+        return template
+    template.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as home:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+        env.update(PREFECT_HOME=home, PREFECT_SERVER_ANALYTICS_ENABLED="false")
+        prefect = Path(sys.executable).with_name("prefect")
+        subprocess.run([str(prefect), "server", "database", "upgrade", "-y"], env=env, check=True, capture_output=True)
+        db = Path(home) / "prefect.db"
+        with closing(sqlite3.connect(db)) as conn:
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # every page in the one file
+        part = template.with_suffix(".db.part")
+        shutil.copyfile(db, part)
+        part.replace(template)
+    return template
+
+
 # --- progress: the CLI installs one terminal display; Prefect tasks also keep a progress artifact current.
 class Display(Protocol):
     def row(self, label: str) -> Callable[[int, int], None]:
@@ -192,3 +319,7 @@ def quiet_prefect_console() -> None:
             isinstance(f, _ReportedByTheCli) for f in handler.filters
         ):
             handler.addFilter(_ReportedByTheCli())
+
+
+if __name__ == "__main__":  # `make install`: python -m flows.runtime
+    print(f"Prefect database template: {build_database_template()}")

@@ -21,6 +21,7 @@ from flows.cli.common import (
     project_root,
     run_flow,
 )
+from flows.runtime import start_temporary_api
 from tasks.answer.answerer import Answerer
 from tasks.answer.compare import check_heldout, comparison_rows
 from tasks.answer.profile import profile_rows
@@ -79,6 +80,7 @@ def compare(
 
         p = load_params(params, list(overrides or []))  # fail fast, before Prefect starts or a model loads
         check_heldout(Answerer(root, p, adapter).adapter_for, p.compare.modes, read_qa_set(qa), str(qa))
+        start_temporary_api()  # comes up while the flow's modules import
         from flows.compare import compare as compare_flow
 
         report = run_flow(
@@ -134,6 +136,7 @@ def profile(
         qa_file = qa.resolve() if qa else (resolve_path(root, p.retrieve.qa_file) if p.retrieve.qa_file else None)
         if qa_file:
             read_qa_set(qa_file)  # a bad QA file fails here, before Prefect starts
+        start_temporary_api()  # comes up while the flow's modules import
         from flows.data_profile import profile as profile_flow
 
         report = run_flow(

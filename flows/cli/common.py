@@ -25,7 +25,13 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from flows.runtime import configure_environment, quiet_prefect_console, set_console_display, verbosity
+from flows.runtime import (
+    configure_environment,
+    quiet_prefect_console,
+    set_console_display,
+    verbosity,
+    wait_for_api,
+)
 from tasks.core.errors import EXIT_INTERRUPTED, RagtuneError
 
 R = TypeVar("R")
@@ -155,9 +161,11 @@ def progress_bars(enabled: bool = True) -> Iterator[None]:
             set_console_display(None)
 
 
-def run_flow(flow: Callable[..., R], show_progress: bool, **kwargs: Any) -> R:
+def run_flow(flow: Callable[..., R], show_progress: bool, preload: tuple[str, ...] = (), **kwargs: Any) -> R:
     """Run a Prefect flow in this process: one progress display on stderr, stdout kept for the result, and
-    Prefect's own failure report left to the UI (the CLI prints the error itself)."""
+    Prefect's own failure report left to the UI (the CLI prints the error itself). `preload`: modules its stages
+    import, imported while Prefect's temporary API (start_temporary_api) is still starting."""
+    wait_for_api(preload)
     quiet_prefect_console()
     with progress_bars(show_progress), redirect_stdout(sys.stderr):
         return flow(**kwargs)

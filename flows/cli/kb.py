@@ -20,7 +20,7 @@ from flows.cli.common import (
     project_root,
     run_flow,
 )
-from flows.runtime import console_progress, console_stage
+from flows.runtime import console_progress, console_stage, start_temporary_api
 from tasks.core.config import ConfigError, check_versionable, is_url, load_params, load_run_params
 from tasks.core.errors import SourceError
 from tasks.core.qa import read_qa_set
@@ -69,11 +69,13 @@ def refresh(
         p = load_run_params(params, srcs, overrides)  # fail fast on bad params or sources, before Prefect starts
         check_versionable(p, overrides, srcs)
         check_sources(root, p.ingest)
+        start_temporary_api()  # comes up while the flow's modules import
         from flows.kb_refresh import kb_refresh
 
         report = run_flow(
             kb_refresh,
             not json_out,
+            preload=("great_expectations",),  # the GX gate's import (~4 s) while the API starts
             root=str(root),
             sources=srcs,
             overrides=list(overrides or []),

@@ -22,7 +22,14 @@ from flows.cli.common import (
     progress_bars,
     project_root,
 )
-from flows.runtime import SERVER_FILE, console_progress, console_stage, log_level, require_prefect_server
+from flows.runtime import (
+    SERVER_FILE,
+    console_progress,
+    console_stage,
+    log_level,
+    require_prefect_server,
+    seed_database,
+)
 from tasks.core.config import ConfigError, Params, load_params
 from tasks.core.errors import EXIT_INTERRUPTED
 from tasks.core.stage import StageContext
@@ -150,6 +157,7 @@ def server(
     root = project_root(params)
     home = Path(os.environ["PREFECT_HOME"])
     home.mkdir(parents=True, exist_ok=True)
+    seed_database(home)  # a new project's database from the migrated template
     url = f"http://{host}:{port}/api"
     state = home / SERVER_FILE
     state.write_text(json.dumps({"api_url": url, "pid": os.getpid()}))

@@ -19,7 +19,7 @@ from flows.cli.common import (
     project_root,
     run_flow,
 )
-from flows.runtime import require_prefect_server
+from flows.runtime import require_prefect_server, start_temporary_api
 from tasks.core.config import load_params
 from tasks.core.errors import SourceError
 from tasks.core.workspace import Layout
@@ -62,9 +62,12 @@ def retrain(
         read_examples(root, p.dataset.sources, p.dataset.format, p.dataset.system_prompt)  # bad rows: one message
         if p.versioning.enabled:
             check_model_versionable(Layout(root))
+        start_temporary_api()  # comes up while the flow's modules import
         from flows.retrain import retrain as retrain_flow
 
-        report = run_flow(retrain_flow, not json_out, root=str(root), overrides=extra)  # DeepSpeed prints to stdout
+        report = run_flow(
+            retrain_flow, not json_out, preload=("great_expectations",), root=str(root), overrides=extra
+        )  # DeepSpeed prints to stdout
         if json_out:
             out.print_json(json.dumps(report, default=str))
             return

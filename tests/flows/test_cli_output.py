@@ -97,3 +97,24 @@ def test_profile_prints_the_data_profile_and_saves_it(workspace):
     assert report["train"]["examples"] == 83 and report["few_train_examples"] is True
     assert json.loads((workspace / "data/metrics/profile.json").read_text()) == report
     assert any(a.startswith("Too few training examples to fine-tune reliably: 83 usable") for a in report["advice"])
+
+
+def test_a_refresh_in_a_new_project_is_a_real_prefect_run_and_leaves_no_server(workspace):
+    """No server configured: the command starts Prefect's temporary API itself (its database copied from the migrated
+    template when `make install` built one), records the flow run there and stops it on exit."""
+    import sqlite3
+    from contextlib import closing
+
+    def servers() -> set[str]:  # Prefect API servers on this machine (the session's test server among them)
+        found = subprocess.run(["pgrep", "-f", "prefect.server.api.server:create_app"], capture_output=True, text=True)
+        return set(found.stdout.split())
+
+    assert not (workspace / ".prefect/prefect.db").exists()
+    before = servers()
+    code, lines = ragtune(workspace, "refresh", "--json")
+    assert code == 0, lines[-20:]
+    with closing(sqlite3.connect(workspace / ".prefect/prefect.db")) as db:
+        runs = db.execute("SELECT name, state_type FROM flow_run").fetchall()
+        flows = {name for (name,) in db.execute("SELECT name FROM flow")}
+    assert [state for _, state in runs] == ["COMPLETED"] and flows == {"kb_refresh"}
+    assert servers() <= before, "the temporary API stops with the command"
