@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from prefect import task, unmapped
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import as_completed
-from prefect_dask import DaskTaskRunner
 
 from flows.runtime import log_level
 from tasks.core.config import EmbedParams
 from tasks.core.errors import ConfigError
 from tasks.kb.embed import MapShards, ShardResult, encode_shard
+
+if TYPE_CHECKING:
+    from prefect_dask import DaskTaskRunner
 
 
 @task(name="embed_shard", task_run_name="embed_shard-{index}", cache_policy=NO_CACHE, persist_result=False)
@@ -46,6 +49,8 @@ def quiet_worker_exit() -> None:
 def dask_runner(params: EmbedParams) -> DaskTaskRunner:
     """The scheduler at embed.dask_address, else a LocalCluster of embed.workers single-threaded processes (Dask
     then runs torch with one thread per worker); no dashboard, and its logs only with --verbose."""
+    from prefect_dask import DaskTaskRunner
+
     if params.dask_address:
         return DaskTaskRunner(address=params.dask_address)
     return DaskTaskRunner(

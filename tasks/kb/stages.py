@@ -184,7 +184,7 @@ def run_embed(ctx: StageContext, map_shards: MapShards | None = None) -> dict:
         )
     write_json(ws.vector_ids, [c["point_id"] for c in iter_jsonl(ws.chunks, "chunk")])
     stats["model"], stats["model_key"] = p.model, key
-    finish_stage(ws, "embed", stats, start)
+    finish_stage(ws, "embed", stats, start, release=True)
     log.info("embed: %d embedded, %d reused from cache", stats["embedded"], stats["reused"])
     return stats
 

@@ -262,7 +262,7 @@ def run_train(ctx: StageContext) -> dict:
     staging.rename(ws.candidate)
     shutil.rmtree(ws.checkpoints, ignore_errors=True)  # finished: nothing left to resume
     m["verification"] = verification
-    finish_stage(ws, "train", m, start)
+    finish_stage(ws, "train", m, start, release=True)
     log.info(
         "train: %d steps (resumed from %d), loss %s -> %s, %.0f tokens/s; adapter verified (%d tensors)",
         m["global_step"],
@@ -381,7 +381,7 @@ def run_evaluate(ctx: StageContext) -> dict:
                 f"production {prod['version']} has another base/task/labels; compared with the "
                 "metrics recorded when it was promoted"
             )
-    finish_stage(ws, "evaluate", result, start)
+    finish_stage(ws, "evaluate", result, start, release=True)
     c = result["candidate"]
     log.info(
         "evaluate: candidate eval_loss %.4f%s; production %s",

@@ -42,6 +42,7 @@ HEAVY = {
     "py3langid": "0.9 s to load its model; only `ragtune profile`'s language mix",
     "prefect": "~2 s; only commands that run a flow, and the UI progress artifacts",
     "deepspeed": "seconds and a CUDA probe; only when train.deepspeed is set",
+    "prefect_dask": "0.9 s (dask, distributed); only embed.workers > 1 or embed.dask_address",
 }
 # The CLI imports a flow module (which imports Prefect at its top) only in the command that runs it.
 LAZY_FLOWS = {
