@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 import shutil
 from pathlib import Path
 
@@ -131,3 +132,24 @@ def churn(out: Path, share: float = 0.01, seed: int = 11) -> dict:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(document(rng, start + i), encoding="utf-8")
     return {"changed": k, "deleted": k, "added": k}
+
+
+CODE = re.compile(r"\b[abhkpx][xlmq]-\d{4}\b", re.IGNORECASE)  # lower case after capitalize()
+
+
+def generated_qa(corpus: Path, n: int, seed: int = 3) -> list[dict]:
+    """Questions over a generated corpus: a sentence holding a product code, asked without the code; the code is
+    the answer (a retrieved chunk that holds it is a hit). Only codes that occur once in the corpus are asked."""
+    sentences: list[tuple[str, str]] = []  # (code, sentence)
+    counts: dict[str, int] = {}
+    for path in sorted(corpus.rglob("*.md")):
+        for sentence in re.split(r"(?<=\.)\s+", path.read_text(encoding="utf-8")):
+            for code in CODE.findall(sentence):
+                counts[code] = counts.get(code, 0) + 1
+                sentences.append((code, sentence))
+    unique = [(code, s) for code, s in sentences if counts[code] == 1]
+    picked = random.Random(seed).sample(unique, min(n, len(unique)))
+    return [
+        {"question": " ".join(s.replace(code, " ").split()).rstrip(".") + "?", "answers": [code], "doc_ids": []}
+        for code, s in picked
+    ]

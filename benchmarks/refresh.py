@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks.corpus import churn, generate
+from benchmarks.corpus import churn, generate, generated_qa
 from tasks.core.config import load_params
 from tasks.core.stage import StageContext
 from tasks.core.workspace import Layout, write_jsonl
@@ -24,6 +24,7 @@ from tasks.pipeline import stage_names
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+QUESTIONS = 500  # generated QA rows scored on each system's index after the full refresh
 STAGES = stage_names("kb", optional=False)  # the refresh report times these
 
 
@@ -99,6 +100,11 @@ def run_ragtune(project: Path, corpus: Path, overrides: list[str] = ()) -> dict:
     }
 
 
+def embed_batch() -> int:
+    """ragtune's embed.batch_size: the peers and the bare script encode with the same batch (same settings)."""
+    return load_params(REPO / "params.yaml").embed.batch_size
+
+
 def run_peer(peer: str, corpus: Path, state: Path, size: int, overlap: int) -> dict:
     cmd = [
         sys.executable,
@@ -113,6 +119,8 @@ def run_peer(peer: str, corpus: Path, state: Path, size: int, overlap: int) -> d
         str(size),
         "--overlap",
         str(overlap),
+        "--batch-size",
+        str(embed_batch()),
     ]
     wall, stdout = timed_process(cmd, state, REPO, peer)
     out = json.loads(stdout.strip().splitlines()[-1])
@@ -138,11 +146,14 @@ def peer_available(peer: str) -> str | None:
 
 
 def refresh_scenarios(work: Path, n_docs: int, seed: int, size: int, overlap: int, log) -> dict:
-    """Full refresh, unchanged re-run and 1% churn re-run for ragtune and each installed peer."""
+    """Full refresh, unchanged re-run and 1% churn re-run for ragtune and each installed peer; recall@5 of each
+    system's index after the full run (generated questions), then a cold run of each on the sample corpus."""
     corpus = work / "corpus"
     stats = generate(corpus, n_docs, seed)
+    qa = generated_qa(corpus, QUESTIONS, seed)
     systems: dict[str, dict] = {"ragtune": {}}
     runners = {"ragtune": lambda scenario: run_ragtune(work / "ragtune", corpus)}
+    stores = {"ragtune": work / "ragtune"}
     new_project(work / "ragtune")
     for peer in ("llamaindex", "langchain"):
         why = peer_available(peer)
@@ -151,6 +162,7 @@ def refresh_scenarios(work: Path, n_docs: int, seed: int, size: int, overlap: in
             continue
         systems[peer] = {}
         runners[peer] = lambda scenario, p=peer: run_peer(p, corpus, work / p, size, overlap)
+        stores[peer] = work / peer
     for scenario in ("full", "unchanged", "churn_1pct"):
         if scenario == "unchanged":  # the bare baseline and the efficiency runs use the full run's chunks
             shutil.copy(work / "ragtune/data/chunks/chunks.jsonl", work / "full_chunks.jsonl")
@@ -160,6 +172,9 @@ def refresh_scenarios(work: Path, n_docs: int, seed: int, size: int, overlap: in
             log(f"refresh {scenario}: {name}")
             try:
                 systems[name][scenario] = run(scenario)
+                if scenario == "full":
+                    log(f"recall@5 of {name} on {len(qa)} generated questions")
+                    systems[name]["retrieval_generated"] = score_index(name, stores[name], qa)
             except Exception as exc:  # one broken peer must not sink the whole benchmark
                 systems[name] = {"status": "error", "error": str(exc)[-2000:]}
                 runners = {k: v for k, v in runners.items() if k != name}
@@ -171,13 +186,94 @@ def refresh_scenarios(work: Path, n_docs: int, seed: int, size: int, overlap: in
                 if scenario in res:
                     res[scenario]["wall_fraction_of_full"] = round(res[scenario]["wall_seconds"] / full, 3)
             res["status"] = "ok"
+    small = small_corpus(work / "small", [n for n in runners], size, overlap, log)
     return {
         "corpus": stats,
         "chunk_size_tokens": size,
         "overlap_tokens": overlap,
+        "encode_batch": embed_batch(),
+        "generated_questions": len(qa),
         "systems": systems,
+        "small_corpus": small,
         "chunks_file": str(work / "full_chunks.jsonl"),
     }
+
+
+def small_corpus(work: Path, names: list[str], size: int, overlap: int, log) -> dict:
+    """Each system's cold run (new project or state) on the shipped sample corpus, and recall@5 on its QA set.
+
+    The peers read markdown and text files only, so every system gets those (the PDF and HTML documents stay out)
+    and the questions about them are not asked."""
+    from tasks.core.qa import read_qa_set
+
+    corpus = work / "corpus"
+    for path in sorted((REPO / "data/sample/corpus").rglob("*")):
+        if path.suffix in (".md", ".txt"):
+            target = corpus / path.relative_to(REPO / "data/sample/corpus")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(path, target)
+    rows = [
+        {**row, "doc_ids": []}  # scored by answer strings: each system names documents its own way
+        for row in read_qa_set(REPO / "data/sample/questions.jsonl")
+        if all(d.endswith((".md", ".txt")) for d in row["doc_ids"])
+    ]
+    out: dict[str, dict] = {"documents": sum(1 for p in corpus.rglob("*") if p.is_file()), "questions": len(rows)}
+    for name in names:
+        log(f"small corpus: {name}")
+        if name == "ragtune":
+            res = run_ragtune(new_project(work / name), corpus)
+        else:
+            res = run_peer(name, corpus, work / name, size, overlap)
+        out[name] = {"wall_seconds": res["wall_seconds"], "retrieval": score_index(name, work / name, rows)}
+    return out
+
+
+def score_index(system: str, where: Path, rows: list[dict], k: int = 5) -> dict:
+    """recall@k and MRR@k of a system's index, each question embedded with the same model (normalized) and
+    scored as eval-retrieval scores it: a hit is a chunk holding one of the row's answer strings."""
+    from tasks.kb.retrieval_eval import score_row
+
+    if system == "ragtune":
+        from tasks.kb.retrieval import Retriever, without_query_cache
+
+        params = without_query_cache(load_params(where / "params.yaml", DENSE_ONLY))
+        with Retriever(where, params, "dense") as retriever:
+            ranked = [retriever.search(row["question"], k) for row in rows]
+    else:
+        ranked = peer_search(where / "qdrant", [row["question"] for row in rows], k)
+    recall = mrr = 0.0
+    for hits, row in zip(ranked, rows):
+        r, rr = score_row(hits, row, k)
+        recall, mrr = recall + r, mrr + rr
+    return {
+        "questions": len(rows),
+        f"recall_at_{k}": round(recall / len(rows), 4),
+        f"mrr_at_{k}": round(mrr / len(rows), 4),
+    }
+
+
+def peer_search(path: Path, questions: list[str], k: int) -> list[list[dict]]:
+    """Top-k texts from a peer's local Qdrant collection (LangChain keeps `page_content`, LlamaIndex the node JSON)."""
+    from qdrant_client import QdrantClient
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(resolve_model_path(MODEL), device="cpu")
+    vectors = model.encode(questions, batch_size=embed_batch(), normalize_embeddings=True, show_progress_bar=False)
+    client = QdrantClient(path=str(path))
+    try:
+        out = []
+        for vec in vectors:
+            points = client.query_points("bench", query=vec.tolist(), limit=k, with_payload=True).points
+            out.append([{"text": _peer_text(p.payload or {})} for p in points])
+        return out
+    finally:
+        client.close()
+
+
+def _peer_text(payload: dict) -> str:
+    if "page_content" in payload:
+        return payload["page_content"]
+    return json.loads(payload.get("_node_content") or "{}").get("text", "")
 
 
 def bare_refresh(chunks: list[dict], qdrant_path: Path, batch_size: int, points_batch: int) -> dict:
@@ -292,6 +388,7 @@ def stage_efficiency(chunks: list[dict], work: Path, repeats: int, log) -> dict:
 def run_bare(chunks_file: Path, work: Path) -> dict:
     """benchmarks/bare.py as its own process: the minimal script doing the embed + index job."""
     cmd = [sys.executable, "-m", "benchmarks.bare", "--chunks", str(chunks_file), "--qdrant", str(work / "bare-script")]
+    cmd += ["--batch-size", str(embed_batch())]
     wall, stdout = timed_process(cmd, work, REPO, "bare script")
     return {"wall_seconds": round(wall, 2), **json.loads(stdout.strip().splitlines()[-1])}
 

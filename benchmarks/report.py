@@ -44,6 +44,7 @@ def markdown(r: dict) -> str:
         ("fusion", _fusion),
         ("web", _web),
     )
+    out += _targets(r)
     ran = [name for name, _ in sections if name in r]  # --only runs hold some sections; the rest are left out
     out += [f"Sections in this run: {', '.join(ran) or 'none'}.", ""]
     for name, table in sections:
@@ -68,41 +69,122 @@ def _refresh(res: dict | None) -> list[str]:
     c = res["corpus"]
     out.append(
         f"Corpus: {c['documents']} generated documents (seed {c['seed']}, median {c['words_median']} words, "
-        f"p95 {c['words_p95']}, max {c['words_max']}); chunks of {res['chunk_size_tokens']} tokens. "
+        f"p95 {c['words_p95']}, max {c['words_max']}); chunks of {res['chunk_size_tokens']} tokens; every system "
+        f"encodes with the same model at batch {res.get('encode_batch', 64)}. "
         "Wall = a fresh process per run (imports, model load, Prefect for ragtune); "
-        "fraction = wall / full-run wall."
+        "fraction = wall / full-run wall. Recall@5 / MRR@5: "
+        f"{res.get('generated_questions', '?')} generated questions on each system's index after the full run."
     )
     out.append("")
     rows = []
     for name, s in res["systems"].items():
         if s.get("status") != "ok":
-            rows.append([name, "", "", "", "", "", "", s.get("reason") or s.get("error", "")[:200]])
+            rows.append([name, "", "", "", "", "", "", "", s.get("reason") or s.get("error", "")[:200]])
             continue
         full, same, churn = s["full"], s["unchanged"], s["churn_1pct"]
+        ret = s.get("retrieval_generated") or {}
         rows.append(
             [
                 name,
                 full.get("points"),
                 full["wall_seconds"],
                 full["embedded"],
+                f"{ret.get('recall_at_5', '')} / {ret.get('mrr_at_5', '')}",
                 f"{same['embedded']} / {same['wall_seconds']} s / {same['wall_fraction_of_full']}",
                 f"{churn['embedded']} / {churn['wall_seconds']} s / {churn['wall_fraction_of_full']}",
                 churn.get("points"),
                 "",
             ]
         )
-    return out + _table(
+    out += _table(
         [
             "system",
             "points (full)",
             "full wall s",
             "full embedded",
+            "recall@5 / MRR@5",
             "unchanged: embedded / wall / fraction",
             "1% churn: embedded / wall / fraction",
             "points after churn",
             "note",
         ],
         rows,
+    )
+    small = res.get("small_corpus")
+    if small:
+        names = [n for n in small if isinstance(small[n], dict)]
+        out += [
+            f"Small corpus, cold (a new project or state each): the sample corpus's {small['documents']} markdown and "
+            f"text files, {small['questions']} of its questions (those about them).",
+            "",
+        ]
+        out += _table(
+            ["system", "cold wall s", "recall@5", "MRR@5"],
+            [
+                [n, small[n]["wall_seconds"], small[n]["retrieval"]["recall_at_5"], small[n]["retrieval"]["mrr_at_5"]]
+                for n in names
+            ],
+        )
+    return out
+
+
+def targets(r: dict) -> list[dict]:
+    """The speed targets (issue 18) as measured in this run: value, target and whether it is met."""
+    rows: list[dict] = []
+    systems = (r.get("refresh") or {}).get("systems", {})
+    ours = systems.get("ragtune", {})
+    if ours.get("status") == "ok":
+        full = ours["full"]["wall_seconds"]
+        peers = {n: s["full"]["wall_seconds"] for n, s in systems.items() if n != "ragtune" and s.get("status") == "ok"}
+        if peers:
+            fastest = min(peers, key=peers.get)
+            rows.append(
+                {
+                    "target": f"full refresh wall / fastest peer's ({fastest})",
+                    "value": round(full / peers[fastest], 3),
+                    "goal": "<= 0.8",
+                    "met": full / peers[fastest] <= 0.8,
+                }
+            )
+        bare = (r.get("bare") or {}).get("bare")
+        if bare:
+            rows.append(
+                {
+                    "target": "full refresh speed / bare script's (its process wall / ragtune's)",
+                    "value": round(bare["process_seconds"] / full, 3),
+                    "goal": ">= 0.95",
+                    "met": bare["process_seconds"] / full >= 0.95,
+                }
+            )
+        rows.append(
+            {
+                "target": "unchanged re-run wall / full",
+                "value": ours["unchanged"]["wall_fraction_of_full"],
+                "goal": "<= 0.05",
+                "met": ours["unchanged"]["wall_fraction_of_full"] <= 0.05,
+            }
+        )
+    over = r.get("overhead") or {}
+    if over.get("status") == "ok":
+        steady = over["steady_state"]["process_overhead_seconds"]
+        rows.append(
+            {
+                "target": "fixed overhead of a 1-document refresh, no server (wall - stage work, s)",
+                "value": steady,
+                "goal": "<= 8",
+                "met": steady <= 8,
+            }
+        )
+    return rows
+
+
+def _targets(r: dict) -> list[str]:
+    rows = targets(r)
+    if not rows:
+        return []
+    return ["#### Speed targets", ""] + _table(
+        ["target", "measured", "goal", "met"],
+        [[t["target"], t["value"], t["goal"], "yes" if t["met"] else "no"] for t in rows],
     )
 
 
@@ -260,43 +342,28 @@ def _encoders(res: dict | None) -> list[str]:
     out = ["#### Embedded encoder backends on CPU", ""]
     if _status(res):
         return out + [f"Not measured: {_status(res)}", ""]
+    sets = list(res["quality_sets"])
     rows = [
         [
             name,
             b["chunks_per_s"],
             b.get("speedup", 1.0),
-            b["recall_at_5"],
-            b["mrr_at_5"],
+            *(f"{b[q]['recall_at_5']} / {b[q]['mrr_at_5']}" for q in sets),
             b.get("quality_loss_pts", 0.0),
             b.get("cosine_to_pytorch_min", 1.0),
             b.get("meets_bar", ""),
         ]
         for name, b in res["backends"].items()
     ]
-    notes = [
-        f"{res['speed_chunks']} chunks for speed; {res['qa_questions']} questions over {res['qa_chunks']} "
-        f"sample-corpus chunks for quality. Bar: {res['bar']}. Decision: {res['decision']}."
-    ]
+    sizes = "; ".join(
+        f"{q}: {v['questions']} questions over {v['chunks']} chunks" for q, v in res["quality_sets"].items()
+    )
+    notes = [f"{res['speed_chunks']} chunks for speed. {sizes}. Bar: {res['bar']}. Decision: {res['decision']}."]
     if res.get("skipped_runtimes"):
         notes.append(f"ONNX Runtime / OpenVINO {res['skipped_runtimes']}.")
-    return (
-        out
-        + _table(
-            [
-                "backend",
-                "chunks/s",
-                "speed vs PyTorch",
-                "recall@5 %",
-                "MRR@5",
-                "recall loss pts",
-                "min cosine to PyTorch",
-                "meets bar",
-            ],
-            rows,
-        )
-        + notes
-        + [""]
-    )
+    header = ["backend", "chunks/s", "speed vs first row", *(f"{q} recall@5 % / MRR@5" for q in sets)]
+    header += [f"recall loss pts ({res['decided_on']})", "min cosine to first row", "meets bar"]
+    return out + _table(header, rows) + notes + [""]
 
 
 def _modes(rows: list[dict], extra: bool) -> list[str]:

@@ -60,6 +60,8 @@ QUICK = dict(
     train_steps=8,
     train_repeats=2,
     encoder_texts=32,
+    encoder_docs=30,
+    encoder_questions=40,
     overhead_runs=(2, 1),
     smollm2_steps=2,
     entities=4,
@@ -79,7 +81,9 @@ FULL = dict(
     repeats=3,
     train_steps=60,
     train_repeats=2,
-    encoder_texts=512,
+    encoder_texts=1024,
+    encoder_docs=400,
+    encoder_questions=600,
     overhead_runs=(3, 2),
     smollm2_steps=6,
     entities=50,
@@ -244,17 +248,28 @@ def training_section(cfg: dict, work: Path) -> dict:
     return {"runs": runs, "gpu": "not available: CPU runs only" if not torch.cuda.is_available() else "cuda"}
 
 
-def encoders_section(cfg: dict, refresh_res: dict | None, work: Path) -> dict:
-    project = refresh.new_project(work / "encoders")
+def encoders_section(cfg: dict, work: Path) -> dict:
+    """Chunks of a generated corpus with its generated questions (the deciding set) and of the sample corpus with
+    the hand-written questions, both made by ragtune's stages up to chunk."""
+    from benchmarks.corpus import generate, generated_qa
+    from tasks.core.qa import read_qa_set
+
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
-    params = load_params(project / "params.yaml", [f"ingest.sources=[{REPO / 'data/sample/corpus'}]"])
-    ws = Layout(project)
-    for stage in stage_names("kb")[: stage_names("kb").index("chunk") + 1]:  # up to the chunks the encoders read
-        run_stage(stage, StageContext(ws, params))
-    qa_chunks = list(read_jsonl(ws.chunks, "chunk"))
-    pool = _chunks(refresh_res) if refresh_res and refresh_res.get("status") == "ok" else qa_chunks
-    texts = [c["text"] for c in pool][: cfg["encoder_texts"]]
-    return compare_encoders(texts, qa_chunks, params.embed.model, params.embed.batch_size, work, log)
+    generated = work / "encoders-corpus"
+    generate(generated, cfg["encoder_docs"], seed=11)
+    quality = {}
+    for name, corpus, qa in (
+        ("generated", generated, generated_qa(generated, cfg["encoder_questions"], seed=5)),
+        ("sample", REPO / "data/sample/corpus", read_qa_set(REPO / "data/sample/questions.jsonl")),
+    ):
+        project = refresh.new_project(work / f"encoders-{name}")
+        params = load_params(project / "params.yaml", [f"ingest.sources=[{corpus}]"])
+        ws = Layout(project)
+        for stage in stage_names("kb")[: stage_names("kb").index("chunk") + 1]:  # up to the chunks
+            run_stage(stage, StageContext(ws, params))
+        quality[name] = (list(read_jsonl(ws.chunks, "chunk")), [{**row, "doc_ids": []} for row in qa])
+    texts = [c["text"] for c in quality["generated"][0]][: cfg["encoder_texts"]]
+    return compare_encoders(texts, quality, params.embed.model, params.embed.batch_size, work, log)
 
 
 def replace_sections(published: Path, run: dict) -> None:
@@ -325,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
     if "training" in wanted:
         section(results, "training", lambda: training_section(cfg, work))
     if "encoders" in wanted:
-        section(results, "encoders", lambda: encoders_section(cfg, results.get("refresh"), work))
+        section(results, "encoders", lambda: encoders_section(cfg, work))
     if "knowledge" in wanted:
         section(results, "knowledge", lambda: injection.knowledge_section(cfg, work, log))
     if "generation" in wanted:
