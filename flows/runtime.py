@@ -23,8 +23,10 @@ from pathlib import Path
 from typing import Protocol
 from uuid import UUID
 
+from tasks.core.config import EmbedParams
 from tasks.core.errors import ConfigError, RagtuneError
 from tasks.core.stage import OnProgress
+from tasks.kb.embedder import ensure_int8_model
 
 SERVER_FILE = "ragtune-server.json"  # written by `ragtune server` under PREFECT_HOME
 
@@ -321,5 +323,8 @@ def quiet_prefect_console() -> None:
             handler.addFilter(_ReportedByTheCli())
 
 
-if __name__ == "__main__":  # `make install`: python -m flows.runtime
+if __name__ == "__main__":  # `make install`: what a first run would otherwise build (python -m flows.runtime)
     print(f"Prefect database template: {build_database_template()}")
+    embed = EmbedParams()
+    if embed.backend == "openvino-int8":
+        print(f"int8 encoder of {embed.model}: {ensure_int8_model(embed.model)}")

@@ -93,6 +93,7 @@ class ChunkParams(_Section):
 class EmbedParams(_Section):
     model: str = "sentence-transformers/all-MiniLM-L6-v2"
     batch_size: int = Field(32, ge=1)
+    backend: Literal["openvino-int8", "torch"] = "openvino-int8"  # openvino-int8 runs on the CPU (kb/embedder.py)
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     normalize: bool = True
     workers: int = Field(1, ge=1)  # >1: a Prefect map over shards on a local Dask cluster of this many workers

@@ -25,7 +25,7 @@ from tasks.core.config import EmbedParams
 from tasks.core.errors import RagtuneError
 from tasks.core.stage import OnProgress
 from tasks.core.workspace import write_npy_rows
-from tasks.kb.embedder import Embedder, SentenceTransformerEmbedder, model_fingerprint
+from tasks.kb.embedder import Embedder, embed_key, make_embedder
 
 
 class EmbeddingCache:
@@ -280,17 +280,17 @@ def vector_blocks(cache: EmbeddingCache, model_key: str, hashes: list[str], dim:
 
 def encode_shard(index: int, texts: list[str], params: EmbedParams) -> ShardResult:
     """Encode one shard with this process's model (a Dask worker loads it for its first shard, then reuses it)."""
-    embedder = shared_embedder(params.model, params.batch_size, params.device, params.normalize)
+    embedder = shared_embedder(params)
     t0 = time.perf_counter()
     vectors = encode_batches(embedder, texts, params.batch_size)
-    key = model_fingerprint(params.model, params.normalize)
+    key = embed_key(params)
     return ShardResult(index, vectors, key, embedder.device, round(time.perf_counter() - t0, 3))
 
 
 @functools.cache
-def shared_embedder(model: str, batch_size: int, device: str, normalize: bool) -> SentenceTransformerEmbedder:
-    """One embedder per process and model settings."""
-    return SentenceTransformerEmbedder(model, batch_size, device, normalize)
+def shared_embedder(params: EmbedParams) -> Embedder:
+    """One embedder per process and embed settings."""
+    return make_embedder(params)
 
 
 def embedder_batch(embedder: Embedder) -> int:

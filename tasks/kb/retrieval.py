@@ -16,7 +16,7 @@ from tasks.core.config import ConfigError, Params
 from tasks.core.errors import StoreError
 from tasks.core.workspace import Layout
 from tasks.kb.embed import EmbeddingCache
-from tasks.kb.embedder import Embedder, SentenceTransformerEmbedder, model_fingerprint, pick_device
+from tasks.kb.embedder import Embedder, embed_key, make_embedder, pick_device
 from tasks.kb.sparse import encode_query
 from tasks.kb.store import open_store
 from tasks.kb.vectors import Fusion, Hit, VectorStore
@@ -75,7 +75,7 @@ class Retriever:
         self.cache = None
         if self.p.query_cache and self.mode != "sparse":
             self.cache = EmbeddingCache(Layout(root).query_cache)
-            self.model_key = model_fingerprint(params.embed.model, params.embed.normalize)
+            self.model_key = embed_key(params.embed)
 
     def __enter__(self) -> Retriever:
         return self
@@ -100,8 +100,7 @@ class Retriever:
 
     def _load_embedder(self):
         if self._embedder is None:
-            e = self.params.embed
-            self._embedder = SentenceTransformerEmbedder(e.model, e.batch_size, e.device, e.normalize)
+            self._embedder = make_embedder(self.params.embed)
         return self._embedder
 
     def warm(self) -> Retriever:

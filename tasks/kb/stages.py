@@ -33,7 +33,7 @@ from tasks.core.workspace import (
 from tasks.kb.chunk import chunk_documents, chunker_key, doc_key
 from tasks.kb.clean import clean_documents
 from tasks.kb.embed import EmbeddingCache, MapShards, embed_chunks, embed_chunks_sharded
-from tasks.kb.embedder import SentenceTransformerEmbedder, load_embedding_tokenizer, model_fingerprint
+from tasks.kb.embedder import embed_key, load_embedding_tokenizer, make_embedder
 from tasks.kb.index import (
     PAYLOAD_FIELDS,
     Plan,
@@ -166,7 +166,7 @@ def run_embed(ctx: StageContext, map_shards: MapShards | None = None) -> dict:
     chunks = iter_jsonl(ws.chunks, "chunk")  # streamed: the stage never holds the corpus
     p = params.embed
     cache = EmbeddingCache(ws.embedding_cache)
-    key = model_fingerprint(p.model, p.normalize)
+    key = embed_key(p)
     if map_shards:
         stats = embed_chunks_sharded(
             chunks, map_shards, cache, key, ws.vectors, p.batch_size, p.shard_size, p.workers, on_progress
@@ -176,7 +176,7 @@ def run_embed(ctx: StageContext, map_shards: MapShards | None = None) -> dict:
             log.info("embed: embed.workers and embed.dask_address apply to `ragtune refresh`; this run encodes here")
         stats = embed_chunks(
             chunks,
-            lambda: SentenceTransformerEmbedder(p.model, p.batch_size, p.device, p.normalize),
+            lambda: make_embedder(p),
             cache,
             key,
             ws.vectors,
@@ -411,7 +411,7 @@ def check_gates(ws: Layout, run_version: str, recall_gate: bool) -> None:
 
 def rollback_index(ws: Layout, params: Params) -> dict:
     """`ragtune rollback`: serve the previous index again (a second rollback returns to the one just left)."""
-    model_key = model_fingerprint(params.embed.model, params.embed.normalize)
+    model_key = embed_key(params.embed)
     with index_writer(ws, params) as store:
         return store.rollback(model_key)
 
@@ -499,7 +499,7 @@ STAGES = (
         "index",
         "kb",
         run_index,
-        params=("index", "chunk", "embed.model", "embed.normalize"),  # the fingerprint: a change rebuilds
+        params=("index", "chunk", "embed.model", "embed.normalize", "embed.backend"),  # the fingerprint: rebuilds
         deps=(rel(L.chunks), rel(L.embeddings_dir)),
         outs=(rel(L.index_manifest),),
         always_changed=True,

@@ -43,6 +43,8 @@ HEAVY = {
     "prefect": "~2 s; only commands that run a flow, and the UI progress artifacts",
     "deepspeed": "seconds and a CUDA probe; only when train.deepspeed is set",
     "prefect_dask": "0.9 s (dask, distributed); only embed.workers > 1 or embed.dask_address",
+    "openvino": "0.3 s; only embed.backend=openvino-int8",
+    "nncf": "seconds (scipy, sklearn); only building an int8 encoder, once per model",
 }
 # The CLI imports a flow module (which imports Prefect at its top) only in the command that runs it.
 LAZY_FLOWS = {

@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tasks.core.errors import RagtuneError
+from tasks.core.config import EmbedParams
+from tasks.core.errors import ConfigError, RagtuneError
 from tasks.kb.embed import (
     EmbeddingCache,
     ShardResult,
@@ -20,6 +21,7 @@ from tasks.kb.embed import (
     plan_embedding,
     shard_bounds,
 )
+from tasks.kb.embedder import embed_key, make_embedder, model_fingerprint
 from tests.fakes import HashEmbedder
 
 KEY = "model-key"
@@ -169,3 +171,11 @@ def test_chunks_stream_through_in_windows_and_only_misses_keep_their_text(tmp_pa
     windowed = embed_chunks(iter(chunks), lambda: RecordingEmbedder(4), cache, KEY, tmp_path / "2.npy")
     assert windowed["embedded"] == 28 and windowed["reused"] == 22 and whole["embedded"] == 48
     assert np.array_equal(np.load(tmp_path / "2.npy"), np.load(tmp_path / "1.npy"))
+
+
+def test_the_torch_key_is_the_one_caches_were_made_with_and_int8_has_its_own():
+    torch, int8 = EmbedParams(backend="torch"), EmbedParams(backend="openvino-int8")
+    assert embed_key(torch) == model_fingerprint(torch.model, True)  # embedding caches from before backends
+    assert embed_key(int8) != embed_key(torch)
+    with pytest.raises(ConfigError, match="embed.backend=torch"):
+        make_embedder(EmbedParams(backend="openvino-int8", device="cuda"))
