@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import tomllib
 import urllib.request
 import warnings
 from collections.abc import Callable, Iterable, Iterator
@@ -23,7 +24,7 @@ from pathlib import Path
 from typing import Protocol
 from uuid import UUID
 
-from tasks.core.config import EmbedParams
+from tasks.core.config import EmbedParams, load_params
 from tasks.core.errors import ConfigError, RagtuneError
 from tasks.core.stage import OnProgress
 from tasks.kb.embedder import ensure_int8_model
@@ -130,13 +131,7 @@ class TemporaryApi:
 
     def __init__(self, home: Path):
         self.log = home / "temporary-api.log"
-        self.url = ""
-        self.proc: subprocess.Popen | None = None
-        self._launch()
-        atexit.register(self.stop)
-
-    def _launch(self) -> None:
-        with socket.socket() as s:  # a free port; a lost race is retried like Prefect does (uvicorn exits 3)
+        with socket.socket() as s:  # a free port (Prefect picks one the same way)
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
         self.url = f"http://127.0.0.1:{port}/api"
@@ -145,8 +140,10 @@ class TemporaryApi:
         cmd += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "error", "--lifespan", "on"]
         with self.log.open("w") as log_file:
             self.proc = subprocess.Popen(cmd, env=env, stdout=log_file, stderr=subprocess.STDOUT)
+        atexit.register(self.stop)
 
     def ready(self) -> bool:
+        """Whether the server passes its health check."""
         return _answers(self.url, timeout=0.5)
 
     def wait(self, preload: Iterable[str] = ()) -> None:
@@ -158,11 +155,8 @@ class TemporaryApi:
         limit = float(os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120"))
         deadline = time.monotonic() + limit
         while not self.ready():
-            assert self.proc is not None
             code = self.proc.poll()
-            if code == 3:  # the port was taken meanwhile
-                self._launch()
-            elif code is not None or time.monotonic() > deadline:
+            if code is not None or time.monotonic() > deadline:
                 why = f"exited with code {code}" if code is not None else f"did not answer within {limit:.0f} s"
                 raise RagtuneError(
                     f"Prefect's temporary API server {why}; its log is {self.log}. Start `ragtune server` (or "
@@ -171,7 +165,8 @@ class TemporaryApi:
             time.sleep(0.05)
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
+        """Terminate the server and wait for it (SQLite is left consistent)."""
+        if self.proc.poll() is None:
             self.proc.terminate()
             try:
                 self.proc.wait(timeout=10)
@@ -184,17 +179,29 @@ _api: TemporaryApi | None = None
 
 
 def start_temporary_api() -> None:
-    """Start the temporary API now when the run would otherwise start it (no PREFECT_API_URL, no `ragtune server`
-    for this project); PREFECT_API_URL then names it for this process. A new project's database starts as a copy of
-    the migrated template (`make install` builds it), so its first run skips Prefect's migrations."""
+    """Start the temporary API now when the run would otherwise start it (no PREFECT_API_URL in the environment or
+    the active Prefect profile, no `ragtune server` for this project); PREFECT_API_URL then names it for this
+    process. Call it before Prefect is imported (its settings are read once). A new project's database starts as
+    a copy of the migrated template (`make install` builds it), so its first run skips Prefect's migrations."""
     global _api
-    if _api is not None or os.environ.get("PREFECT_API_URL"):
-        return
     home = Path(os.environ["PREFECT_HOME"])
+    if _api is not None or os.environ.get("PREFECT_API_URL") or profile_api_url(home):
+        return
     home.mkdir(parents=True, exist_ok=True)
     seed_database(home)
     _api = TemporaryApi(home)
     os.environ["PREFECT_API_URL"] = _api.url
+
+
+def profile_api_url(home: Path) -> str | None:
+    """PREFECT_API_URL of the active Prefect profile (`prefect config set`), if it sets one."""
+    path = Path(os.environ.get("PREFECT_PROFILES_PATH") or home / "profiles.toml")
+    try:
+        data = tomllib.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    active = os.environ.get("PREFECT_PROFILE") or data.get("active") or "ephemeral"
+    return data.get("profiles", {}).get(active, {}).get("PREFECT_API_URL")
 
 
 def wait_for_api(preload: Iterable[str] = ()) -> None:
@@ -209,13 +216,21 @@ def database_template() -> Path:
 
 
 def seed_database(home: Path) -> bool:
-    """Copy the template into a project that has no Prefect database yet (the default SQLite one only)."""
+    """Copy the template into a project that has no Prefect database yet (the default SQLite one only). The copy
+    gets its final name by a hard link, which fails if another run's database got there first."""
     target, template = home / "prefect.db", database_template()
     if target.exists() or os.environ.get("PREFECT_API_DATABASE_CONNECTION_URL") or not template.is_file():
         return False
-    part = target.with_suffix(".db.part")
+    for stale in (home / "prefect.db-wal", home / "prefect.db-shm"):  # a journal without its database
+        stale.unlink(missing_ok=True)
+    part = home / f"prefect.db.part-{os.getpid()}"
     shutil.copyfile(template, part)
-    part.replace(target)  # whole or not at all: Prefect never sees half a database
+    try:
+        os.link(part, target)
+    except FileExistsError:
+        return False
+    finally:
+        part.unlink()
     return True
 
 
@@ -228,8 +243,13 @@ def build_database_template() -> Path:
     with tempfile.TemporaryDirectory() as home:
         env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
         env.update(PREFECT_HOME=home, PREFECT_SERVER_ANALYTICS_ENABLED="false")
-        prefect = Path(sys.executable).with_name("prefect")
-        subprocess.run([str(prefect), "server", "database", "upgrade", "-y"], env=env, check=True, capture_output=True)
+        cmd = [sys.executable, "-m", "prefect", "server", "database", "upgrade", "-y"]
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RagtuneError(
+                f"Prefect's migrations failed (exit {done.returncode}):\n{done.stderr[-2000:]}\nReinstall with "
+                "`make install`; until then each new project migrates its own database."
+            )
         db = Path(home) / "prefect.db"
         with closing(sqlite3.connect(db)) as conn:
             conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # every page in the one file
@@ -325,6 +345,7 @@ def quiet_prefect_console() -> None:
 
 if __name__ == "__main__":  # `make install`: what a first run would otherwise build (python -m flows.runtime)
     print(f"Prefect database template: {build_database_template()}")
-    embed = EmbedParams()
+    project = Path("params.yaml")  # the repository's own when run by `make install`
+    embed = load_params(project).embed if project.exists() else EmbedParams()
     if embed.backend == "openvino-int8":
         print(f"int8 encoder of {embed.model}: {ensure_int8_model(embed.model)}")

@@ -45,9 +45,16 @@ def test_no_template_or_another_database_means_prefect_migrates_as_usual(tmp_pat
     assert not runtime.seed_database(home) and not (home / "prefect.db").exists()
 
 
-def test_a_configured_api_is_used_as_it_is(monkeypatch):
+def test_a_configured_api_is_used_as_it_is(tmp_path, monkeypatch):
+    monkeypatch.setenv("PREFECT_HOME", str(tmp_path))
     monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:4200/api")
     monkeypatch.setattr(runtime, "_api", None)
     runtime.start_temporary_api()
     assert runtime._api is None
+    monkeypatch.delenv("PREFECT_API_URL")
+    (tmp_path / "profiles.toml").write_text(
+        'active = "team"\n[profiles.team]\nPREFECT_API_URL = "http://prefect.internal:4200/api"\n'
+    )
+    runtime.start_temporary_api()  # `prefect config set PREFECT_API_URL=...` counts too
+    assert runtime._api is None and "PREFECT_API_URL" not in runtime.os.environ
     runtime.wait_for_api(["a.module.that.does.not.exist"])  # nothing started here: nothing to wait for or import
