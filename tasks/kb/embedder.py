@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import inspect
 import json
 import logging
 import os
@@ -105,6 +106,7 @@ def make_embedder(p: EmbedParams) -> Embedder:
 
 
 def runtime_versions() -> list[str]:
+    """The versions the int8 encoder's vectors depend on."""
     return [f"{d}={metadata.version(d)}" for d in ("openvino", "nncf")]
 
 
@@ -193,7 +195,7 @@ class OpenVinoInt8Embedder:
     """The model's transformer in OpenVINO, int8 by NNCF post-training quantization (calibrated on the shipped
     texts, transformer preset), then sentence-transformers' mean pooling and L2 normalization in numpy.
 
-    The quantized model is built once per model and runtime versions (~1 min: PyTorch loads the model to convert
+    The quantized model is built once per model and runtime versions (~20 s: PyTorch loads the model to convert
     it) into the environment's share/ragtune/encoders; a later run loads it without importing torch."""
 
     device = "cpu"
@@ -202,14 +204,11 @@ class OpenVinoInt8Embedder:
         import openvino as ov
 
         self.name, self.batch_size, self.normalize = name, batch_size, normalize
-        self.tokenizer, self.max_tokens = load_embedding_tokenizer(name)
-        self.tokenizer.enable_truncation(self.max_tokens)
-        pad = self.tokenizer.token_to_id("[PAD]") or 0
-        self.tokenizer.enable_padding(pad_id=pad)
-        folder = ensure_int8_model(name, self.tokenizer)
-        config = json.loads((folder / "ragtune.json").read_text())
-        self.dim = int(config["dim"])
-        threads = os.cpu_count() or 1  # OpenVINO counts physical cores: 1 on a 2-vCPU VM
+        self.tokenizer, self.max_tokens = padded_tokenizer(name)
+        folder = ensure_int8_model(name)
+        self.dim = int(json.loads((folder / "ragtune.json").read_text())["dim"])
+        # OpenVINO counts physical cores (1 on a 2-vCPU VM); a Dask worker's OMP_NUM_THREADS=1 keeps it to one
+        threads = int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count() or 1)
         self.model = ov.Core().compile_model(
             str(folder / "model.xml"), "CPU", {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY"}
         )
@@ -231,35 +230,51 @@ class OpenVinoInt8Embedder:
         return vecs.astype(np.float32)
 
 
-def ensure_int8_model(name: str, tokenizer=None) -> Path:
+def padded_tokenizer(name: str):
+    """The model's fast tokenizer truncating at its max_seq_length and padding each batch to its longest text."""
+    tokenizer, max_tokens = load_embedding_tokenizer(name)
+    tokenizer.enable_truncation(max_tokens)
+    pad = next((i for t in ("[PAD]", "<pad>") if (i := tokenizer.token_to_id(t)) is not None), 0)
+    tokenizer.enable_padding(pad_id=pad)  # padded positions are masked out of attention and pooling
+    return tokenizer, max_tokens
+
+
+def ensure_int8_model(name: str) -> Path:
     """The folder of the model's int8 OpenVINO encoder, built first if this environment has none (`make install`
-    builds the default model's)."""
+    builds the default model's; another model is built by its first embed run)."""
     folder = Path(sys.prefix) / "share/ragtune/encoders" / model_fingerprint(name, True, "openvino-int8")
     if not (folder / "model.xml").exists():
-        if tokenizer is None:
-            tokenizer, max_tokens = load_embedding_tokenizer(name)
-            tokenizer.enable_truncation(max_tokens)
-            tokenizer.enable_padding(pad_id=tokenizer.token_to_id("[PAD]") or 0)
-        build_int8_model(name, folder, tokenizer)
+        try:
+            build_int8_model(name, folder)
+        except PermissionError as exc:
+            raise ConfigError(
+                f"embed.backend=openvino-int8: cannot write the int8 encoder into {folder.parent} ({exc.strerror}). "
+                "Build it once as that folder's owner (`python -m flows.runtime`), or set embed.backend=torch."
+            ) from None
     return folder
 
 
-def build_int8_model(name: str, folder: Path, tokenizer) -> Path:
+SUPPORTED_MODULES = {"Transformer", "Pooling", "Normalize"}  # what build_int8_model reproduces
+
+
+def build_int8_model(name: str, folder: Path) -> Path:
     """Convert the sentence-transformers model's transformer to OpenVINO and quantize it to int8 into `folder`
-    (written whole: a temporary folder renamed into place)."""
+    (written whole: a folder of its own, renamed into place)."""
     import nncf
     import openvino as ov
     import torch
     from sentence_transformers import SentenceTransformer
 
     st = SentenceTransformer(resolve_model_path(name), device="cpu")
-    pooling = getattr(st[1], "get_pooling_mode_str", lambda: "mean")() if len(st) > 1 else "mean"
-    if pooling != "mean":
-        raise ConfigError(
-            f"embed.backend=openvino-int8: {name} pools by '{pooling}'; this backend does mean pooling only. "
-            "Set embed.backend=torch."
-        )
+    modules = [type(m).__name__ for m in st]
+    pooling = next((str(m.get_config_dict().get("pooling_mode")) for m in st if type(m).__name__ == "Pooling"), "mean")
     bert = st[0].auto_model.eval()
+    takes_types = "token_type_ids" in inspect.signature(bert.forward).parameters
+    if not set(modules) <= SUPPORTED_MODULES or pooling != "mean" or not takes_types:
+        raise ConfigError(
+            f"embed.backend=openvino-int8: {name} ({' -> '.join(modules)}, {pooling} pooling) is not a BERT-style "
+            "encoder with mean pooling, which is what this backend reproduces. Set embed.backend=torch."
+        )
 
     class LastHidden(torch.nn.Module):
         def __init__(self, model):
@@ -271,29 +286,28 @@ def build_int8_model(name: str, folder: Path, tokenizer) -> Path:
                 input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
             ).last_hidden_state
 
+    tokenizer, _ = padded_tokenizer(name)
     texts = [t for t in CALIBRATION.read_text(encoding="utf-8").splitlines() if t.strip()]
-
-    def feed(batch: list[str]) -> dict:
-        return encoder_inputs(tokenizer, batch)
-
-    example = {k: torch.from_numpy(v) for k, v in feed(texts[:2]).items()}
+    example = {k: torch.from_numpy(v) for k, v in encoder_inputs(tokenizer, texts[:2]).items()}
     with torch.no_grad():
         model = ov.convert_model(LastHidden(bert), example_input=example)
     batches = [texts[i : i + 16] for i in range(0, len(texts), 16)]
     quantized = nncf.quantize(
-        model, nncf.Dataset(batches, feed), model_type=nncf.ModelType.TRANSFORMER, subset_size=len(batches)
-    )
-    dim = (
-        st.get_embedding_dimension()
-        if hasattr(st, "get_embedding_dimension")
-        else st.get_sentence_embedding_dimension()
+        model,
+        nncf.Dataset(batches, lambda batch: encoder_inputs(tokenizer, batch)),
+        model_type=nncf.ModelType.TRANSFORMER,
+        subset_size=len(batches),
     )
     part = folder.with_name(f"{folder.name}.part-{os.getpid()}")
     shutil.rmtree(part, ignore_errors=True)
     ov.save_model(quantized, str(part / "model.xml"))
-    (part / "ragtune.json").write_text(json.dumps({"model": name, "dim": int(dim), "versions": runtime_versions()}))
+    (part / "ragtune.json").write_text(
+        json.dumps({"model": name, "dim": dimension(st), "versions": runtime_versions()})
+    )
     try:
         part.rename(folder)  # whole or not at all
-    except OSError:  # another process built it meanwhile: theirs is as good
+    except OSError:
         shutil.rmtree(part, ignore_errors=True)
+        if not (folder / "model.xml").exists():  # not another run's finished build: a real failure
+            raise
     return folder

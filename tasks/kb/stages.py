@@ -355,7 +355,7 @@ def run_eval_retrieval(ctx: StageContext) -> dict:
         "reason": reason,
         "baseline": {k: v for k, v in baseline.items() if k != "baseline"} if baseline else None,
     }
-    finish_stage(ws, "eval_retrieval", stats, start)
+    finish_stage(ws, "eval_retrieval", stats, start, release=True)
     if not passed:
         if staged:
             where = (

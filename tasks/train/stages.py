@@ -92,7 +92,7 @@ def run_build_dataset(ctx: StageContext) -> dict:
     write_json(ws.dataset_meta, meta)
     stats = {k: v for k, v in meta.items() if k not in ("template", "example_hashes", "train_questions")}
     stats["gate"] = {"evaluated": report["evaluated"], "success": True, "data_docs": report["data_docs"]}
-    finish_stage(ws, "build_dataset", stats, start)
+    finish_stage(ws, "build_dataset", stats, start, release=True)
     log.info(
         "build_dataset: %s format, %d train / %d eval rows, %d train tokens",
         fmt,
