@@ -2,7 +2,8 @@
 
 Options: PyTorch fp32 at ragtune's batch and twice it, PyTorch bf16 autocast (this CPU has AVX-512 bf16), ONNX
 Runtime fp32 and int8 (dynamic per-channel quantization of the MatMul weights, optimum's `avx512_vnni` recipe),
-OpenVINO fp32 and int8 (NNCF post-training quantization of the OpenVINO model with calibration texts).
+OpenVINO fp32, and OpenVINO int8 as ragtune ships it (embed.backend=openvino-int8: NNCF post-training quantization
+of the OpenVINO model, calibrated on tasks/kb/calibration.txt).
 sentence-transformers' own `backend="onnx"` / `"openvino"` need optimum-onnx (transformers<4.58) or optimum-intel
 (transformers<5.6), and fastembed needs huggingface-hub<2.0: none installs beside the pins. So the runtimes run
 here directly on a `torch.onnx.export` of the model's transformer; pooling and normalization are
@@ -23,7 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tasks.kb.embedder import resolve_model_path
+from tasks.core.config import EmbedParams
+from tasks.kb.embedder import make_embedder, resolve_model_path
 from tasks.kb.retrieval_eval import score_row
 
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
@@ -128,30 +130,6 @@ def retrieval_quality(vectors: np.ndarray, chunks: list[dict], queries: np.ndarr
     return round(100 * recall / len(qa), 1), round(mrr / len(qa), 3)
 
 
-def openvino_int8_encoder(fp32: Path, tokenizer, max_len: int, calibration: list[str], batch_size: int):
-    """OpenVINO int8 quantized by NNCF's post-training quantization of the OpenVINO model itself (static, with
-    activation statistics from `calibration` texts; the transformer preset keeps softmax and layer norms in fp32)."""
-    import nncf
-    import openvino as ov
-
-    def feed(texts: list[str]) -> dict:
-        enc = tokenizer(texts, padding=True, truncation=True, max_length=max_len, return_tensors="np")
-        return {k: enc[k].astype(np.int64) for k in INPUTS}
-
-    batches = [calibration[i : i + batch_size] for i in range(0, len(calibration), batch_size)]
-    core = ov.Core()
-    model = nncf.quantize(
-        core.read_model(str(fp32)),
-        nncf.Dataset(batches, feed),
-        model_type=nncf.ModelType.TRANSFORMER,
-        subset_size=len(batches),
-    )
-    compiled = core.compile_model(
-        model, "CPU", {"INFERENCE_NUM_THREADS": os.cpu_count() or 1, "PERFORMANCE_HINT": "LATENCY"}
-    )
-    return RuntimeEncoder(tokenizer, max_len, lambda f: compiled(f)[0])
-
-
 def compare_encoders(
     speed_texts: list[str],
     quality: dict[str, tuple[list[dict], list[dict]]],
@@ -184,7 +162,7 @@ def compare_encoders(
         "pytorch_bf16_autocast": pytorch(batch_size, autocast=True),
     }
     missing = missing_runtimes()
-    export_seconds = quantize_seconds = 0.0
+    export_seconds = 0.0
     if not missing:
         t0 = time.perf_counter()
         files = export_onnx(st, work / "onnx")
@@ -195,11 +173,10 @@ def compare_encoders(
         backends["onnxruntime_fp32"] = lambda texts: ort_fp32.encode(texts, batch_size)
         backends["onnxruntime_int8_dynamic"] = lambda texts: ort_int8.encode(texts, batch_size)
         backends["openvino_fp32"] = lambda texts: ov_fp32.encode(texts, batch_size)
-        if importlib.util.find_spec("nncf") is not None:
-            t0 = time.perf_counter()
-            ov_int8 = openvino_int8_encoder(files["fp32"], st.tokenizer, max_len, speed_texts[:256], batch_size)
-            quantize_seconds = time.perf_counter() - t0
-            backends["openvino_int8_nncf"] = lambda texts: ov_int8.encode(texts, batch_size)
+    t0 = time.perf_counter()  # ragtune's own int8 encoder, as embed.backend=openvino-int8 ships it
+    ov_int8 = make_embedder(EmbedParams(model=model_name, batch_size=batch_size, backend="openvino-int8"))
+    load_seconds = time.perf_counter() - t0
+    backends["openvino_int8_nncf (ragtune's embed.backend=openvino-int8)"] = ov_int8.embed
     results, reference, ref_speed, ref_quality = {}, None, None, None
     decide = next(iter(quality))
     for name, encode in backends.items():
@@ -245,5 +222,5 @@ def compare_encoders(
         out["skipped_runtimes"] = f"not installed ({', '.join(missing)}); pip install -c constraints.txt -e '.[bench]'"
     else:
         out["onnx_export_and_quantize_seconds"] = round(export_seconds, 1)
-        out["nncf_quantize_seconds"] = round(quantize_seconds, 1) if quantize_seconds else None
+    out["int8_encoder_load_seconds"] = round(load_seconds, 2)  # built by make install: a load, not a build
     return out

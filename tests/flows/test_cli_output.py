@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -102,8 +104,6 @@ def test_profile_prints_the_data_profile_and_saves_it(workspace):
 def test_a_refresh_in_a_new_project_is_a_real_prefect_run_and_leaves_no_server(workspace):
     """No server configured: the command starts Prefect's temporary API itself (its database copied from the migrated
     template when `make install` built one), records the flow run there and stops it on exit."""
-    import sqlite3
-    from contextlib import closing
 
     def servers() -> set[str]:  # Prefect API servers on this machine (the session's test server among them)
         found = subprocess.run(["pgrep", "-f", "prefect.server.api.server:create_app"], capture_output=True, text=True)
