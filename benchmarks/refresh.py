@@ -163,9 +163,11 @@ def refresh_scenarios(work: Path, n_docs: int, seed: int, size: int, overlap: in
         systems[peer] = {}
         runners[peer] = lambda scenario, p=peer: run_peer(p, corpus, work / p, size, overlap)
         stores[peer] = work / peer
+    torch_run: dict = {}
     for scenario in ("full", "unchanged", "churn_1pct"):
         if scenario == "unchanged":  # the bare baseline and the efficiency runs use the full run's chunks
             shutil.copy(work / "ragtune/data/chunks/chunks.jsonl", work / "full_chunks.jsonl")
+            torch_run = same_encoder_run(work / "ragtune-torch", corpus, qa, log)  # on the same corpus
         if scenario == "churn_1pct":
             stats["churn"] = churn(corpus, 0.01, seed + 1)
         for name, run in runners.items():
@@ -194,9 +196,18 @@ def refresh_scenarios(work: Path, n_docs: int, seed: int, size: int, overlap: in
         "encode_batch": embed_batch(),
         "generated_questions": len(qa),
         "systems": systems,
+        "ragtune_torch_full": torch_run,
         "small_corpus": small,
         "chunks_file": str(work / "full_chunks.jsonl"),
     }
+
+
+def same_encoder_run(project: Path, corpus: Path, qa: list[dict], log) -> dict:
+    """ragtune's full refresh with embed.backend=torch: the encoder the peers and the bare script use."""
+    log("refresh full: ragtune with embed.backend=torch")
+    res = run_ragtune(new_project(project), corpus, ["embed.backend=torch"])
+    res["retrieval_generated"] = score_index("ragtune", project, qa, overrides=["embed.backend=torch"])
+    return res
 
 
 def small_corpus(work: Path, names: list[str], size: int, overlap: int, log) -> dict:
@@ -228,7 +239,7 @@ def small_corpus(work: Path, names: list[str], size: int, overlap: int, log) -> 
     return out
 
 
-def score_index(system: str, where: Path, rows: list[dict], k: int = 5) -> dict:
+def score_index(system: str, where: Path, rows: list[dict], k: int = 5, overrides: list[str] = ()) -> dict:
     """recall@k and MRR@k of a system's index, each question embedded with the same model (normalized) and
     scored as eval-retrieval scores it: a hit is a chunk holding one of the row's answer strings."""
     from tasks.kb.retrieval_eval import score_row
@@ -236,7 +247,7 @@ def score_index(system: str, where: Path, rows: list[dict], k: int = 5) -> dict:
     if system == "ragtune":
         from tasks.kb.retrieval import Retriever, without_query_cache
 
-        params = without_query_cache(load_params(where / "params.yaml", DENSE_ONLY))
+        params = without_query_cache(load_params(where / "params.yaml", [*DENSE_ONLY, *overrides]))
         with Retriever(where, params, "dense") as retriever:
             ranked = [retriever.search(row["question"], k) for row in rows]
     else:
@@ -344,7 +355,8 @@ def stage_efficiency(chunks: list[dict], work: Path, repeats: int, log) -> dict:
     bare_refresh(chunks[:8], work / "bare-qdrant", 64, 256)  # warm the file cache and torch kernels for both sides
     for r in range(repeats):
         log(f"efficiency round {r + 1}/{repeats}")
-        params = load_params(project / "params.yaml", [f"index.local_path=data/qdrant-{r}", *DENSE_ONLY])
+        overrides = [f"index.local_path=data/qdrant-{r}", "embed.backend=torch", *DENSE_ONLY]  # the bare encoder
+        params = load_params(project / "params.yaml", overrides)
         shutil.rmtree(ws.embedding_cache.parent, ignore_errors=True)
         runs["ragtune_embed"].append(stages.run_embed(StageContext(ws, params)))
         bare = bare_refresh(chunks, work / "bare-qdrant", params.embed.batch_size, params.index.batch_size)

@@ -96,6 +96,23 @@ def _refresh(res: dict | None) -> list[str]:
                 "",
             ]
         )
+    same = res.get("ragtune_torch_full")
+    if same:
+        ret = same.get("retrieval_generated") or {}
+        rows.insert(
+            1,
+            [
+                "ragtune, embed.backend=torch",
+                same["points"],
+                same["wall_seconds"],
+                same["embedded"],
+                f"{ret.get('recall_at_5', '')} / {ret.get('mrr_at_5', '')}",
+                "",
+                "",
+                "",
+                "the peers' encoder (sentence-transformers fp32)",
+            ],
+        )
     out += _table(
         [
             "system",
@@ -147,13 +164,16 @@ def targets(r: dict) -> list[dict]:
                 }
             )
         bare = (r.get("bare") or {}).get("bare")
-        if bare:
+        same = r["refresh"].get("ragtune_torch_full")
+        if bare and same:
+            ratio = bare["wall_seconds"] / same["wall_seconds"]
             rows.append(
                 {
-                    "target": "full refresh speed / bare script's (its process wall / ragtune's)",
-                    "value": round(bare["process_seconds"] / full, 3),
+                    "target": "full refresh speed / bare script's, same encoder (bare process wall / ragtune's "
+                    "with embed.backend=torch)",
+                    "value": round(ratio, 3),
                     "goal": ">= 0.95",
-                    "met": bare["process_seconds"] / full >= 0.95,
+                    "met": ratio >= 0.95,
                 }
             )
         rows.append(

@@ -178,8 +178,9 @@ def section(results: dict, name: str, fn) -> None:
 
 
 def bare_section(refresh_res: dict, work: Path) -> dict:
-    """Per stage, ragtune's full-refresh stage time next to the bare-library script doing that stage's job."""
-    full = refresh_res["systems"]["ragtune"]["full"]
+    """Per stage, ragtune's full-refresh stage time (embed.backend=torch: the same encoder) next to the bare-library
+    script doing that stage's job."""
+    full = refresh_res["ragtune_torch_full"]
     bare = refresh.run_bare(Path(refresh_res["chunks_file"]), work)
     stages = full["stage_seconds"]
     bare_embed = bare["import_seconds"] + bare["model_load_seconds"] + bare["encode_seconds"]
