@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from tasks.core.config import EmbedParams
-from tasks.kb.embedder import make_embedder, resolve_model_path
+from tasks.kb.embedder import last_hidden, make_embedder, resolve_model_path
 from tasks.kb.retrieval_eval import score_row
 
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
@@ -44,21 +44,11 @@ def export_onnx(st_model, folder: Path) -> dict[str, Path]:
     folder.mkdir(parents=True, exist_ok=True)
     bert = st_model[0].auto_model.eval()
 
-    class LastHidden(torch.nn.Module):
-        def __init__(self, model):
-            super().__init__()
-            self.model = model
-
-        def forward(self, input_ids, attention_mask, token_type_ids):
-            return self.model(
-                input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
-            ).last_hidden_state
-
     sample = st_model.tokenizer(["a warm-up sentence", "another one"], padding=True, return_tensors="pt")
     fp32, int8 = folder / "model.onnx", folder / "model_int8.onnx"
     axes = {k: {0: "batch", 1: "seq"} for k in (*INPUTS, "last_hidden_state")}
     torch.onnx.export(
-        LastHidden(bert),
+        last_hidden(bert),
         tuple(sample[k] for k in INPUTS),
         str(fp32),
         input_names=list(INPUTS),

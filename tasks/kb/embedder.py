@@ -254,6 +254,24 @@ def ensure_int8_model(name: str) -> Path:
     return folder
 
 
+def last_hidden(bert):
+    """The transformer as a module of (input_ids, attention_mask, token_type_ids) -> last hidden state, the graph an
+    exporter traces (pooling and normalization stay outside it)."""
+    import torch
+
+    class LastHidden(torch.nn.Module):
+        def __init__(self, model):
+            super().__init__()
+            self.model = model
+
+        def forward(self, input_ids, attention_mask, token_type_ids):
+            return self.model(
+                input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
+            ).last_hidden_state
+
+    return LastHidden(bert)
+
+
 SUPPORTED_MODULES = {"Transformer", "Pooling", "Normalize"}  # what build_int8_model reproduces
 
 
@@ -276,21 +294,11 @@ def build_int8_model(name: str, folder: Path) -> Path:
             "encoder with mean pooling, which is what this backend reproduces. Set embed.backend=torch."
         )
 
-    class LastHidden(torch.nn.Module):
-        def __init__(self, model):
-            super().__init__()
-            self.model = model
-
-        def forward(self, input_ids, attention_mask, token_type_ids):
-            return self.model(
-                input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
-            ).last_hidden_state
-
     tokenizer, _ = padded_tokenizer(name)
     texts = [t for t in CALIBRATION.read_text(encoding="utf-8").splitlines() if t.strip()]
     example = {k: torch.from_numpy(v) for k, v in encoder_inputs(tokenizer, texts[:2]).items()}
     with torch.no_grad():
-        model = ov.convert_model(LastHidden(bert), example_input=example)
+        model = ov.convert_model(last_hidden(bert), example_input=example)
     batches = [texts[i : i + 16] for i in range(0, len(texts), 16)]
     quantized = nncf.quantize(
         model,
