@@ -3,14 +3,18 @@ converted to OpenVINO and quantized to int8 (static, NNCF), which encodes ~2x fa
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import inspect
+import io
 import json
 import logging
 import os
 import shutil
 import sys
+import warnings
+from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
 from typing import Protocol
@@ -244,14 +248,28 @@ def ensure_int8_model(name: str) -> Path:
     builds the default model's; another model is built by its first embed run)."""
     folder = Path(sys.prefix) / "share/ragtune/encoders" / model_fingerprint(name, True, "openvino-int8")
     if not (folder / "model.xml").exists():
+        log.info("embed: building the int8 OpenVINO encoder of %s into %s (once)", name, folder)
         try:
-            build_int8_model(name, folder)
+            with quiet_libraries():
+                build_int8_model(name, folder)
         except PermissionError as exc:
             raise ConfigError(
                 f"embed.backend=openvino-int8: cannot write the int8 encoder into {folder.parent} ({exc.strerror}). "
                 "Build it once as that folder's owner (`python -m flows.runtime`), or set embed.backend=torch."
             ) from None
     return folder
+
+
+@contextlib.contextmanager
+def quiet_libraries() -> Iterator[None]:
+    """Keep the converters' chatter (tracer warnings, NNCF's progress bars) off the terminal; errors still raise."""
+    with (
+        warnings.catch_warnings(),
+        contextlib.redirect_stdout(io.StringIO()),
+        contextlib.redirect_stderr(io.StringIO()),
+    ):
+        warnings.simplefilter("ignore")
+        yield
 
 
 def last_hidden(bert):
