@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from tasks.core.config import EmbedParams
-from tasks.kb.embedder import last_hidden, make_embedder, resolve_model_path
+from tasks.kb.embedder import last_hidden, make_embedder, mean_pooled, resolve_model_path
 from tasks.kb.retrieval_eval import score_row
 
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
@@ -83,9 +83,7 @@ class RuntimeEncoder:
                 [texts[j] for j in idx], padding=True, truncation=True, max_length=self.max_len, return_tensors="np"
             )
             hidden = self.run({k: enc[k].astype(np.int64) for k in INPUTS})
-            mask = enc["attention_mask"][..., None].astype(np.float32)
-            vec = (hidden * mask).sum(1) / np.clip(mask.sum(1), 1e-9, None)
-            out[idx] = vec / np.linalg.norm(vec, axis=1, keepdims=True)
+            out[idx] = mean_pooled(hidden, enc["attention_mask"])
         return out
 
 

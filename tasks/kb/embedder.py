@@ -227,11 +227,16 @@ class OpenVinoInt8Embedder:
     def _batch(self, texts: list[str]) -> np.ndarray:
         feed = encoder_inputs(self.tokenizer, texts)
         hidden = self.model({k: feed[k] for k in self.inputs})[0]
-        mask = feed["attention_mask"][..., None].astype(np.float32)
-        vecs = (hidden * mask).sum(1) / np.clip(mask.sum(1), 1e-9, None)
-        if self.normalize:
-            vecs = vecs / np.clip(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12, None)
-        return vecs.astype(np.float32)
+        return mean_pooled(hidden, feed["attention_mask"], self.normalize)
+
+
+def mean_pooled(hidden: np.ndarray, attention_mask: np.ndarray, normalize: bool = True) -> np.ndarray:
+    """sentence-transformers' mean pooling over the unmasked tokens, then (optionally) L2 normalization."""
+    mask = attention_mask[..., None].astype(np.float32)
+    vecs = (hidden * mask).sum(1) / np.clip(mask.sum(1), 1e-9, None)
+    if normalize:
+        vecs = vecs / np.clip(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12, None)
+    return vecs.astype(np.float32)
 
 
 def padded_tokenizer(name: str):
